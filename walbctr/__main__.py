@@ -1,0 +1,3 @@
+from walbctr.cli import main
+
+main()

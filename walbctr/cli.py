@@ -1,0 +1,221 @@
+"""The walbctr command: a thin shell over the pure core (and, later, the Docker edges).
+
+Heavy modules (pydantic models, docker, python-on-whales, rich) are imported inside the
+commands that need them, so that `walbctr --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from walbctr import __version__
+from walbctr.errors import WalbctrError
+
+if TYPE_CHECKING:
+    from walbctr.layout import Layout
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_LAYOUT = os.environ.get("WALBCTR_LAYOUT", "layout.yaml")
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def friendly(func: F) -> F:
+    """Operator errors become a paragraph and an exit status, never a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except WalbctrError as err:
+            click.echo(f"walbctr: {err}", err=True)
+            sys.exit(err.exit_code)
+        except KeyboardInterrupt:
+            click.echo("walbctr: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def load(path: str) -> Layout:
+    from walbctr.layout import read_layout
+
+    layout = read_layout(path)
+    for w in layout.warnings:
+        click.echo(f"warning: {w.render(layout.source)}", err=True)
+    return layout
+
+
+layout_argument = click.argument(
+    "layout", default=DEFAULT_LAYOUT, required=False, metavar="[LAYOUT]",
+    type=click.Path(dir_okay=False),
+)
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="walbctr")
+def main() -> None:
+    """Build, run and operate WalB backup groups in containers.
+
+    One layout file (LAYOUT, default ./layout.yaml or $WALBCTR_LAYOUT) says which walb
+    servers run on which hosts. walbctr turns it into server command lines and compose
+    files, builds the walb-tools image, and runs the group through Docker.
+
+    \b
+    Start here:
+      walbctr validate examples/minimal.yaml   check a layout
+      walbctr cmdline examples/minimal.yaml    the exact server command lines
+      walbctr render examples/minimal.yaml     compose files, one per host
+      walbctr schema > layout.schema.json      editor completion for layouts
+    """
+
+
+@main.command()
+@layout_argument
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing when the layout is valid.")
+@friendly
+def validate(layout: str, quiet: bool) -> None:
+    """Check LAYOUT and report every problem at once.
+
+    Exit status 0 when valid, 2 when not. Each problem names the file, line and field
+    (e.g. archives[0].vg) and how to fix it. Warnings do not fail validation.
+    """
+    from walbctr.server import Role
+
+    lay = load(layout)
+    if quiet:
+        return
+    counts = ", ".join(
+        f"{len(lay.of_role(r))} {r.value if len(lay.of_role(r)) == 1 else r.section}"
+        for r in Role
+    )
+    hosts = len(lay.used_hosts)
+    click.echo(f"{lay.source}: ok: group {lay.group!r}, {counts} on {hosts} "
+               f"host{'s' if hosts != 1 else ''} ({lay.network_mode} networking)")
+
+
+@main.command()
+@layout_argument
+@click.option("--host", "host", help="Only the servers on this host.")
+@friendly
+def cmdline(layout: str, host: str | None) -> None:
+    """Print every server's command line, in start order.
+
+    Archives first, then proxies, then storages: the order upstream requires. These are
+    exactly the commands the containers run. A storage's -archive (the primary archive:
+    the first in 'archives') and -proxy (proxies in list order, highest priority first)
+    are derived from the layout, never typed twice.
+    """
+    from walbctr.cmdline import command_line
+
+    lay = load(layout)
+    _check_host(lay, host)
+    for s in lay.servers:
+        if host is None or s.host == host:
+            click.echo(f"@{s.host} {s.id}: {command_line(s, lay)}")
+
+
+def _check_host(lay: Layout, host: str | None) -> None:
+    if host is not None and host not in lay.used_hosts:
+        raise WalbctrError(f"{lay.source}: no server runs on host {host!r}",
+                           "hosts with servers: " + ", ".join(lay.used_hosts))
+
+
+@main.command()
+@layout_argument
+@click.option("-o", "--output", default="compose", show_default=True,
+              type=click.Path(file_okay=False),
+              help="Directory to write into; files go to OUTPUT/GROUP/HOST.yaml.")
+@click.option("--stdout", is_flag=True, help="Print the files instead of writing them.")
+@friendly
+def render(layout: str, output: str, stdout: bool) -> None:
+    """Write compose files for LAYOUT: one per host that runs servers.
+
+    Each server is a service named by its id, with the walb command line, a walb-protocol
+    health check, depends_on in tier order (within the host), least privilege per role,
+    and its base dir and log bound at the same paths. Output is deterministic. Files for
+    hosts that no longer run servers are removed if walbctr generated them.
+    """
+    from walbctr.compose import file_name
+    from walbctr.compose import render as render_files
+
+    lay = load(layout)
+    files = render_files(lay)
+    if stdout:
+        for text in files.values():
+            click.echo(text, nl=False)
+        return
+    out = Path(output) / lay.group
+    written = write_files(out, {file_name(h): t for h, t in files.items()})
+    for path in written:
+        click.echo(str(path))
+
+
+def write_files(directory: Path, files: dict[str, str]) -> list[Path]:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in sorted(directory.glob("*.yaml")):
+            if stale.name not in files and _generated(stale):
+                stale.unlink()
+        paths = []
+        for name, text in files.items():
+            path = directory / name
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                path.write_text(text, encoding="utf-8")
+            paths.append(path)
+        return paths
+    except OSError as err:
+        raise WalbctrError(f"cannot write compose files to {directory}: {err}",
+                           "choose another directory with -o") from None
+
+
+def _generated(path: Path) -> bool:
+    with path.open(encoding="utf-8", errors="replace") as f:
+        return f.readline().startswith("# generated from ")
+
+
+@main.command("walblib-config")
+@layout_argument
+@click.option("--bin-dir", default="/usr/local/bin/", show_default=True,
+              help="Where walbc lives on the machine that runs the walblib script.")
+@friendly
+def walblib_config(layout: str, bin_dir: str) -> None:
+    """Print a walb-config.py for upstream's Python 2 walblib.
+
+    It declares the same servers (ServerConnectionParam, ServerStartupParam), the same
+    ServerLayout (first archive primary, proxies in priority order) and a Controller, so
+    existing walblib scripts drive the containerized group:
+
+    \b
+      walbctr walblib-config layout.yaml > walb-config.py
+      python2 -c "execfile('walb-config.py'); print walbc.get_host_type(a0)"
+    """
+    from walbctr.walblib import walblib_config as config
+
+    click.echo(config(load(layout), bin_dir), nl=False)
+
+
+@main.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write to this file instead of standard output.")
+def schema(output: str | None) -> None:
+    """Print the JSON Schema of the layout file.
+
+    Point your editor at it for completion and checking, e.g. with the YAML language
+    server: put '# yaml-language-server: $schema=layout.schema.json' on a layout's first
+    line.
+    """
+    from walbctr.schema import layout_schema
+
+    text = layout_schema()
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)

@@ -1,0 +1,207 @@
+"""Compose files: one per host, one service per server, least privilege per role.
+
+Rendering is pure: a Layout in, file names and text out. The same `server_args` that
+`walbctr cmdline` prints is what the services run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from walbctr.cmdline import server_args
+from walbctr.server import Role, Server
+from walbctr.validation import host_slug
+
+if TYPE_CHECKING:
+    from walbctr.layout import Layout
+
+LABEL = "io.walbctr"
+NOFILE = 65536
+HEALTH_INTERVAL_S = 2
+# walb-archive runs vgs and lvs before it listens; with many volumes that takes a while.
+START_PERIOD_S = {Role.ARCHIVE: 120, Role.PROXY: 30, Role.STORAGE: 60}
+
+# The archive's LVM passthrough (see README, "LVM inside the archive container"): the host's
+# udev database and locks, so that lvcreate inside the container and lvm on the host take
+# the same locks and new /dev/VG/LV nodes come from the host's udev; the host's metadata
+# backups, so the host keeps its history. Host IPC carries device-mapper's udev cookies.
+LVM_BINDS = ("/run/lvm", "/run/lock/lvm", "/etc/lvm/backup", "/etc/lvm/archive")
+UDEV_DIR = "/run/udev"
+
+
+def project_name(layout: Layout, host: str) -> str:
+    return f"walbctr-{layout.group}-{host_slug(host)}"
+
+
+def container_name(layout: Layout, server: Server) -> str:
+    return f"walbctr-{layout.group}-{server.id}"
+
+
+def network_name(layout: Layout) -> str:
+    return f"walbctr-{layout.group}"
+
+
+def file_name(host: str) -> str:
+    return f"{host}.yaml"
+
+
+def render(layout: Layout) -> dict[str, str]:
+    """host -> compose file text, for every host that runs servers."""
+    return {host: dump(layout, compose_project(layout, host)) for host in layout.used_hosts}
+
+
+def compose_project(layout: Layout, host: str) -> dict[str, Any]:
+    bridge = layout.network_mode == "bridge"
+    servers = layout.servers_on(host)
+    project: dict[str, Any] = {
+        "name": project_name(layout, host),
+        "services": {s.id: service(layout, s, servers) for s in servers},
+    }
+    if bridge:
+        project["networks"] = {"walb": {"name": network_name(layout), "external": True}}
+    return project
+
+
+def service(layout: Layout, server: Server, neighbours: tuple[Server, ...]) -> dict[str, Any]:
+    svc: dict[str, Any] = {
+        "image": layout.image,
+        "pull_policy": "never",  # sites without a registry: a missing image is an error
+        "container_name": container_name(layout, server),
+        "command": FlowList(server_args(server, layout)),
+        "init": True,
+        "restart": "unless-stopped",
+        "stop_signal": "SIGTERM",
+        "stop_grace_period": f"{server.stop_grace_period}s",
+        "ulimits": {"nofile": {"soft": NOFILE, "hard": NOFILE}},
+    }
+    if layout.network_mode == "bridge":
+        svc["hostname"] = server.id
+        svc["networks"] = {"walb": {"aliases": [server.id]}}
+        if server.publish is not None:
+            svc["ports"] = [{"target": server.port, "published": str(server.port),
+                             "host_ip": server.publish, "protocol": "tcp"}]
+    else:
+        svc["network_mode"] = "host"
+    svc.update(_privileges(server))
+    svc["volumes"] = _volumes(server)
+    svc["healthcheck"] = healthcheck(server)
+    svc["logging"] = {"driver": "json-file", "options": {"max-size": "20m", "max-file": "5"}}
+    deps = _depends_on(server, neighbours)
+    if deps:
+        svc["depends_on"] = deps
+    svc["labels"] = {
+        f"{LABEL}.group": layout.group,
+        f"{LABEL}.server": server.id,
+        f"{LABEL}.role": server.role.value,
+        f"{LABEL}.host": server.host,
+    }
+    svc["labels"][f"{LABEL}.config-hash"] = config_hash(svc)
+    return svc
+
+
+def config_hash(svc: Mapping[str, Any]) -> str:
+    """A digest of everything that defines the service, for drift detection."""
+    text = json.dumps(svc, sort_keys=True, separators=(",", ":"), default=list)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _privileges(server: Server) -> dict[str, Any]:
+    if server.role is Role.PROXY:
+        # A proxy only talks TCP and writes its base dir: nothing else is granted.
+        out: dict[str, Any] = {
+            "read_only": True,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges:true"],
+            "tmpfs": ["/tmp"],
+        }
+        if server.port < 1024:
+            out["cap_add"] = ["NET_BIND_SERVICE"]
+        return out
+    if server.role is Role.STORAGE:
+        # /dev/walb/* and /sys/block/walb!* need device access; the root stays read-only.
+        return {"privileged": True, "read_only": True, "tmpfs": ["/tmp"]}
+    return {"privileged": True, "ipc": "host"}
+
+
+def _bind(path: str, *, create: bool = True, read_only: bool = False) -> dict[str, Any]:
+    vol: dict[str, Any] = {"type": "bind", "source": path, "target": path}
+    if read_only:
+        vol["read_only"] = True
+    vol["bind"] = {"create_host_path": create}
+    return vol
+
+
+def _volumes(server: Server) -> list[dict[str, Any]]:
+    vols = [_bind(server.base_dir)]
+    if server.logs_to_file:
+        log_dir = posixpath.dirname(server.log_path)
+        if log_dir != server.base_dir and not log_dir.startswith(server.base_dir + "/"):
+            vols.append(_bind(log_dir))
+    if server.role is not Role.PROXY:
+        # A privileged container sees a snapshot of /dev taken at start; the bind makes
+        # devices created later (LVs, /dev/walb/NAME) appear inside.
+        vols.append(_bind("/dev", create=False))
+    if server.role is Role.ARCHIVE:
+        vols.append(_bind(UDEV_DIR, read_only=True))
+        vols += [_bind(p) for p in LVM_BINDS]
+    return sorted(vols, key=lambda v: str(v["target"]))
+
+
+def healthcheck(server: Server) -> dict[str, Any]:
+    # upstream's own readiness check: cheap, touches no device. '$$' is compose's escape.
+    probe = f"walbc -a 127.0.0.1 -p {server.port} -to 3 -retry 0 get host-type"
+    return {
+        "test": ["CMD-SHELL", f'test "$$({probe})" = {server.role.value}'],
+        "interval": f"{HEALTH_INTERVAL_S}s",
+        "timeout": "5s",
+        "retries": 3,
+        "start_period": f"{START_PERIOD_S[server.role]}s",
+    }
+
+
+def _depends_on(server: Server, neighbours: tuple[Server, ...]) -> dict[str, Any]:
+    before = {Role.ARCHIVE: (), Role.PROXY: (Role.ARCHIVE,),
+              Role.STORAGE: (Role.ARCHIVE, Role.PROXY)}[server.role]
+    return {s.id: {"condition": "service_healthy"} for s in neighbours if s.role in before}
+
+
+class FlowList(list[str]):
+    """A list dumped on one line: a command reads better as [walb-proxy, -p, '10000']."""
+
+
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    pass
+
+
+def _flow_list(dumper: Any, data: FlowList) -> Any:
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
+
+
+_Dumper.add_representer(FlowList, _flow_list)
+
+
+def dump(layout: Layout, project: Mapping[str, Any]) -> str:
+    head = (
+        f"# generated from {layout.source} by walbctr; do not edit.\n"
+        f"# host {_host_of(project)} of backup group {layout.group!r}; "
+        "'walbctr up' applies it in tier order across hosts.\n"
+    )
+    if layout.network_mode == "bridge":
+        head += (f"# bridge mode: the network {network_name(layout)} is created by "
+                 "'walbctr up' (by hand: docker network create "
+                 f"{network_name(layout)}).\n")
+    body = yaml.dump(project, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+                     width=1000, allow_unicode=True)
+    return head + body
+
+
+def _host_of(project: Mapping[str, Any]) -> str:
+    services = project["services"]
+    first = next(iter(services.values()))
+    return str(first["labels"][f"{LABEL}.host"])

@@ -1,0 +1,65 @@
+"""Hosts: where servers run, how peers reach them, and which Docker engine runs them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pydantic import Field
+
+from walbctr.server import Model
+
+# Docker's own rule for a context name.
+_CONTEXT_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.+-]*$")
+ENGINE_SCHEMES = ("ssh://", "tcp://", "unix://")
+
+
+class HostSpec(Model):
+    address: str | None = Field(
+        None,
+        description="name or IPv4 address that peers and the controller use to reach this "
+        "host (default: the host's key)",
+    )
+    engine: str | None = Field(
+        None,
+        description="the host's Docker engine: ssh://user@host, tcp://host:2376, "
+        "unix:///path, or a docker context name (default: the local engine)",
+    )
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    address: str
+    engine: str | None  # None: the local engine (DOCKER_HOST or the default socket)
+
+    @property
+    def engine_key(self) -> str:
+        """Hosts with equal keys are served by one engine."""
+        return self.engine or "local"
+
+    @property
+    def engine_is_context(self) -> bool:
+        return self.engine is not None and not self.engine.startswith(ENGINE_SCHEMES)
+
+
+def engine_problem(engine: str) -> str | None:
+    """Why `engine` is not an engine reference, or None when it is one."""
+    if engine.startswith(ENGINE_SCHEMES):
+        rest = engine.split("://", 1)[1]
+        return None if rest else "names a scheme but no host or path"
+    if "://" in engine:
+        return "has a scheme walbctr does not know (use ssh://, tcp:// or unix://)"
+    if not _CONTEXT_RE.match(engine):
+        return "is neither an ssh://, tcp:// or unix:// URL nor a docker context name"
+    return None
+
+
+def address_problem(address: str) -> str | None:
+    """Why walb-tools could not take `address` in HOST:PORT, or None when it can."""
+    if ":" in address:
+        return "is an IPv6 literal or has a port; walb-tools takes HOST:PORT with no brackets, " \
+            "so give a host name that resolves to it"
+    if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$", address):
+        return "is not a host name or IPv4 address"
+    return None

@@ -1,0 +1,25 @@
+"""Image names: what `walbctr build` tags and what a layout runs by default."""
+
+from __future__ import annotations
+
+import re
+
+REPOSITORY = "walbctr/walb-tools"
+
+# The walb-tools release walbctr builds by default: upstream's latest tag.
+UPSTREAM_URL = "https://github.com/walb-linux/walb-tools"
+UPSTREAM_VERSION = "1.0.19"
+UPSTREAM_COMMIT = "d7295d205c94c88c606e66cc7489a37b65c3ada9"
+
+
+def image_tag(version: str, revision: str, repository: str = REPOSITORY) -> str:
+    """`walbctr/walb-tools:1.0.19-d7295d2`: the walb-tools version and the source revision.
+
+    The revision is a commit for git sources, or a content hash for a directory, so two
+    different sources never share a tag.
+    """
+    safe_version = re.sub(r"[^A-Za-z0-9_.-]", "_", version)
+    return f"{repository}:{safe_version}-{revision[:7]}"
+
+
+DEFAULT_IMAGE = image_tag(UPSTREAM_VERSION, UPSTREAM_COMMIT)

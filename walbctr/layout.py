@@ -1,0 +1,415 @@
+"""The layout file: one backup group, its hosts and servers, read into resolved servers.
+
+`load_layout` is pure (text in, `Layout` out) so that every rule can be tested without a
+file system; `read_layout` is the thin edge that reads the file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import string
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, StringConstraints, ValidationError
+
+from walbctr import validation
+from walbctr.archive import ArchiveOptions, ArchiveSpec
+from walbctr.errors import LayoutError, Problem, WalbctrError
+from walbctr.host import Host, HostSpec
+from walbctr.image import DEFAULT_IMAGE
+from walbctr.proxy import ProxyOptions, ProxySpec
+from walbctr.server import START_ORDER, CommonOptions, KeepAlive, Model, Role, Server
+from walbctr.storage import StorageOptions, StorageSpec
+from walbctr.yamlsource import Loc, Source, format_loc, load
+
+DEFAULT_LAYOUT_PATH = "layout.yaml"
+
+# What a server gets when neither the layout's defaults nor the server say otherwise. The
+# port and base dir are the seed document's; logs go to the container log so that
+# `docker logs` and `walbctr logs` work without a file on the host.
+BUILTIN_DEFAULTS: Mapping[str, Any] = {
+    "port": 10000,
+    "base_dir": "/var/walb/{id}",
+    "log_path": "-",
+    "stop_grace_period": 120,
+}
+PLACEHOLDERS = ("id", "host", "role", "group")
+
+GroupName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
+
+ROLE_SPECS: Mapping[Role, type[ArchiveSpec | ProxySpec | StorageSpec]] = {
+    Role.ARCHIVE: ArchiveSpec,
+    Role.PROXY: ProxySpec,
+    Role.STORAGE: StorageSpec,
+}
+ROLE_OPTIONS: Mapping[Role, type[CommonOptions]] = {
+    Role.ARCHIVE: ArchiveOptions,
+    Role.PROXY: ProxyOptions,
+    Role.STORAGE: StorageOptions,
+}
+
+
+class Defaults(CommonOptions):
+    """Settings for every server, then per role; a server's own settings win."""
+
+    archive: ArchiveOptions | None = Field(None, description="defaults for archives only")
+    proxy: ProxyOptions | None = Field(None, description="defaults for proxies only")
+    storage: StorageOptions | None = Field(None, description="defaults for storages only")
+
+
+class NetworkSpec(Model):
+    mode: Literal["host", "bridge"] = Field(
+        "host",
+        description="host: servers use the host network and the hosts' addresses "
+        "(production); bridge: one private network per group where server ids are the "
+        "addresses (a lab on one engine)",
+    )
+    publish: bool | str = Field(
+        False,
+        description="bridge mode: publish every server's port on the host; true means "
+        "127.0.0.1, a string is the host address to bind",
+    )
+
+
+class LayoutSpec(Model):
+    """A WalB backup group: which servers run where, and how."""
+
+    version: Literal[1] = Field(1, description="layout file format version")
+    group: GroupName = Field(
+        description="backup group name: compose project names and labels are made from it"
+    )
+    image: str | None = Field(
+        None, description=f"image every server runs (default: {DEFAULT_IMAGE})"
+    )
+    network: NetworkSpec = NetworkSpec()
+    hosts: dict[str, HostSpec | None] | None = Field(
+        None,
+        description="host name -> how to reach it; when given, every server's host must be "
+        "here",
+    )
+    defaults: Defaults = Defaults()
+    archives: list[ArchiveSpec] = Field(
+        default_factory=list, description="archive servers; the first is the primary archive"
+    )
+    proxies: list[ProxySpec] = Field(
+        default_factory=list, description="proxy servers, highest priority first"
+    )
+    storages: list[StorageSpec] = Field(default_factory=list, description="storage servers")
+
+    def specs(self, role: Role) -> list[ArchiveSpec] | list[ProxySpec] | list[StorageSpec]:
+        if role is Role.ARCHIVE:
+            return self.archives
+        return self.proxies if role is Role.PROXY else self.storages
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A valid layout with every server resolved, in start order."""
+
+    source: str
+    spec: LayoutSpec
+    servers: tuple[Server, ...]
+    hosts: Mapping[str, Host]
+    warnings: tuple[Problem, ...] = field(default=())
+
+    @property
+    def group(self) -> str:
+        return self.spec.group
+
+    @property
+    def image(self) -> str:
+        return self.spec.image or DEFAULT_IMAGE
+
+    @property
+    def network_mode(self) -> str:
+        return self.spec.network.mode
+
+    def of_role(self, role: Role) -> tuple[Server, ...]:
+        return tuple(s for s in self.servers if s.role is role)
+
+    @property
+    def primary_archive(self) -> Server:
+        """The first archive listed: where every storage sends its volumes."""
+        return self.of_role(Role.ARCHIVE)[0]
+
+    @property
+    def proxies_by_priority(self) -> tuple[Server, ...]:
+        """Proxies in list order, which storages try first to last."""
+        return self.of_role(Role.PROXY)
+
+    def server(self, server_id: str) -> Server:
+        for s in self.servers:
+            if s.id == server_id:
+                return s
+        known = ", ".join(s.id for s in self.servers)
+        raise WalbctrError(
+            f"{self.source}: no server with id {server_id!r}", f"the servers are: {known}"
+        )
+
+    def servers_on(self, host: str) -> tuple[Server, ...]:
+        return tuple(s for s in self.servers if s.host == host)
+
+    @property
+    def used_hosts(self) -> tuple[str, ...]:
+        """Hosts that run at least one server, in first-use (start) order."""
+        return tuple(dict.fromkeys(s.host for s in self.servers))
+
+
+def read_layout(path: str | Path) -> Layout:
+    """Read and validate the layout file at `path`."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise WalbctrError(
+            f"layout file {str(p)!r} not found",
+            "pass the layout's path, or run where a layout.yaml is; examples/ has templates",
+        ) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise WalbctrError(f"cannot read layout file {str(p)!r}: {err}") from None
+    return load_layout(text, str(p))
+
+
+def load_layout(text: str, name: str = DEFAULT_LAYOUT_PATH) -> Layout:
+    """Parse, validate and resolve a layout; raise LayoutError listing every problem."""
+    src = load(text, name)
+    if not isinstance(src.data, dict):
+        kind = type(src.data).__name__
+        raise LayoutError(name, [Problem(
+            "", f"the file holds a {kind}, not a mapping of layout keys", 1,
+            "a layout starts with keys such as 'group:' and 'archives:'; see examples/")])
+    try:
+        spec = LayoutSpec.model_validate(src.data)
+    except ValidationError as err:
+        raise LayoutError(name, _pydantic_problems(err, src)) from None
+    problems: list[Problem] = []
+    hosts = _resolve_hosts(spec)
+    servers = tuple(_resolve_servers(spec, hosts, problems))
+    layout = Layout(name, spec, servers, hosts)
+    problems += validation.check(layout)
+    problems = list(dict.fromkeys(problems))  # a bad default is reported once, not per server
+    errors = [_locate(p, src) for p in problems if not isinstance(p, validation.Advisory)]
+    if errors:
+        raise LayoutError(name, errors)
+    warnings = tuple(_locate(p, src) for p in problems if isinstance(p, validation.Advisory))
+    return Layout(name, spec, servers, hosts, warnings)
+
+
+def _locate(p: Problem, src: Source) -> Problem:
+    if p.line is not None:
+        return p
+    loc = tuple(int(x) if x.isdigit() else x for x in _split_path(p.path))
+    return type(p)(p.path, p.message, src.line_of(loc), p.fix)
+
+
+def _split_path(path: str) -> Iterator[str]:
+    for part in path.replace("[", ".").replace("]", "").split("."):
+        if part:
+            yield part
+
+
+def _resolve_hosts(spec: LayoutSpec) -> dict[str, Host]:
+    named = spec.hosts or {}
+    names = list(named)
+    for role in START_ORDER:
+        names += [s.host for s in spec.specs(role) if s.host not in named]
+    hosts = {}
+    for name in dict.fromkeys(names):
+        hs = named.get(name) or HostSpec()
+        hosts[name] = Host(name, hs.address or name, hs.engine)
+    return hosts
+
+
+def _resolve_servers(
+    spec: LayoutSpec, hosts: Mapping[str, Host], problems: list[Problem]
+) -> Iterator[Server]:
+    bridge = spec.network.mode == "bridge"
+    common = spec.defaults.model_dump(exclude_none=True, exclude={"archive", "proxy", "storage"})
+    for role in START_ORDER:
+        role_defaults = getattr(spec.defaults, role.value)
+        layered: list[tuple[Loc, Mapping[str, Any]]] = [
+            ((), BUILTIN_DEFAULTS),
+            (("network",), {"publish": spec.network.publish} if spec.network.publish else {}),
+            (("defaults",), common),
+            (("defaults", role.value),
+             role_defaults.model_dump(exclude_none=True) if role_defaults else {}),
+        ]
+        for index, entry in enumerate(spec.specs(role)):
+            own = entry.model_dump(exclude_none=True, exclude={"id", "host"})
+            merged: dict[str, Any] = {}
+            origin: dict[str, Loc] = {}
+            for loc, values in [*layered, ((role.section, index), own)]:
+                for key, value in values.items():
+                    merged[key] = value
+                    origin[key] = (*loc, key)
+            fill = {"id": entry.id, "host": entry.host, "role": role.value, "group": spec.group}
+            paths = {}
+            for key in ("base_dir", "log_path"):
+                paths[key] = _expand(merged[key], fill, origin[key], problems)
+            publish = merged.pop("publish", None)
+            if publish is not None and publish is not False and not bridge:
+                problems.append(Problem(
+                    format_loc(origin["publish"]), "publish applies to bridge mode only",
+                    fix="in host mode servers listen on the host network already; remove it"))
+            host = hosts[entry.host]
+            flags = ROLE_OPTIONS[role].FLAGS
+            yield Server(
+                role=role,
+                id=entry.id,
+                host=entry.host,
+                index=index,
+                address=entry.id if bridge else host.address,
+                port=merged["port"],
+                base_dir=paths["base_dir"],
+                log_path=paths["log_path"],
+                options={k: merged[k] for k, _ in flags if k in merged},
+                flags=flags,
+                publish=("127.0.0.1" if publish is True else publish) if bridge and publish
+                else None,
+                stop_grace_period=merged["stop_grace_period"],
+                origins={k: format_loc(v) for k, v in origin.items() if len(v) > 1},
+            )
+
+
+def _expand(template: str, fill: Mapping[str, str], loc: Loc, problems: list[Problem]) -> str:
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as err:
+        problems.append(Problem(format_loc(loc), f"bad template {template!r}: {err}",
+                                fix="write literal braces as {{ and }}"))
+        return template
+    unknown = [f for f in fields if f not in PLACEHOLDERS]
+    if unknown:
+        problems.append(Problem(
+            format_loc(loc), f"unknown placeholder {{{unknown[0]}}} in {template!r}",
+            fix="placeholders are " + ", ".join("{" + p + "}" for p in PLACEHOLDERS)))
+        return template
+    return template.format_map(fill)
+
+
+# --- turning pydantic's errors into an operator's ---------------------------------------
+
+_SECTION_ROLES = {role.section: role for role in Role}
+_OTHER_ROLE_HINT = {
+    name: role
+    for role, model in ROLE_OPTIONS.items()
+    for name in model.model_fields
+    if name not in CommonOptions.model_fields
+}
+
+
+def _pydantic_problems(err: ValidationError, src: Source) -> list[Problem]:
+    merged: dict[Loc, list[str]] = {}
+    fixes: dict[Loc, str] = {}
+    for e in err.errors(include_url=False):
+        loc = _data_loc(tuple(e["loc"]), src.data)
+        message, fix = _describe(e, loc, src.data)
+        if message not in merged.setdefault(loc, []):
+            merged[loc].append(message)
+        if fix:
+            fixes.setdefault(loc, fix)
+    return [
+        Problem(format_loc(loc), " or ".join(msgs), src.line_of(loc), fixes.get(loc, ""))
+        for loc, msgs in merged.items()
+    ]
+
+
+def _data_loc(loc: Loc, data: Any) -> Loc:
+    """Drop the union-member tags pydantic puts in a location, keeping only real keys."""
+    out: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:  # noqa: SIM114 (mypy narrows per branch)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        elif i == len(loc) - 1 and isinstance(node, dict) and isinstance(part, str):
+            pass  # a missing key: keep it, it is the field's name
+        else:
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _describe(e: Any, loc: Loc, data: Any) -> tuple[str, str]:
+    kind = e["type"]
+    key = loc[-1] if loc else ""
+    value = e.get("input")
+    if kind == "extra_forbidden":
+        return _unknown_key(str(key), loc, e)
+    if kind == "missing":
+        if key == "group":
+            return "required: the backup group's name", "add e.g. 'group: backup0'"
+        return f"required field {key!r} is missing", ""
+    if kind == "string_pattern_mismatch":
+        if key == "id":
+            return (f"{value!r} cannot be a container name or walb id",
+                    "use letters, digits, '-' and '_', starting with a letter or digit, "
+                    "at most 63 characters")
+        if key == "group":
+            return (f"{value!r} cannot name a compose project",
+                    "use lower-case letters, digits, '-' and '_', at most 40 characters")
+        if key in ("vg", "thinpool"):
+            return f"{value!r} is not a valid LVM name", "see 'VALID NAMES' in lvm(8)"
+    if kind in ("int_type", "int_parsing") and isinstance(value, str):
+        return f"must be a whole number, not the string {value!r}", "remove the quotes"
+    if kind in ("model_type", "dict_type"):
+        return f"must be a mapping of keys, not {_kind(value)}", ""
+    if kind == "list_type":
+        return f"must be a list (one '- id: ...' entry per server), not {_kind(value)}", ""
+    msg = str(e["msg"])
+    msg = msg.replace("Input should be", "must be").replace("Value error, ", "")
+    if value is not None and not isinstance(value, dict | list):
+        msg += f", got {value!r}"
+    return msg, ""
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", int: "a number",
+            bool: "a boolean", type(None): "empty"}.get(type(value), type(value).__name__)
+
+
+def _unknown_key(key: str, loc: Loc, e: Any) -> tuple[str, str]:
+    parent = loc[:-1]
+    role = None
+    if len(parent) == 2 and parent[0] in _SECTION_ROLES:
+        role = _SECTION_ROLES[str(parent[0])]
+    elif len(parent) == 2 and parent[0] == "defaults":
+        role = Role(str(parent[1]))
+    elif parent == ("defaults",) and key in _OTHER_ROLE_HINT:
+        owner = _OTHER_ROLE_HINT[key]
+        return (f"{key!r} is {owner.value}-specific",
+                f"put it under defaults.{owner.value}, or on each {owner.value}")
+    if role is not None and key in _OTHER_ROLE_HINT and key not in ROLE_OPTIONS[role].model_fields:
+        owners = sorted({r.value for r, m in ROLE_OPTIONS.items() if key in m.model_fields})
+        return (f"{key!r} is not a {role.value} option: walb-{role.value} has no such "
+                f"setting (it belongs to {' and '.join(o + 's' for o in owners)})",
+                "remove it")
+    allowed = _allowed_keys(loc)
+    close = difflib.get_close_matches(key, allowed, n=1)
+    fix = f"did you mean {close[0]!r}?" if close else (
+        "allowed here: " + ", ".join(allowed) if allowed else "")
+    return f"unknown key {key!r}", fix
+
+
+def _allowed_keys(loc: Loc) -> list[str]:
+    parent = loc[:-1]
+    model: type[BaseModel] | None = None
+    if parent == ():
+        model = LayoutSpec
+    elif parent == ("defaults",):
+        model = Defaults
+    elif parent == ("network",):
+        model = NetworkSpec
+    elif len(parent) == 2 and parent[0] == "hosts":
+        model = HostSpec
+    elif len(parent) == 2 and parent[0] == "defaults":
+        model = ROLE_OPTIONS[Role(str(parent[1]))]
+    elif len(parent) == 2 and parent[0] in ("archives", "proxies", "storages"):
+        model = ROLE_SPECS[_SECTION_ROLES[str(parent[0])]]
+    elif len(parent) >= 1 and parent[-1] == "keepalive":
+        model = KeepAlive
+    return sorted(model.model_fields) if model else []

@@ -1,0 +1,264 @@
+"""Rules that span servers and hosts; field-level rules live on the models themselves."""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import posixpath
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from walbctr.errors import Problem
+from walbctr.host import address_problem, engine_problem
+from walbctr.server import Role, Server
+from walbctr.yamlsource import format_loc
+
+if TYPE_CHECKING:
+    from walbctr.layout import Layout
+
+
+class Advisory(Problem):
+    """Worth telling the operator; not a reason to refuse the layout."""
+
+
+# Binding one of these into a container (as a base dir, or as a log file's directory)
+# would hand the container the host's system files.
+SYSTEM_DIRS = frozenset({
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc",
+    "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib",
+    "/var/log", "/var/run", "/var/tmp",
+})
+_IMAGE_RE = re.compile(r"^[a-z0-9]+([._/-][a-z0-9]+)*(:\d+)?(/[a-z0-9._-]+)*"
+                       r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+
+
+def check(layout: Layout) -> list[Problem]:
+    return [
+        *_roles(layout),
+        *_ids(layout),
+        *_hosts(layout),
+        *_paths(layout),
+        *_ports(layout),
+        *_network(layout),
+        *_image(layout),
+    ]
+
+
+def _where(s: Server, key: str = "") -> str:
+    """Where the operator wrote `key` for `s`: the server entry, or the default it took."""
+    if key and key in s.origins:
+        return s.origins[key]
+    return format_loc((*s.loc, key) if key else s.loc)
+
+
+def _roles(layout: Layout) -> Iterator[Problem]:
+    archives = layout.of_role(Role.ARCHIVE)
+    if not archives:
+        yield Problem("archives", "a backup group needs at least one archive",
+                      fix="add an 'archives:' list with id, host and vg; the first is the "
+                          "primary archive")
+    if layout.of_role(Role.STORAGE) and not layout.of_role(Role.PROXY):
+        yield Problem("proxies", "storages send their logs through proxies, but none is listed",
+                      fix="add a 'proxies:' list with at least one proxy")
+    for a in archives:
+        if "vg" not in a.options:
+            yield Problem(_where(a, "vg"),
+                          f"archive {a.id!r} needs the LVM volume group it keeps backups in",
+                          fix="add 'vg: NAME' (an existing VG on its host), or set "
+                              "defaults.archive.vg")
+        elif "thinpool" in a.options and not a.options["thinpool"]:
+            yield Problem(_where(a, "thinpool"), "thinpool is empty")
+
+
+def _ids(layout: Layout) -> Iterator[Problem]:
+    first: dict[str, Server] = {}
+    for s in layout.servers:
+        # Ids are DNS names in bridge mode and compared case-insensitively there.
+        key = s.id.lower()
+        if key in first:
+            other = first[key]
+            yield Problem(_where(s, "id"),
+                          f"duplicate id {s.id!r} (also {_where(other)}, the {other.role} on "
+                          f"{other.host})",
+                          fix="every server in a group needs its own id")
+        else:
+            first[key] = s
+
+
+def _hosts(layout: Layout) -> Iterator[Problem]:
+    declared = layout.spec.hosts
+    used = set(layout.used_hosts)
+    if declared is not None:
+        for s in layout.servers:
+            if s.host not in declared:
+                close = difflib.get_close_matches(s.host, list(declared), n=1)
+                yield Problem(_where(s, "host"),
+                              f"host {s.host!r} is not defined in 'hosts'",
+                              fix=f"did you mean {close[0]!r}?" if close
+                              else f"add '{s.host}:' under hosts")
+        for name in declared:
+            if name not in used:
+                yield Advisory(f"hosts.{name}", f"host {name!r} runs no server")
+    slugs: dict[str, str] = {}
+    for name, host in layout.hosts.items():
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", name):
+            yield Problem(f"hosts.{name}" if declared else _first_on(layout, name),
+                          f"host name {name!r} cannot name a compose project",
+                          fix="use letters, digits, '.', '-' and '_'")
+            continue
+        slug = host_slug(name)
+        if slug in slugs:
+            yield Problem(f"hosts.{name}", f"host {name!r} and {slugs[slug]!r} differ only "
+                          "in case", fix="rename one of them")
+        slugs[slug] = name
+        where = f"hosts.{name}" if declared and name in declared else _first_on(layout, name)
+        if layout.network_mode == "host" and name in used:
+            why = address_problem(host.address)
+            if why:
+                yield Problem(f"{where}.address" if declared else where,
+                              f"address {host.address!r} {why}")
+        if host.engine is not None:
+            why = engine_problem(host.engine)
+            if why:
+                yield Problem(f"{where}.engine", f"engine {host.engine!r} {why}")
+
+
+def _first_on(layout: Layout, host: str) -> str:
+    for s in layout.servers:
+        if s.host == host:
+            return _where(s, "host")
+    return "hosts"
+
+
+def host_slug(name: str) -> str:
+    """A host name as it may appear in a compose project name."""
+    return re.sub(r"[^a-z0-9_-]", "-", name.lower())
+
+
+def _paths(layout: Layout) -> Iterator[Problem]:
+    for s in layout.servers:
+        yield from path_form(s.base_dir, _where(s, "base_dir"), "base_dir")
+        if s.logs_to_file:
+            yield from path_form(s.log_path, _where(s, "log_path"), "log_path")
+            log_dir = posixpath.dirname(s.log_path)
+            if log_dir in SYSTEM_DIRS and log_dir not in ("/var/log",):
+                yield Problem(_where(s, "log_path"),
+                              f"the log's directory {log_dir} would be bound into the container",
+                              fix="put logs in a directory of their own, e.g. /var/walb/")
+            elif log_dir in SYSTEM_DIRS:
+                yield Advisory(_where(s, "log_path"),
+                               f"the log's directory {log_dir} is bound into {s.id}'s container",
+                               fix="a directory of its own, e.g. /var/log/walb/, keeps other "
+                                   "files out of reach")
+    by_host: dict[str, list[Server]] = {}
+    for s in layout.servers:
+        by_host.setdefault(s.host, []).append(s)
+    for host, servers in by_host.items():
+        for i, s in enumerate(servers):
+            for other in servers[:i]:
+                yield from _path_clash(host, other, s)
+
+
+def path_form(path: str, where: str, key: str) -> Iterator[Problem]:
+    if not path.startswith("/"):
+        yield Problem(where, f"{key} {path!r} is relative",
+                      fix="give an absolute path, e.g. /var/walb/{id}")
+        return
+    norm = posixpath.normpath(path)
+    if norm.startswith("//"):
+        norm = norm[1:]
+    if norm != path:
+        yield Problem(where, f"{key} {path!r} is not in normal form", fix=f"write {norm!r}")
+    elif key == "base_dir" and path in SYSTEM_DIRS:
+        yield Problem(where, f"base_dir {path} is a system directory and would be bound into "
+                      "the container", fix="use a directory of its own, e.g. /var/walb/{id}")
+
+
+def _inside(path: str, parent: str) -> bool:
+    return path.startswith(parent.rstrip("/") + "/")
+
+
+def _path_clash(host: str, a: Server, b: Server) -> Iterator[Problem]:
+    on = f"on host {host!r}"
+    if a.base_dir == b.base_dir:
+        yield Problem(_where(b, "base_dir"),
+                      f"{b.id} and {a.id} share base dir {b.base_dir} {on}",
+                      fix="give each server its own, e.g. base_dir: /var/walb/{id}")
+    elif _inside(b.base_dir, a.base_dir) or _inside(a.base_dir, b.base_dir):
+        yield Problem(_where(b, "base_dir"),
+                      f"base dirs of {a.id} ({a.base_dir}) and {b.id} ({b.base_dir}) are "
+                      f"nested {on}; walb reads every directory in a base dir as a volume",
+                      fix="use sibling directories, e.g. /var/walb/{id}")
+    for x, y in ((a, b), (b, a)):
+        if x.logs_to_file and (x.log_path == y.base_dir or _inside(y.base_dir, x.log_path)):
+            yield Problem(_where(x, "log_path"),
+                          f"{x.id}'s log {x.log_path} is {y.id}'s base dir {on}")
+    if a.logs_to_file and a.log_path == b.log_path:
+        yield Problem(_where(b, "log_path"),
+                      f"{b.id} and {a.id} would write one log file {b.log_path} {on}",
+                      fix="give each server its own, e.g. log_path: /var/walb/{id}.log")
+
+
+def _ports(layout: Layout) -> Iterator[Problem]:
+    seen: dict[tuple[str, int], Server] = {}
+    for s in layout.servers:
+        if layout.network_mode == "host":
+            # Two hosts may share one address (all on one machine); ports then must differ.
+            keys = [(f"host {s.host}", s.port), (f"address {s.address}", s.port)]
+        elif s.publish is not None:
+            keys = [(f"{layout.hosts[s.host].engine_key} {s.publish}", s.port)]
+        else:
+            keys = []
+        for key in keys:
+            if key in seen and seen[key] is not s:
+                other = seen[key]
+                yield Problem(_where(s, "port"),
+                              f"{s.id} and {other.id} both listen on port {s.port} of "
+                              f"{key[0]}", fix="give one of them another port")
+                break
+            seen[key] = s
+        if s.publish is not None and _is_wildcard(s.publish):
+            yield Advisory(_where(s, "publish"),
+                           f"{s.id}'s port is published on every interface; walb-tools has "
+                           "no authentication", fix="publish on 127.0.0.1 or a private address")
+
+
+def _is_wildcard(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_unspecified
+    except ValueError:
+        return False
+
+
+def _network(layout: Layout) -> Iterator[Problem]:
+    engines = {layout.hosts[h].engine_key for h in layout.used_hosts}
+    if layout.network_mode == "bridge" and len(engines) > 1:
+        yield Problem("network.mode",
+                      f"bridge mode puts every server on one private network, but the hosts "
+                      f"use {len(engines)} Docker engines ({', '.join(sorted(engines))})",
+                      fix="use 'mode: host' across engines, or one engine for a lab")
+    if layout.network_mode == "host" and len(engines) > 1:
+        for name in layout.used_hosts:
+            host = layout.hosts[name]
+            if _is_loopback(host.address):
+                yield Problem(f"hosts.{name}.address",
+                              f"{name}'s address {host.address} is a loopback address, but "
+                              "servers on other engines must reach it",
+                              fix="give the address other hosts reach it by")
+
+
+def _is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def _image(layout: Layout) -> Iterator[Problem]:
+    image = layout.spec.image
+    if image is not None and not _IMAGE_RE.match(image):
+        yield Problem("image", f"{image!r} is not an image reference",
+                      fix="e.g. walbctr/walb-tools:1.0.19-d7295d2 (see 'walbctr build')")

@@ -248,6 +248,8 @@ def _resolve_servers(
             fill = {"id": entry.id, "host": entry.host, "role": role.value, "group": spec.group}
             paths = {}
             for key in ("base_dir", "log_path"):
+                if merged[key] != "-" or key == "base_dir":
+                    problems += validation.path_form(merged[key], format_loc(origin[key]), key)
                 paths[key] = _expand(merged[key], fill, origin[key], problems)
             publish = merged.pop("publish", None)
             if publish is not None and publish is not False and not bridge:
@@ -384,10 +386,10 @@ def _unknown_key(key: str, loc: Loc, e: Any) -> tuple[str, str]:
         return (f"{key!r} is {owner.value}-specific",
                 f"put it under defaults.{owner.value}, or on each {owner.value}")
     if role is not None and key in _OTHER_ROLE_HINT and key not in ROLE_OPTIONS[role].model_fields:
-        owners = sorted({r.value for r, m in ROLE_OPTIONS.items() if key in m.model_fields})
-        return (f"{key!r} is not a {role.value} option: walb-{role.value} has no such "
-                f"setting (it belongs to {' and '.join(o + 's' for o in owners)})",
-                "remove it")
+        owners = sorted(r.section for r, m in ROLE_OPTIONS.items() if key in m.model_fields)
+        article = "an" if role is Role.ARCHIVE else "a"
+        return (f"{key!r} is not {article} {role.value} option: walb-{role.value} has no "
+                f"such setting (only {' and '.join(owners)} have it)", "remove it")
     allowed = _allowed_keys(loc)
     close = difflib.get_close_matches(key, allowed, n=1)
     fix = f"did you mean {close[0]!r}?" if close else (

@@ -138,9 +138,13 @@ def host_slug(name: str) -> str:
 
 def _paths(layout: Layout) -> Iterator[Problem]:
     for s in layout.servers:
-        yield from path_form(s.base_dir, _where(s, "base_dir"), "base_dir")
-        if s.logs_to_file:
-            yield from path_form(s.log_path, _where(s, "log_path"), "log_path")
+        # The form of both paths is checked on the templates, where they were written.
+        if s.base_dir in SYSTEM_DIRS:
+            yield Problem(_where(s, "base_dir"),
+                          f"base_dir {s.base_dir} is a system directory and would be bound "
+                          "into the container", fix="use a directory of its own, e.g. "
+                          "/var/walb/{id}")
+        if s.logs_to_file and s.log_path.startswith("/"):
             log_dir = posixpath.dirname(s.log_path)
             if log_dir in SYSTEM_DIRS and log_dir not in ("/var/log",):
                 yield Problem(_where(s, "log_path"),
@@ -160,19 +164,17 @@ def _paths(layout: Layout) -> Iterator[Problem]:
                 yield from _path_clash(host, other, s)
 
 
-def path_form(path: str, where: str, key: str) -> Iterator[Problem]:
+def path_form(path: str, where: str, key: str) -> list[Problem]:
+    """Problems with the form of a path template: relative, or not normalized."""
     if not path.startswith("/"):
-        yield Problem(where, f"{key} {path!r} is relative",
-                      fix="give an absolute path, e.g. /var/walb/{id}")
-        return
+        return [Problem(where, f"{key} {path!r} is relative",
+                        fix="give an absolute path, e.g. /var/walb/{id}")]
     norm = posixpath.normpath(path)
     if norm.startswith("//"):
         norm = norm[1:]
     if norm != path:
-        yield Problem(where, f"{key} {path!r} is not in normal form", fix=f"write {norm!r}")
-    elif key == "base_dir" and path in SYSTEM_DIRS:
-        yield Problem(where, f"base_dir {path} is a system directory and would be bound into "
-                      "the container", fix="use a directory of its own, e.g. /var/walb/{id}")
+        return [Problem(where, f"{key} {path!r} is not in normal form", fix=f"write {norm!r}")]
+    return []
 
 
 def _inside(path: str, parent: str) -> bool:
@@ -207,7 +209,7 @@ def _ports(layout: Layout) -> Iterator[Problem]:
             # Two hosts may share one address (all on one machine); ports then must differ.
             keys = [(f"host {s.host}", s.port), (f"address {s.address}", s.port)]
         elif s.publish is not None:
-            keys = [(f"{layout.hosts[s.host].engine_key} {s.publish}", s.port)]
+            keys = [(f"{s.publish} on engine {layout.hosts[s.host].engine_key}", s.port)]
         else:
             keys = []
         for key in keys:

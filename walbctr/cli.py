@@ -219,3 +219,93 @@ def schema(output: str | None) -> None:
         Path(output).write_text(text, encoding="utf-8")
     else:
         click.echo(text, nl=False)
+
+
+def _progress_mode(plain: bool, quiet: bool) -> str:
+    if quiet:
+        return "quiet"
+    if plain or not sys.stderr.isatty():
+        return "plain"
+    return "live"
+
+
+@main.command()
+@click.option("--source", metavar="URL|DIR",
+              help="walb-tools to compile: a git URL, or a local checkout or unpacked "
+                   "tarball (no .git needed). Default: upstream, pinned.")
+@click.option("--ref", metavar="REF",
+              help="Commit, tag or branch to fetch with a URL source. Default: the pinned "
+                   "v1.0.19 commit d7295d2.")
+@click.option("--base-image", metavar="IMAGE",
+              help="Base for both stages instead of debian:bookworm-slim (or walbctr's own "
+                   "bases when that cannot be had).")
+@click.option("--all-tools", is_flag=True,
+              help="Build all of walb-tools' ~50 tools (make build), not just the servers "
+                   "and clients (make core).")
+@click.option("-t", "--tag", "tags", multiple=True, metavar="TAG",
+              help="An extra tag for the image (repeatable).")
+@click.option("--no-cache", is_flag=True, help="Rebuild every step.")
+@click.option("--no-pull", is_flag=True, help="Never try to pull a base image.")
+@click.option("--plain", is_flag=True, help="Plain build log lines (for CI logs).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress; only the result or error.")
+@friendly
+def build(source: str | None, ref: str | None, base_image: str | None, all_tools: bool,
+          tags: tuple[str, ...], no_cache: bool, no_pull: bool, plain: bool,
+          quiet: bool) -> None:
+    """Build the walb-tools image that layouts run.
+
+    Compiles walb-tools (make core DISABLE_COMMIT_ID=1) in a builder stage and copies the
+    stripped executables into a runtime stage with the libraries and the LVM, dmsetup and
+    util-linux tools walb calls at fixed paths. The tag encodes the walb-tools version and
+    revision, e.g. walbctr/walb-tools:1.0.19-d7295d2, the layouts' default image.
+
+    \b
+    Without a registry: when debian:bookworm-slim is absent and cannot be pulled, the
+    build creates its own bases from Debian packages (mmdebstrap + docker import, once,
+    under a minute each; see 'walbctr base'); then it needs no download at all.
+
+    \b
+    Examples:
+      walbctr build                                  upstream v1.0.19, pinned
+      walbctr build --source ~/src/walb-tools        a local tree
+      walbctr build --source URL --ref v1.0.18       another revision
+    """
+    from walbctr.build import build as run_build
+    from walbctr.build import human_size, stderr_echo
+
+    mode = _progress_mode(plain, quiet)
+    echo = (lambda _text: None) if mode == "quiet" else stderr_echo
+    built = run_build(source=source, ref=ref, base_image=base_image,
+                      target="build" if all_tools else "core", extra_tags=tags,
+                      no_cache=no_cache, pull=not no_pull, progress=mode, echo=echo)
+    click.echo(f"{built.tag} {built.image_id} {human_size(built.size)} "
+               f"(built in {built.seconds:.1f} s)")
+
+
+@main.command()
+@click.option("--force", is_flag=True, help="Recreate the bases even if present.")
+@click.option("--plain", is_flag=True, help="Show mmdebstrap's output.")
+@friendly
+def base(force: bool, plain: bool) -> None:
+    """Create walbctr's base images from Debian packages, without a registry.
+
+    \b
+    walbctr/base:bookworm-runtime  Debian minbase + what walb-tools loads and calls
+    walbctr/base:bookworm-build    Debian minbase + compiler and headers
+
+    mmdebstrap builds each root filesystem from Debian's package archive (no image
+    registry involved) and 'docker import' loads it. 'walbctr build' does this by
+    itself when it needs to. For a site with no network at all: run this where Debian
+    packages can be reached, then 'docker save' the two images and 'docker load' them
+    there.
+    """
+    from walbctr.build import ensure_bases, stderr_echo
+    from walbctr.engine import Engine
+    from walbctr.images import recipe_dir
+
+    engine = Engine()
+    engine.api  # noqa: B018 (fail early when the engine is unreachable)
+    dockerfile = (recipe_dir() / "Dockerfile").read_text()
+    for tag in ensure_bases(engine, dockerfile, stderr_echo, plain, force=force):
+        image = engine.api.images.get(tag)
+        click.echo(f"{tag} {image.id} {int(image.attrs.get('Size', 0)) / 1e6:.1f} MB")

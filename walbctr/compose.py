@@ -33,6 +33,9 @@ START_PERIOD_S = {Role.ARCHIVE: 120, Role.PROXY: 30, Role.STORAGE: 60}
 # backups, so the host keeps its history. Host IPC carries device-mapper's udev cookies.
 LVM_BINDS = ("/run/lvm", "/run/lock/lvm", "/etc/lvm/backup", "/etc/lvm/archive")
 UDEV_DIR = "/run/udev"
+ARCHIVE_CAPS = ("SYS_ADMIN", "SYS_RAWIO", "MKNOD", "CHOWN", "DAC_OVERRIDE", "FOWNER",
+                "IPC_LOCK", "SYS_NICE")
+STORAGE_CAPS = ("SYS_ADMIN", "SYS_RAWIO", "MKNOD", "DAC_OVERRIDE")
 
 
 def project_name(layout: Layout, host: str) -> str:
@@ -123,10 +126,18 @@ def _privileges(server: Server) -> dict[str, Any]:
         if server.port < 1024:
             out["cap_add"] = ["NET_BIND_SERVICE"]
         return out
+    out = {"privileged": True} if server.privileged else {
+        # Where privileged containers are refused (or not wanted): the capabilities that
+        # device-mapper, LVM and walb's ioctls need, and access to block devices and to
+        # misc character devices (device-mapper control, loop-control, walb control).
+        "cap_drop": ["ALL"],
+        "cap_add": list(ARCHIVE_CAPS if server.role is Role.ARCHIVE else STORAGE_CAPS),
+        "device_cgroup_rules": ["b *:* rwm", "c 10:* rwm"],
+    }
     if server.role is Role.STORAGE:
         # /dev/walb/* and /sys/block/walb!* need device access; the root stays read-only.
-        return {"privileged": True, "read_only": True, "tmpfs": ["/tmp"]}
-    return {"privileged": True, "ipc": "host"}
+        return {**out, "read_only": True, "tmpfs": ["/tmp"]}
+    return {**out, "ipc": "host"}
 
 
 def _bind(path: str, *, create: bool = True, read_only: bool = False) -> dict[str, Any]:

@@ -19,7 +19,12 @@ def image_tag(version: str, revision: str, repository: str = REPOSITORY) -> str:
     different sources never share a tag.
     """
     safe_version = re.sub(r"[^A-Za-z0-9_.-]", "_", version)
-    return f"{repository}:{safe_version}-{revision[:7]}"
+    return f"{repository}:{safe_version}-{short_revision(revision)}"
+
+
+def short_revision(revision: str) -> str:
+    """d7295d2 for a commit; tree-9d0c1a2b for a content hash (see source.py)."""
+    return revision[:13] if revision.startswith("tree-") else revision[:7]
 
 
 DEFAULT_IMAGE = image_tag(UPSTREAM_VERSION, UPSTREAM_COMMIT)

@@ -272,6 +272,7 @@ def _resolve_servers(
                 publish=("127.0.0.1" if publish is True else publish) if bridge and publish
                 else None,
                 stop_grace_period=merged["stop_grace_period"],
+                privileged=role is not Role.PROXY and merged.get("privileged", True),
                 origins={k: format_loc(v) for k, v in origin.items() if len(v) > 1},
             )
 

@@ -118,6 +118,7 @@ class Server:
     flags: tuple[tuple[str, str], ...]  # (field, walb flag) for this role, in order
     publish: str | None  # host address to publish the port on (bridge mode), or None
     stop_grace_period: int
+    privileged: bool  # archives and storages by default; never a proxy
     origins: Mapping[str, str]  # field -> layout path it was set at (absent: built in)
 
     @property

@@ -1,0 +1,108 @@
+"""Docker engines: one connection per layout host, with errors that name the host.
+
+docker-py (the Engine API) serves inspect, health, logs, exec, events and image
+transfer; python-on-whales drives the CLI for compose and buildx, which the API lacks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from walbctr.errors import WalbctrError
+
+if TYPE_CHECKING:
+    import docker
+    from python_on_whales import DockerClient
+
+
+@dataclass
+class Engine:
+    """The engine of one host: `engine` as the layout gives it, None for the local one."""
+
+    engine: str | None = None
+    label: str = "local"  # how messages name it: the host's name
+    _checked: bool = field(default=False, repr=False)
+
+    @property
+    def is_context(self) -> bool:
+        return self.engine is not None and "://" not in self.engine
+
+    def env(self) -> dict[str, str]:
+        """Environment for `docker` CLI commands aimed at this engine."""
+        env = dict(os.environ)
+        if self.engine is None:
+            return env
+        if self.is_context:
+            env.pop("DOCKER_HOST", None)
+            env["DOCKER_CONTEXT"] = self.engine
+        else:
+            env["DOCKER_HOST"] = self.engine
+        return env
+
+    @cached_property
+    def api(self) -> docker.DockerClient:
+        import docker
+        from docker.errors import DockerException
+
+        try:
+            if self.engine is None:
+                client = docker.from_env(timeout=60)
+            elif self.is_context:
+                from docker.context import ContextAPI
+
+                ctx = ContextAPI.get_context(self.engine)
+                if ctx is None:
+                    raise WalbctrError(f"host {self.label}: no docker context named "
+                                       f"{self.engine!r}", "list them with 'docker context ls'")
+                client = docker.DockerClient(base_url=ctx.Host, tls=ctx.TLSConfig, timeout=60,
+                                             use_ssh_client=True)
+            else:
+                client = docker.DockerClient(base_url=self.engine, timeout=60,
+                                             use_ssh_client=self.engine.startswith("ssh://"))
+            client.ping()
+        except DockerException as err:
+            raise self.unreachable(err) from None
+        return client
+
+    def unreachable(self, err: Exception) -> WalbctrError:
+        where = self.engine or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        return WalbctrError(
+            f"host {self.label}: cannot reach its Docker engine at {where}: {_short(err)}",
+            "start dockerd there, or fix hosts." + self.label + ".engine in the layout (for "
+            "ssh:// engines, check that 'ssh HOST docker version' works without a password)",
+        )
+
+    @cached_property
+    def cli(self) -> DockerClient:
+        from python_on_whales import DockerClient
+
+        if self.engine is None:
+            return DockerClient()
+        if self.is_context:
+            return DockerClient(context=self.engine)
+        return DockerClient(host=self.engine)
+
+    def has_cli_plugin(self, name: str) -> bool:
+        if shutil.which("docker") is None:
+            return False
+        run = subprocess.run(["docker", name, "version"], capture_output=True, text=True,
+                             env=self.env(), check=False)
+        return run.returncode == 0
+
+    def image_or_none(self, ref: str) -> Any:
+        from docker.errors import ImageNotFound
+
+        try:
+            return self.api.images.get(ref)
+        except ImageNotFound:
+            return None
+
+
+def _short(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[-1] if text else type(err).__name__

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,3 +26,76 @@ storages:
 @pytest.fixture
 def minimal() -> Layout:
     return load_layout(MINIMAL, "t.yaml")
+
+
+DOUBLE_SOURCE = ROOT / "tests" / "fixtures" / "walb-tools-double"
+
+
+def engine_problem() -> str | None:
+    """Why the Docker engine cannot be used, or None."""
+    try:
+        import docker
+
+        docker.from_env(timeout=10).ping()
+    except Exception as err:  # any failure means: no engine for these tests
+        return f"no Docker engine reachable ({err})"
+    return None
+
+
+@pytest.fixture(scope="session")
+def engine() -> object:
+    why = engine_problem()
+    if why:
+        pytest.skip(why)
+    import docker
+
+    return docker.from_env(timeout=120)
+
+
+def run_walbctr(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "walbctr", *args], capture_output=True,
+                          text=True, cwd=cwd, check=False)
+
+
+@pytest.fixture(scope="session")
+def double_image(engine: object) -> str:
+    """The walb-tools image built from the test double, as CI builds it.
+
+    WALBCTR_TEST_IMAGE names an image built elsewhere (the real walb-tools, in the
+    upstream CI job) to run the same tests against instead.
+    """
+    import os
+
+    if os.environ.get("WALBCTR_TEST_IMAGE"):
+        return os.environ["WALBCTR_TEST_IMAGE"]
+    run = run_walbctr("build", "--source", str(DOUBLE_SOURCE), "--plain")
+    assert run.returncode == 0, run.stderr[-4000:]
+    return run.stdout.split()[0]
+
+
+@pytest.fixture(scope="session")
+def loop_vg(engine: Any, double_image: str,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An LVM volume group on a loop device, made and removed through the image's lvm2."""
+    import secrets
+
+    name = f"walbctr_test_{secrets.token_hex(3)}"
+    work = tmp_path_factory.mktemp("pv")
+    kwargs: dict[str, Any] = {
+        "cap_add": ["SYS_ADMIN"], "device_cgroup_rules": ["b 7:* rmw", "c 10:237 rmw"],
+        "volumes": {"/dev": {"bind": "/dev", "mode": "rw"},
+                    str(work): {"bind": "/work", "mode": "rw"}},
+        "remove": True, "labels": {"io.walbctr.probe": "test-vg"},
+    }
+    script = ("truncate -s 64M /work/pv.img && dev=$(losetup -f --show /work/pv.img) && "
+              f"pvcreate -q $dev >&2 && vgcreate -q {name} $dev >&2 && echo $dev")
+    try:
+        out = engine.containers.run(double_image, ["sh", "-c", script], **kwargs)
+    except Exception as err:
+        pytest.skip(f"cannot make an LVM volume group on a loop device here: {err}")
+    device = out.decode().strip().splitlines()[-1]
+    yield name
+    engine.containers.run(double_image, ["sh", "-c", f"vgremove -q -f {name}; "
+                                         f"pvremove -q {device}; losetup -d {device}"], **kwargs)

@@ -21,7 +21,7 @@ def fake_walblib() -> types.ModuleType:
             self.args = (name, address, port, kind)
 
     class ServerStartupParam:
-        def __init__(self, connParam: Any, binDir: str, dataDir: str,  # noqa: N803, PLR0917
+        def __init__(self, connParam: Any, binDir: str, dataDir: str,  # noqa: N803
                      logPath: str | None = None, vg: str | None = None,  # noqa: N803
                      tp: str | None = None) -> None:
             self.args = (connParam.args, binDir, dataDir, logPath, vg, tp)

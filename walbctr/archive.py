@@ -42,12 +42,6 @@ class ArchiveOptions(CommonOptions):
         None, description="lock wait/hold seconds above which to log (-lock-time-th)"
     )
 
-    privileged: bool | None = Field(
-        None,
-        description="run privileged (default true); false grants only the capabilities and "
-        "device access walb and LVM need, for engines that refuse privileged containers",
-    )
-
     FLAGS: ClassVar[tuple[tuple[str, str], ...]] = (
         ("vg", "-vg"),
         ("thinpool", "-tp"),

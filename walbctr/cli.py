@@ -6,6 +6,7 @@ commands that need them, so that `walbctr --help` stays instant.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -309,3 +310,243 @@ def base(force: bool, plain: bool) -> None:
     for tag in ensure_bases(engine, dockerfile, stderr_echo, plain, force=force):
         image = engine.api.images.get(tag)
         click.echo(f"{tag} {image.id} {int(image.attrs.get('Size', 0)) / 1e6:.1f} MB")
+
+
+# --- running the group --------------------------------------------------------------------
+
+
+def _split_layout(args: tuple[str, ...]) -> tuple[str, list[str]]:
+    """[LAYOUT] REST...: the first argument is the layout when it names a YAML file."""
+    if args and (args[0].endswith((".yaml", ".yml")) or Path(args[0]).is_file()):
+        return args[0], list(args[1:])
+    return DEFAULT_LAYOUT, list(args)
+
+
+def _echo(mode: str) -> Callable[[str], None]:
+    return (lambda _t: None) if mode == "quiet" else (lambda t: click.echo(t, err=True))
+
+
+host_option = click.option("--host", "host", metavar="HOST",
+                           help="Only the servers on this host.")
+plain_option = click.option("--plain", is_flag=True,
+                            help="One line per state change instead of a live table (CI).")
+quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print only the result.")
+
+
+@main.command()
+@layout_argument
+@host_option
+@click.option("--timeout", default=300, show_default=True, type=click.IntRange(1),
+              help="Seconds a tier may take to become healthy.")
+@plain_option
+@quiet_option
+@friendly
+def up(layout: str, host: str | None, timeout: int, plain: bool, quiet: bool) -> None:
+    """Bring the group up: archives, then proxies, then storages, healthy.
+
+    Validates and renders LAYOUT, checks every host first (engine, image, ports), then
+    applies each host's compose file in tiers across all hosts: every archive healthy
+    before any proxy starts, every proxy healthy before any storage starts. Running it
+    again with an unchanged layout changes nothing; a changed server is recreated alone.
+
+    If a tier fails, the error names the server, its host, why, and its last log lines;
+    later tiers are not started and what started is left running for inspection.
+    """
+    from walbctr.deploy import up as run_up
+
+    lay = load(layout)
+    mode = _progress_mode(plain, quiet)
+    done = run_up(lay, only_host=host, timeout=timeout, mode=mode, echo=_echo(mode))
+    total = len(done.created) + len(done.recreated) + len(done.unchanged)
+    if not done.created and not done.recreated and not done.restarted:
+        click.echo(f"group {lay.group}: {total} servers healthy, nothing to change "
+                   f"({done.seconds:.1f} s)")
+        return
+    parts = [f"{len(v)} {k}" for k, v in (("created", done.created),
+                                         ("recreated", done.recreated),
+                                         ("restarted", done.restarted),
+                                         ("unchanged", done.unchanged)) if v]
+    click.echo(f"group {lay.group}: {total} servers healthy ({', '.join(parts)}) in "
+               f"{done.seconds:.1f} s")
+
+
+@main.command()
+@click.argument("args", nargs=-1, metavar="[LAYOUT] [ID]...")
+@host_option
+@plain_option
+@quiet_option
+@friendly
+def down(args: tuple[str, ...], host: str | None, plain: bool, quiet: bool) -> None:
+    """Stop and remove the group's containers (or only the servers ID...).
+
+    Storages stop first, then proxies, then archives; each gets 'walbc shutdown
+    graceful', then SIGTERM after its stop_grace_period. Base dirs, log files and LVM
+    volumes are never removed: 'walbctr up' later finds them as they were.
+    """
+    from walbctr.deploy import down as run_down
+
+    layout, ids = _split_layout(args)
+    lay = load(layout)
+    mode = _progress_mode(plain, quiet)
+    removed = run_down(lay, ids or None, only_host=host, mode=mode, echo=_echo(mode))
+    kept = ", ".join(sorted({s.base_dir for s in lay.servers if s.id in removed})) or "-"
+    click.echo(f"group {lay.group}: removed {len(removed)} containers; data kept in {kept}")
+
+
+@main.command()
+@click.argument("args", nargs=-1, metavar="[LAYOUT] [ID]...")
+@host_option
+@click.option("--timeout", default=300, show_default=True, type=click.IntRange(1),
+              help="Seconds a tier may take to become healthy again.")
+@plain_option
+@quiet_option
+@friendly
+def restart(args: tuple[str, ...], host: str | None, timeout: int, plain: bool,
+            quiet: bool) -> None:
+    """Restart servers (all, or ID...): stopped in reverse order, started in tier order."""
+    from walbctr.deploy import restart as run_restart
+
+    layout, ids = _split_layout(args)
+    lay = load(layout)
+    mode = _progress_mode(plain, quiet)
+    done = run_restart(lay, ids or None, only_host=host, mode=mode, timeout=timeout)
+    click.echo(f"group {lay.group}: restarted {', '.join(done) or 'nothing'}")
+
+
+@main.command("status")
+@layout_argument
+@host_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@friendly
+def status(layout: str, host: str | None, as_json: bool) -> None:
+    """One row per server: state, health, image, walb version, uptime.
+
+    A host whose engine cannot be reached shows its servers as 'unknown' instead of
+    failing the whole command. DRIFT marks a container whose configuration differs from
+    the layout's ('walbctr up' would recreate it). Exit status 1 when any server is not
+    running and healthy.
+    """
+    from walbctr.ops import format_uptime, rows_json, status_rows
+
+    lay = load(layout)
+    rows = status_rows(lay, host)
+    if as_json:
+        click.echo(rows_json(rows), nl=False)
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(box=None, padding=(0, 2), show_edge=False)
+        for col in ("ID", "ROLE", "HOST", "ADDRESS", "STATE", "HEALTH", "IMAGE", "WALB",
+                    "UPTIME", "DRIFT"):
+            table.add_column(col)
+        for r in rows:
+            state = r.state + (f" ({r.note})" if r.note else "")
+            table.add_row(r.id, r.role, r.host, r.endpoint, state, r.health, r.image,
+                          r.walb_version, format_uptime(r.uptime_s), "yes" if r.drift else "")
+        Console(width=200).print(table)
+    if not all(r.state == "running" and r.health == "healthy" for r in rows):
+        sys.exit(1)
+
+
+main.add_command(status, "ps")
+
+
+@main.command()
+@click.argument("args", nargs=-1, required=True, metavar="[LAYOUT] ID")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("-n", "--tail", type=click.IntRange(0), help="Only the last N lines.")
+@friendly
+def logs(args: tuple[str, ...], follow: bool, tail: int | None) -> None:
+    """Print a server's log: the container log, or its log_path file on its host."""
+    from walbctr.ops import stream_logs
+
+    layout, rest = _split_layout(args)
+    if len(rest) != 1:
+        raise click.UsageError("give one server id")
+    with contextlib.suppress(BrokenPipeError):
+        for chunk in stream_logs(load(layout), rest[0], follow, tail):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, required=True, type=click.UNPROCESSED,
+                metavar="[LAYOUT] ID ARGS...")
+@friendly
+def walbc(args: tuple[str, ...]) -> None:
+    """Run walbc against server ID, e.g. 'walbctr walbc layout.yaml s0 status'.
+
+    walbc runs inside ID's container, so addresses resolve as the servers see them; its
+    output and exit status pass through. '-a' and '-p' are filled in; put other walbc
+    options (-to, -retry, -id) before the command, as walbc wants them.
+    """
+    from walbctr.ops import walbc as run_walbc
+
+    layout, rest = _split_layout(args)
+    if len(rest) < 2:
+        raise click.UsageError("give a server id and a walbc command, e.g. 's0 status'")
+    sys.exit(run_walbc(load(layout), rest[0], rest[1:]))
+
+
+@main.command("exec", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, required=True, type=click.UNPROCESSED,
+                metavar="[LAYOUT] ID -- CMD...")
+@friendly
+def exec_(args: tuple[str, ...]) -> None:
+    """Run CMD in server ID's running container (e.g. -- lvs, -- wdevc list)."""
+    from walbctr.ops import exec_argv, replace_process
+
+    layout, rest = _split_layout(args)
+    if "--" in rest:
+        cut = rest.index("--")
+        rest = rest[:cut] + rest[cut + 1:]
+    if len(rest) < 2:
+        raise click.UsageError("give a server id and a command: ID -- CMD...")
+    argv, env = exec_argv(load(layout), rest[0], rest[1:], interactive=True)
+    replace_process(argv, env)
+
+
+@main.command()
+@click.argument("args", nargs=-1, required=True, metavar="[LAYOUT] ID")
+@friendly
+def shell(args: tuple[str, ...]) -> None:
+    """An interactive shell in server ID's running container."""
+    from walbctr.ops import exec_argv, replace_process
+
+    layout, rest = _split_layout(args)
+    if len(rest) != 1:
+        raise click.UsageError("give one server id")
+    argv, env = exec_argv(load(layout), rest[0], ["bash"], interactive=True)
+    replace_process(argv, env)
+
+
+@main.command("check-host")
+@layout_argument
+@host_option
+@friendly
+def check_host(layout: str, host: str | None) -> None:
+    """Check hosts before deploying; report every result together.
+
+    \b
+    Per host: engine reachable and its version; the image present; privileged
+    containers allowed (where servers need them); for archives, the VG (and thin pool)
+    as the archive's own container sees it; for storages, /dev/walb/control (the walb
+    driver; a warning); base dir parents writable; ports free.
+    Exit status 1 when any check fails (warnings do not fail).
+    """
+    from walbctr.checkhost import FAIL, check_hosts
+
+    checks = check_hosts(load(layout), host)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, padding=(0, 2), show_edge=False)
+    for col in ("HOST", "CHECK", "RESULT", "DETAIL"):
+        table.add_column(col)
+    style = {"ok": "green", "warn": "yellow", "FAIL": "bold red"}
+    for c in checks:
+        table.add_row(c.host, c.name, f"[{style[c.result]}]{c.result}[/]", c.detail)
+    Console(width=200).print(table)
+    if any(c.result == FAIL for c in checks):
+        sys.exit(1)

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from walbctr.layout import Layout
 
 LABEL = "io.walbctr"
-NOFILE = 65536
 HEALTH_INTERVAL_S = 2
 # walb-archive runs vgs and lvs before it listens; with many volumes that takes a while.
 START_PERIOD_S = {Role.ARCHIVE: 120, Role.PROXY: 30, Role.STORAGE: 60}
@@ -81,7 +80,7 @@ def service(layout: Layout, server: Server, neighbours: tuple[Server, ...]) -> d
         "restart": "unless-stopped",
         "stop_signal": "SIGTERM",
         "stop_grace_period": f"{server.stop_grace_period}s",
-        "ulimits": {"nofile": {"soft": NOFILE, "hard": NOFILE}},
+        "ulimits": {"nofile": {"soft": server.nofile, "hard": server.nofile}},
     }
     if layout.network_mode == "bridge":
         svc["hostname"] = server.id

@@ -35,6 +35,7 @@ BUILTIN_DEFAULTS: Mapping[str, Any] = {
     "base_dir": "/var/walb/{id}",
     "log_path": "-",
     "stop_grace_period": 120,
+    "nofile": 65536,
 }
 PLACEHOLDERS = ("id", "host", "role", "group")
 
@@ -256,6 +257,13 @@ def _resolve_servers(
                 problems.append(Problem(
                     format_loc(origin["publish"]), "publish applies to bridge mode only",
                     fix="in host mode servers listen on the host network already; remove it"))
+            # 'privileged' in the common defaults means archives and storages; said of a
+            # proxy itself, it is a mistake.
+            if role is Role.PROXY and merged.get("privileged") and origin["privileged"][:2] in (
+                    ("proxies", index), ("defaults", "proxy")):
+                problems.append(Problem(
+                    format_loc(origin["privileged"]), "a proxy never runs privileged",
+                    fix="it touches no device; remove the setting"))
             host = hosts[entry.host]
             flags = ROLE_OPTIONS[role].FLAGS
             yield Server(
@@ -273,6 +281,7 @@ def _resolve_servers(
                 else None,
                 stop_grace_period=merged["stop_grace_period"],
                 privileged=role is not Role.PROXY and merged.get("privileged", True),
+                nofile=merged["nofile"],
                 origins={k: format_loc(v) for k, v in origin.items() if len(v) > 1},
             )
 
@@ -296,12 +305,11 @@ def _expand(template: str, fill: Mapping[str, str], loc: Loc, problems: list[Pro
 # --- turning pydantic's errors into an operator's ---------------------------------------
 
 _SECTION_ROLES = {role.section: role for role in Role}
-_OTHER_ROLE_HINT = {
-    name: role
-    for role, model in ROLE_OPTIONS.items()
-    for name in model.model_fields
-    if name not in CommonOptions.model_fields
-}
+_OTHER_ROLE_HINT: dict[str, list[Role]] = {}
+for _role, _model in ROLE_OPTIONS.items():
+    for _name in _model.model_fields:
+        if _name not in CommonOptions.model_fields:
+            _OTHER_ROLE_HINT.setdefault(_name, []).append(_role)
 
 
 def _pydantic_problems(err: ValidationError, src: Source) -> list[Problem]:
@@ -383,14 +391,15 @@ def _unknown_key(key: str, loc: Loc, e: Any) -> tuple[str, str]:
     elif len(parent) == 2 and parent[0] == "defaults":
         role = Role(str(parent[1]))
     elif parent == ("defaults",) and key in _OTHER_ROLE_HINT:
-        owner = _OTHER_ROLE_HINT[key]
-        return (f"{key!r} is {owner.value}-specific",
-                f"put it under defaults.{owner.value}, or on each {owner.value}")
+        owners = _OTHER_ROLE_HINT[key]
+        where = " or ".join(f"defaults.{o.value}" for o in owners)
+        return (f"{key!r} is a setting of {' and '.join(o.section for o in owners)} only",
+                f"put it under {where}")
     if role is not None and key in _OTHER_ROLE_HINT and key not in ROLE_OPTIONS[role].model_fields:
-        owners = sorted(r.section for r, m in ROLE_OPTIONS.items() if key in m.model_fields)
+        have = sorted(r.section for r in _OTHER_ROLE_HINT[key])
         article = "an" if role is Role.ARCHIVE else "a"
         return (f"{key!r} is not {article} {role.value} option: walb-{role.value} has no "
-                f"such setting (only {' and '.join(owners)} have it)", "remove it")
+                f"such setting (only {' and '.join(have)} have it)", "remove it")
     allowed = _allowed_keys(loc)
     close = difflib.get_close_matches(key, allowed, n=1)
     fix = f"did you mean {close[0]!r}?" if close else (

@@ -84,6 +84,15 @@ class CommonOptions(Model):
     stop_grace_period: Seconds | None = Field(
         None, description="seconds to wait after SIGTERM before killing the server"
     )
+    nofile: Annotated[int, Field(ge=1024)] | None = Field(
+        None, description="open-files limit of the server's container (default 65536)"
+    )
+    privileged: bool | None = Field(
+        None,
+        description="archives and storages: run privileged (default true); false grants "
+        "only the capabilities and device access walb and LVM need, for engines that refuse "
+        "privileged containers. Proxies never run privileged.",
+    )
 
     # (field, walb flag) in the order they appear on command lines, after the role's own.
     FLAGS: ClassVar[tuple[tuple[str, str], ...]] = (
@@ -119,6 +128,7 @@ class Server:
     publish: str | None  # host address to publish the port on (bridge mode), or None
     stop_grace_period: int
     privileged: bool  # archives and storages by default; never a proxy
+    nofile: int
     origins: Mapping[str, str]  # field -> layout path it was set at (absent: built in)
 
     @property

@@ -27,12 +27,6 @@ class StorageOptions(CommonOptions):
         None, description="compression for full/hash sync, e.g. 'snappy:0:1' (-sync-cmpr)"
     )
 
-    privileged: bool | None = Field(
-        None,
-        description="run privileged (default true); false grants only the capabilities and "
-        "device access walb and LVM need, for engines that refuse privileged containers",
-    )
-
     FLAGS: ClassVar[tuple[tuple[str, str], ...]] = (
         ("wl", "-wl"),
         ("snapintvl", "-snapintvl"),

@@ -1,0 +1,372 @@
+"""`walbctr up`, `down`, `restart` and friends on the real engine, with the test double.
+
+Every test gets its own group name (so its own compose projects and containers), base
+dirs under its tmp dir, and cleanup that runs even when `up` failed half-way.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+LABEL = "io.walbctr.group"
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket(socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET)
+        s.bind(("", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+class Group:
+    """A throwaway backup group: its layout file, its state dir, its containers."""
+
+    def __init__(self, tmp: Path, engine: Any, image: str, vg: str, mode: str,
+                 extra: str = "") -> None:
+        self.engine = engine
+        self.name = f"t{secrets.token_hex(4)}"
+        self.tmp = tmp
+        self.data = tmp / "data"
+        self.path = tmp / "layout.yaml"
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.env = {**os.environ, "WALBCTR_STATE_DIR": str(tmp / "state")}
+        ports = free_ports(3)
+        self.ports = dict(zip(("a0", "p0", "s0"), ports, strict=True))
+        hosts = ""
+        if mode == "host":
+            hosts = ("hosts:\n  hostA0: {address: 127.0.0.1}\n  hostP0: {address: 127.0.0.1}\n"
+                     "  hostS0: {address: 127.0.0.1}\n")
+        self.path.write_text(
+            f"group: {self.name}\nimage: {image}\nnetwork: {{mode: {mode}}}\n{hosts}"
+            f"defaults:\n  base_dir: {self.data}/{{id}}\n  privileged: false\n"
+            f"  stop_grace_period: 10\n  nofile: 16384\n{extra}"
+            f"archives:\n  - {{id: a0, host: hostA0, vg: {vg}, port: {ports[0]}}}\n"
+            f"proxies:\n  - {{id: p0, host: hostP0, port: {ports[1]}}}\n"
+            f"storages:\n  - {{id: s0, host: hostS0, port: {ports[2]}}}\n")
+
+    def walbctr(self, *args: str) -> Any:
+        import subprocess
+        import sys
+
+        return subprocess.run([sys.executable, "-m", "walbctr", *args], capture_output=True,
+                              text=True, env=self.env, check=False)
+
+    def up(self, *extra: str) -> Any:
+        return self.walbctr("up", str(self.path), "--plain", *extra)
+
+    def containers(self) -> dict[str, Any]:
+        found = self.engine.containers.list(all=True, filters={"label": f"{LABEL}={self.name}"})
+        return {c.labels["io.walbctr.server"]: c for c in found}
+
+    def wait_healthy(self, server: str, timeout: float = 60) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            c = self.containers().get(server)
+            if c is not None and c.attrs["State"].get("Health", {}).get("Status") == "healthy":
+                return c
+            time.sleep(0.5)
+        raise AssertionError(f"{server} not healthy within {timeout}s")
+
+    def cleanup(self) -> None:
+        self.walbctr("down", str(self.path), "--quiet")
+        for c in self.containers().values():
+            c.remove(force=True)
+        for net in self.engine.networks.list(names=[f"walbctr-{self.name}"]):
+            net.remove()
+
+
+@pytest.fixture
+def make_group(tmp_path: Path, engine: Any, double_image: str,
+               loop_vg: str) -> Iterator[Any]:
+    made: list[Group] = []
+
+    def make(mode: str = "bridge", vg: str | None = None, extra: str = "") -> Group:
+        g = Group(tmp_path / f"g{len(made)}", engine, double_image, vg or loop_vg, mode, extra)
+        made.append(g)
+        return g
+
+    yield make
+    for g in made:
+        g.cleanup()
+
+
+def _time(text: str) -> float:
+    return datetime.fromisoformat(text[:26].rstrip("Z")).timestamp()
+
+
+def first_healthy(container: Any) -> float:
+    log = container.attrs["State"]["Health"]["Log"]
+    return min(_time(entry["End"]) for entry in log if entry["ExitCode"] == 0)
+
+
+def assert_tier_order(g: Group) -> None:
+    c = g.containers()
+    a0, p0, s0 = c["a0"], c["p0"], c["s0"]
+    assert _time(p0.attrs["State"]["StartedAt"]) >= first_healthy(a0)
+    assert _time(s0.attrs["State"]["StartedAt"]) >= first_healthy(p0)
+
+
+@pytest.mark.parametrize("mode", ["bridge", "host"])
+def test_minimal_group_comes_up_in_tier_order(make_group: Any, mode: str) -> None:
+    g = make_group(mode)
+    run = g.up()
+    assert run.returncode == 0, run.stderr
+    assert "3 servers healthy (3 created)" in run.stdout
+    assert_tier_order(g)
+    for sid, role in (("a0", "archive"), ("p0", "proxy"), ("s0", "storage")):
+        answer = g.walbctr("walbc", str(g.path), sid, "get", "host-type")
+        assert answer.returncode == 0, answer.stderr
+        assert answer.stdout.strip() == role
+    status = g.walbctr("status", str(g.path), "--json")
+    assert status.returncode == 0, status.stdout
+    rows = json.loads(status.stdout)
+    assert [(r["id"], r["state"], r["health"]) for r in rows] == [
+        ("a0", "running", "healthy"), ("p0", "running", "healthy"), ("s0", "running", "healthy")]
+    assert rows[0]["walb_version"] == "1.0.19-double"
+
+
+def test_storage_sees_its_proxy(make_group: Any) -> None:
+    if os.environ.get("WALBCTR_TEST_IMAGE"):
+        pytest.skip("the log line checked here is the test double's wording")
+    g = make_group()
+    assert g.up().returncode == 0
+    deadline = time.monotonic() + 20
+    want = f"proxy p0:{g.ports['p0']} is available"
+    while time.monotonic() < deadline:
+        logs = g.walbctr("logs", str(g.path), "s0")
+        if want in logs.stdout:
+            break
+        time.sleep(0.5)
+    assert want in logs.stdout
+    status = g.walbctr("walbc", str(g.path), "s0", "status")
+    assert "available" in status.stdout
+
+
+def test_second_up_changes_nothing(make_group: Any) -> None:
+    g = make_group()
+    assert g.up().returncode == 0
+    before = {sid: (c.id, c.attrs["State"]["StartedAt"]) for sid, c in g.containers().items()}
+    again = g.up()
+    assert again.returncode == 0, again.stderr
+    assert "nothing to change" in again.stdout
+    after = {sid: (c.id, c.attrs["State"]["StartedAt"]) for sid, c in g.containers().items()}
+    assert after == before
+
+
+def test_changed_server_is_recreated_alone(make_group: Any) -> None:
+    g = make_group()
+    assert g.up().returncode == 0
+    before = {sid: c.id for sid, c in g.containers().items()}
+    g.path.write_text(g.path.read_text().replace("host: hostA0, vg:", "host: hostA0, fg: 3, vg:"))
+    run = g.up()
+    assert run.returncode == 0, run.stderr
+    after = {sid: c.id for sid, c in g.containers().items()}
+    assert after["a0"] != before["a0"]
+    assert after["p0"] == before["p0"]
+    # bridge mode: the primary archive's address moved, so the storage restarted
+    assert "1 restarted" in run.stdout
+    g.wait_healthy("s0")
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_down_then_up_keeps_base_dirs(make_group: Any) -> None:
+    g = make_group()
+    assert g.up().returncode == 0
+    for sid in ("a0", "p0", "s0"):
+        vol = g.data / sid / "vol0"
+        vol.mkdir(parents=True, exist_ok=True)
+        (vol / "meta").write_bytes(secrets.token_bytes(4096))
+    before = tree_digest(g.data)
+    down = g.walbctr("down", str(g.path), "--plain")
+    assert down.returncode == 0, down.stderr
+    assert g.containers() == {}
+    assert tree_digest(g.data) == before
+    assert g.up().returncode == 0
+    assert tree_digest(g.data) == before
+
+
+def test_down_stops_storages_first(make_group: Any) -> None:
+    g = make_group()
+    assert g.up().returncode == 0
+    down = g.walbctr("down", str(g.path), "--plain")
+    order = [line.split("] ")[1].split()[0] for line in down.stderr.splitlines()
+             if line.endswith(": stopping")]
+    assert order == ["s0", "p0", "a0"]
+
+
+def test_crashed_servers_come_back_healthy_by_themselves(make_group: Any) -> None:
+    g = make_group()
+    assert g.up().returncode == 0
+    for sid in ("a0", "p0", "s0"):
+        pid = g.walbctr("walbc", str(g.path), sid, "get", "pid").stdout.strip()
+        assert pid.isdigit(), pid
+        g.containers()[sid].exec_run(["sh", "-c", f"kill -9 {pid}"])
+    for sid in ("a0", "p0", "s0"):
+        c = g.wait_healthy(sid, timeout=90)
+        assert c.attrs["RestartCount"] >= 1, sid
+
+
+def test_docker_kill_is_healed(make_group: Any) -> None:
+    """`docker kill` of each role's container: back to healthy.
+
+    Docker 20.10 counts `docker kill` as a manual stop, so the restart policy leaves the
+    container down; `walbctr up` then starts exactly those containers again. An engine
+    that restarts killed containers by itself passes through the same assertions.
+    """
+    g = make_group()
+    assert g.up().returncode == 0
+    ids = {sid: c.id for sid, c in g.containers().items()}
+    for sid in ("a0", "p0", "s0"):
+        g.containers()[sid].kill()
+    time.sleep(3)
+    healed = g.up()
+    assert healed.returncode == 0, healed.stderr
+    for sid in ("a0", "p0", "s0"):
+        c = g.wait_healthy(sid, timeout=90)
+        assert c.id == ids[sid]  # started again, not recreated
+
+
+def test_missing_vg_fails_at_the_archive_tier(make_group: Any) -> None:
+    g = make_group(vg="no_such_vg")
+    run = g.up("--timeout", "60")
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    assert "the archive tier failed" in run.stderr
+    assert "a0 (archive on hostA0)" in run.stderr
+    assert "no_such_vg" in run.stderr  # the archive's own error text, from its log
+    assert "walbctr logs" in run.stderr
+    assert set(g.containers()) == {"a0"}
+
+
+def test_archive_passes_its_start_up_check_with_a_real_vg(make_group: Any,
+                                                         loop_vg: str) -> None:
+    g = make_group()
+    assert g.up().returncode == 0
+    answer = g.walbctr("walbc", str(g.path), "a0", "get", "volume-group")
+    assert answer.stdout.strip() == loop_vg
+
+
+def test_proxy_has_least_privilege_and_nothing_is_published(make_group: Any) -> None:
+    g = make_group()
+    assert g.up().returncode == 0
+    c = g.containers()
+    proxy = c["p0"].attrs["HostConfig"]
+    assert proxy["Privileged"] is False
+    assert proxy["CapDrop"] == ["ALL"]
+    assert proxy["ReadonlyRootfs"] is True
+    assert not any(m["Destination"] == "/dev" for m in c["p0"].attrs["Mounts"])
+    for container in c.values():
+        for bindings in (container.attrs["NetworkSettings"]["Ports"] or {}).values():
+            assert not bindings  # bridge mode publishes nothing unless asked
+
+
+def test_busy_port_starts_nothing(make_group: Any) -> None:
+    g = make_group("host")
+    holder = socket.socket(socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET)
+    holder.bind(("", g.ports["p0"]))
+    holder.listen()
+    try:
+        run = g.up()
+    finally:
+        holder.close()
+    assert run.returncode == 1
+    assert f"port {g.ports['p0']} of p0 is already in use" in run.stderr
+    assert "nothing was started" in run.stderr
+    assert g.containers() == {}
+
+
+def test_missing_image_starts_nothing(make_group: Any) -> None:
+    g = make_group()
+    g.path.write_text(g.path.read_text().replace("image: walbctr/walb-tools:",
+                                                 "image: walbctr/absent:"))
+    run = g.up()
+    assert run.returncode == 1
+    assert "is not on its engine" in run.stderr and "walbctr build" in run.stderr
+    assert g.containers() == {}
+
+
+def test_unreachable_engine_names_the_host(make_group: Any) -> None:
+    g = make_group("host")
+    g.path.write_text(g.path.read_text().replace(
+        "hostP0: {address: 127.0.0.1}",
+        "hostP0: {address: localhost.localdomain, engine: 'tcp://127.0.0.1:1'}",
+    ).replace("hostA0: {address: 127.0.0.1}", "hostA0: {address: localhost.localdomain}")
+     .replace("hostS0: {address: 127.0.0.1}", "hostS0: {address: localhost.localdomain}"))
+    run = g.up()
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    assert "host hostP0: cannot reach its Docker engine at tcp://127.0.0.1:1" in run.stderr
+    assert g.containers() == {}
+
+
+def test_second_up_waits_for_the_first(make_group: Any) -> None:
+    g = make_group()
+    lock = Path(g.env["WALBCTR_STATE_DIR"]) / f"{g.name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write("'walbctr up' (pid 1) is running on it")
+        f.flush()
+        run = g.up()
+    assert run.returncode == 1
+    assert f"group '{g.name}' is busy" in run.stderr
+    assert g.containers() == {}
+
+
+def test_restart_and_partial_down(make_group: Any) -> None:
+    g = make_group()
+    assert g.up().returncode == 0
+    before = g.containers()["s0"].attrs["State"]["StartedAt"]
+    run = g.walbctr("restart", str(g.path), "s0", "--plain")
+    assert run.returncode == 0, run.stderr
+    assert g.wait_healthy("s0").attrs["State"]["StartedAt"] != before
+    down = g.walbctr("down", str(g.path), "s0", "--quiet")
+    assert down.returncode == 0, down.stderr
+    assert set(g.containers()) == {"a0", "p0"}
+
+
+def test_check_host(make_group: Any) -> None:
+    g = make_group()
+    run = g.walbctr("check-host", str(g.path))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "a0: volume group" in run.stdout
+    bad = make_group(vg="no_such_vg")
+    run = bad.walbctr("check-host", str(bad.path))
+    assert run.returncode == 1
+    assert "no_such_vg" in run.stdout
+    assert bad.containers() == {}
+
+
+def test_walbc_passes_exit_status_through(make_group: Any) -> None:
+    g = make_group()
+    assert g.up().returncode == 0
+    run = g.walbctr("walbc", str(g.path), "p0", "get", "state", "nosuchvol")
+    assert run.returncode == 1
+    assert run.stderr
+
+
+def test_walbctr_helpers_do_not_leave_containers(engine: Any) -> None:
+    leftovers = engine.containers.list(all=True, filters={"label": "io.walbctr.probe"})
+    assert leftovers == []
+

@@ -1,0 +1,462 @@
+"""`walbctr up`, `down` and `restart`: a layout applied per host through Compose v2,
+in tiers across hosts, with every server's health watched through the Engine API."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from walbctr.compose import (
+    LABEL,
+    compose_project,
+    config_hash,
+    dump,
+    network_name,
+    project_name,
+)
+from walbctr.containers import Observed
+from walbctr.display import ServerBoard
+from walbctr.engine import Engine
+from walbctr.errors import WalbctrError
+from walbctr.fleet import Fleet
+from walbctr.server import Role, Server
+from walbctr.state import GroupLock, group_dir
+from walbctr.tiers import start_tiers, stop_tiers, storages_pointing_at
+
+if TYPE_CHECKING:
+    from walbctr.layout import Layout
+
+Echo = Callable[[str], None]
+POLL_S = 0.25
+
+
+@dataclass
+class Outcome:
+    created: list[str] = field(default_factory=list)
+    recreated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    restarted: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def desired_hashes(layout: Layout, hosts: Iterable[str]) -> dict[str, str]:
+    out = {}
+    for host in hosts:
+        for sid, svc in compose_project(layout, host)["services"].items():
+            out[sid] = svc["labels"][f"{LABEL}.config-hash"]
+    return out
+
+
+def compose_client(engine: Engine, path: Path, project: str) -> Any:
+    from python_on_whales import DockerClient
+
+    kwargs: dict[str, Any] = {"compose_files": [path], "compose_project_name": project}
+    if engine.is_context:
+        kwargs["context"] = engine.engine
+    elif engine.engine is not None:
+        kwargs["host"] = engine.engine
+    return DockerClient(**kwargs)
+
+
+def compose_error(host: str, err: Exception) -> WalbctrError:
+    text = (getattr(err, "stderr", None) or str(err)).strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    last = lines[-1] if lines else text
+    fix = "see the message above"
+    if "rlimit" in text:
+        fix = ("this engine may not raise the open-files limit that far (dockerd's own limit "
+               "is lower); raise dockerd's LimitNOFILE, or set a lower 'nofile' in the layout")
+    elif "apply caps" in text:
+        fix = ("this engine refuses privileged containers; set 'privileged: false' for "
+               "archives and storages (defaults.privileged) to run them with only the "
+               "capabilities and devices they need, and see 'walbctr check-host'")
+    elif "No such image" in text or "no such image" in text:
+        fix = "build it with 'walbctr build', or copy it there with 'walbctr push'"
+    return WalbctrError(f"host {host}: compose failed: {last}", fix)
+
+
+# --- preflight ------------------------------------------------------------------------------
+
+
+def require_compose() -> None:
+    if not Engine().has_cli_plugin("compose"):
+        raise WalbctrError(
+            "Docker Compose v2 (the 'docker compose' CLI plugin) is not installed here",
+            "install it (Debian 13: apt-get install docker-compose; Docker's packages: "
+            "docker-compose-plugin); the old Python docker-compose v1 is not enough",
+        )
+
+
+def _port_busy_locally(port: int) -> bool:
+    for family, addr in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((addr, port))
+                return False
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                return True
+            continue  # no IPv6 here: try IPv4
+    return False
+
+
+def _ports_busy_remotely(engine: Engine, image: str, ports: list[int]) -> list[int]:
+    script = "; ".join(f"(exec 3<>/dev/tcp/127.0.0.1/{p}) 2>/dev/null && echo {p}"
+                       for p in ports) + "; true"
+    out = engine.api.containers.run(image, ["bash", "-c", script], network_mode="host",
+                                    remove=True, labels={f"{LABEL}.probe": "ports"})
+    return [int(x) for x in out.decode().split()]
+
+
+def busy_ports(engine: Engine, layout: Layout, servers: list[Server]) -> list[Server]:
+    """Servers (not running yet) whose port something else already listens on."""
+    if not servers:
+        return []
+    ports = {s.port: s for s in servers}
+    if engine.engine is None:
+        return [s for p, s in ports.items() if _port_busy_locally(p)]
+    return [ports[p] for p in _ports_busy_remotely(engine, layout.image, sorted(ports))]
+
+
+def preflight(layout: Layout, fleet: Fleet, observed: dict[str, Observed]) -> None:
+    """Everything that can be known before a container starts, checked on every host."""
+    problems: list[str] = []
+
+    def check(host: str) -> list[str]:
+        engine = fleet.engines[host]
+        found: list[str] = []
+        if engine.image_or_none(layout.image) is None:
+            found.append(f"host {host}: image {layout.image} is not on its engine; build it "
+                         "with 'walbctr build' (or copy it with 'walbctr push')")
+            return found
+        waiting = [s for s in layout.servers_on(host)
+                   if s.id not in observed or observed[s.id].status != "running"]
+        if layout.network_mode == "host":
+            for s in busy_ports(engine, layout, waiting):
+                found.append(f"host {host}: port {s.port} of {s.id} is already in use by "
+                             "another program; stop it, or give the server another port")
+        else:
+            published = [s for s in waiting if s.publish is not None]
+            for s in busy_ports(engine, layout, published):
+                found.append(f"host {host}: port {s.port} that {s.id} publishes is already "
+                             "in use; stop that program, or publish another port")
+        return found
+
+    for host, result in fleet.each(fleet.hosts, check).items():
+        if isinstance(result, WalbctrError):
+            problems.append(result.message + (f" ({result.fix})" if result.fix else ""))
+        elif isinstance(result, Exception):
+            problems.append(f"host {host}: {result}")
+        else:
+            problems += result
+    if problems:
+        raise WalbctrError("nothing was started:\n  " + "\n  ".join(problems))
+
+
+def ensure_network(layout: Layout, engine: Engine) -> None:
+    name = network_name(layout)
+    if not engine.api.networks.list(names=[name]):
+        engine.api.networks.create(name, driver="bridge",
+                                   labels={f"{LABEL}.group": layout.group})
+
+
+# --- up -----------------------------------------------------------------------------------
+
+
+def write_files(layout: Layout, hosts: Iterable[str]) -> dict[str, Path]:
+    directory = group_dir(layout.group)
+    paths = {}
+    for host in hosts:
+        path = directory / f"{host}.yaml"
+        text = dump(layout, compose_project(layout, host))
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+        paths[host] = path
+    return paths
+
+
+def up(layout: Layout, *, only_host: str | None, timeout: float, mode: str,
+       echo: Echo) -> Outcome:
+    started = time.monotonic()
+    fleet = Fleet(layout, only_host)
+    with GroupLock(layout.group, "up"):
+        before = fleet.observe()
+        wanted = desired_hashes(layout, fleet.hosts)
+        servers = [s for s in layout.servers if s.host in fleet.hosts]
+        if _all_current(fleet, layout, servers, before, wanted):
+            return Outcome(unchanged=[s.id for s in servers],
+                           seconds=time.monotonic() - started)
+        require_compose()
+        preflight(layout, fleet, before)
+        paths = write_files(layout, fleet.hosts)
+        if layout.network_mode == "bridge":
+            ensure_network(layout, fleet.engines[fleet.hosts[0]])
+        outcome = Outcome()
+        rows = [(s.id, s.role.value, s.host) for s in servers]
+        with ServerBoard(rows, mode) as board:
+            for role, by_host in start_tiers(layout, [s.id for s in servers]):
+                _start_tier(layout, fleet, paths, role, by_host, before, wanted, outcome,
+                            board, timeout)
+            if layout.network_mode == "bridge":
+                _restart_stale_storages(layout, fleet, outcome, board, timeout)
+        outcome.seconds = time.monotonic() - started
+        return outcome
+
+
+def _all_current(fleet: Fleet, layout: Layout, servers: list[Server],
+                 before: dict[str, Observed], wanted: dict[str, str]) -> bool:
+    if not all(s.id in before and before[s.id].healthy
+               and before[s.id].config_hash == wanted[s.id] for s in servers):
+        return False
+    image_ids: dict[str, str | None] = {}
+    for s in servers:
+        key = fleet.layout.hosts[s.host].engine_key
+        if key not in image_ids:
+            image = fleet.engines[s.host].image_or_none(layout.image)
+            image_ids[key] = image.id if image is not None else None
+        if before[s.id].image_id != image_ids[key]:
+            return False
+    return True
+
+
+def _start_tier(layout: Layout, fleet: Fleet, paths: dict[str, Path], role: Role,
+                by_host: dict[str, tuple[Server, ...]], before: dict[str, Observed],
+                wanted: dict[str, str], outcome: Outcome, board: ServerBoard,
+                timeout: float) -> None:
+    for servers in by_host.values():
+        for s in servers:
+            board.begin(s.id)
+            board.set(s.id, "created")
+
+    def apply(host: str) -> None:
+        client = compose_client(fleet.engines[host], paths[host],
+                                project_name(layout, host))
+        from python_on_whales.exceptions import DockerException
+
+        try:
+            client.compose.up(services=[s.id for s in by_host[host]], detach=True,
+                              dependencies=False, quiet=True, pull="never")
+        except DockerException as err:
+            raise compose_error(host, err) from None
+
+    for host, result in fleet.each(by_host, apply).items():
+        if isinstance(result, Exception):
+            for s in by_host[host]:
+                board.set(s.id, "failed")
+            raise result
+    ids = [s.id for servers in by_host.values() for s in servers]
+    restarts = {sid: before[sid].restart_count for sid in ids if sid in before}
+    now = _wait_healthy(layout, fleet, role, by_host, restarts, before, board, timeout)
+    for sid in ids:
+        if sid not in before:
+            outcome.created.append(sid)
+        elif before[sid].container_id != now[sid].container_id:
+            outcome.recreated.append(sid)
+        else:
+            outcome.unchanged.append(sid)
+    del wanted  # compose itself decides what to recreate, from its own config hash
+
+
+def _wait_healthy(layout: Layout, fleet: Fleet, role: Role,
+                  by_host: dict[str, tuple[Server, ...]], restarts: dict[str, int],
+                  before: dict[str, Observed], board: ServerBoard,
+                  timeout: float) -> dict[str, Observed]:
+    deadline = time.monotonic() + timeout
+    pending = {s.id: s for servers in by_host.values() for s in servers}
+    done: dict[str, Observed] = {}
+    engines = {layout.hosts[h].engine_key: h for h in by_host}
+    while True:
+        seen: dict[str, Observed] = {}
+        for host in engines.values():
+            from walbctr.containers import group_containers
+
+            seen.update(group_containers(fleet.engines[host], layout.group))
+        failures = []
+        for sid, server in list(pending.items()):
+            obs = seen.get(sid)
+            if obs is None:
+                continue
+            same = sid in before and before[sid].container_id == obs.container_id
+            why = obs.failure(restarts.get(sid, 0) if same else 0)
+            if why is not None:
+                board.set(sid, "failed")
+                failures.append((server, obs, why))
+            elif obs.healthy:
+                board.set(sid, "healthy")
+                done[sid] = obs
+                del pending[sid]
+            else:
+                board.set(sid, "starting")
+        if failures:
+            raise tier_failure(layout, fleet, role, failures)
+        if not pending:
+            return done
+        if time.monotonic() > deadline:
+            late = [(s, seen.get(sid), "did not become healthy within "
+                     f"{timeout:.0f} s") for sid, s in pending.items()]
+            for sid in pending:
+                board.set(sid, "failed")
+            raise tier_failure(layout, fleet, role, late)
+        board.tick()
+        time.sleep(POLL_S)
+
+
+def tier_failure(layout: Layout, fleet: Fleet, role: Role,
+                 failures: Sequence[tuple[Server, Observed | None, str]]) -> WalbctrError:
+    from walbctr.ops import log_tail
+
+    parts = []
+    for server, obs, why in failures:
+        text = f"{server.id} ({server.role.value} on {server.host}) {why}"
+        if obs is not None and obs.health_output and "unhealthy" not in why:
+            text += f"\n    last health check: {obs.health_output}"
+        try:
+            tail = log_tail(fleet.engines[server.host], layout, server, 20)
+        except Exception as err:  # the report must not hide the failure it reports
+            tail = [f"(could not read its log: {err})"]
+        text += "\n    last log lines:\n      " + "\n      ".join(tail or ["(empty)"])
+        parts.append(text)
+    later = {Role.ARCHIVE: "proxies and storages were", Role.PROXY: "storages were",
+             Role.STORAGE: "nothing else was"}[role]
+    first = failures[0][0].id
+    source = layout.source
+    return WalbctrError(
+        f"the {role.value} tier failed:\n  " + "\n  ".join(parts)
+        + f"\n{later.capitalize()} not started; what did start is left running for "
+        "inspection.",
+        f"look with 'walbctr logs {source} {first}' and 'walbctr status {source}'; stop "
+        f"the group with 'walbctr down {source}'",
+    )
+
+
+def _restart_stale_storages(layout: Layout, fleet: Fleet, outcome: Outcome,
+                            board: ServerBoard, timeout: float) -> None:
+    """On a bridge network a recreated peer has a new address the storages never saw."""
+    moved = outcome.recreated
+    fresh = set(outcome.created) | set(outcome.recreated)
+    stale = [s for s in storages_pointing_at(layout, moved) if s.id not in fresh
+             and s.host in fleet.hosts]
+    if not stale:
+        return
+    seen = fleet.observe()
+    counts = {s.id: seen[s.id].restart_count for s in stale}
+    for s in stale:
+        board.begin(s.id)
+        board.set(s.id, "starting")
+        fleet.engines[s.host].api.containers.get(seen[s.id].container_id).restart(
+            timeout=s.stop_grace_period)
+        outcome.restarted.append(s.id)
+        outcome.unchanged.remove(s.id)
+    by_host: dict[str, tuple[Server, ...]] = {}
+    for s in stale:
+        by_host[s.host] = (*by_host.get(s.host, ()), s)
+    _wait_healthy(layout, fleet, Role.STORAGE, by_host, counts, seen, board, timeout)
+
+
+# --- down and restart ---------------------------------------------------------------------
+
+
+def _graceful_stop(engine: Engine, server: Server, obs: Observed, board: ServerBoard) -> None:
+    """walbc shutdown graceful, then SIGTERM after the grace period, then SIGKILL."""
+    container = engine.api.containers.get(obs.container_id)
+    board.begin(server.id)
+    board.set(server.id, "stopping")
+    # A server that exits on request must stay down, not be restarted by its policy.
+    container.update(restart_policy={"Name": "no"})
+    if obs.status == "running":
+        with contextlib.suppress(Exception):
+            container.exec_run(["walbc", "-a", "127.0.0.1", "-p", str(server.port), "-to",
+                                "10", "shutdown", "graceful"])
+        deadline = time.monotonic() + server.stop_grace_period
+        while time.monotonic() < deadline:
+            container.reload()
+            if container.status != "running":
+                break
+            time.sleep(POLL_S)
+        else:
+            container.stop(timeout=10)
+    board.set(server.id, "stopped")
+
+
+def stop_servers(layout: Layout, fleet: Fleet, ids: list[str] | None, mode: str,
+                 observed: dict[str, Observed]) -> list[Server]:
+    """Stop the chosen servers in reverse tier order; return those that were running."""
+    servers = [s for s in layout.servers if s.host in fleet.hosts
+               and (ids is None or s.id in ids) and s.id in observed]
+    rows = [(s.id, s.role.value, s.host) for s in reversed(servers)]
+    with ServerBoard(rows, mode) as board:
+        for _role, by_host in stop_tiers(layout, [s.id for s in servers]):
+            tier = [s for group in by_host.values() for s in group]
+            results = fleet.each([s.id for s in tier], lambda sid: _graceful_stop(
+                fleet.engines[layout.server(sid).host], layout.server(sid), observed[sid],
+                board))
+            errors = [r for r in results.values() if isinstance(r, Exception)]
+            if errors:
+                raise errors[0]
+    return servers
+
+
+def down(layout: Layout, ids: list[str] | None, *, only_host: str | None, mode: str,
+         echo: Echo) -> list[str]:
+    fleet = Fleet(layout, only_host)
+    for sid in ids or []:
+        layout.server(sid)  # an unknown id is an error before anything stops
+    with GroupLock(layout.group, "down"):
+        observed = fleet.observe()
+        stopped = stop_servers(layout, fleet, ids, mode, observed)
+        for s in stopped:
+            fleet.engines[s.host].api.containers.get(observed[s.id].container_id).remove()
+        whole = ids is None and only_host is None
+        if whole and layout.network_mode == "bridge":
+            engine = fleet.engines[fleet.hosts[0]]
+            for net in engine.api.networks.list(names=[network_name(layout)]):
+                net.reload()
+                if not net.attrs.get("Containers"):
+                    net.remove()
+        return [s.id for s in stopped]
+
+
+def restart(layout: Layout, ids: list[str] | None, *, only_host: str | None, mode: str,
+            timeout: float) -> list[str]:
+    fleet = Fleet(layout, only_host)
+    for sid in ids or []:
+        layout.server(sid)
+    with GroupLock(layout.group, "restart"):
+        observed = fleet.observe()
+        missing = [s.id for s in layout.servers if s.host in fleet.hosts
+                   and (ids is None or s.id in ids) and s.id not in observed]
+        if missing:
+            raise WalbctrError(f"no container for {', '.join(missing)}",
+                               "start them with 'walbctr up'")
+        stopped = stop_servers(layout, fleet, ids, mode, observed)
+        rows = [(s.id, s.role.value, s.host) for s in stopped]
+        with ServerBoard(rows, mode) as board:
+            for role, by_host in start_tiers(layout, [s.id for s in stopped]):
+                for servers in by_host.values():
+                    for s in servers:
+                        board.begin(s.id)
+                        c = fleet.engines[s.host].api.containers.get(
+                            observed[s.id].container_id)
+                        c.update(restart_policy={"Name": "unless-stopped"})
+                        c.start()
+                        board.set(s.id, "starting")
+                counts = {s.id: observed[s.id].restart_count
+                          for servers in by_host.values() for s in servers}
+                _wait_healthy(layout, fleet, role, by_host, counts, observed, board, timeout)
+        return [s.id for s in stopped]
+
+
+def config_drift(layout: Layout, observed: dict[str, Observed]) -> dict[str, bool]:
+    """server id -> whether its container runs another configuration than the layout's."""
+    wanted = desired_hashes(layout, layout.used_hosts)
+    return {sid: obs.config_hash != wanted.get(sid) for sid, obs in observed.items()}
+
+
+_ = config_hash  # re-exported for callers that hash services themselves

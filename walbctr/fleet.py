@@ -1,0 +1,65 @@
+"""The hosts of one layout and their engines, worked on in parallel."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, TypeVar
+
+from walbctr.containers import Observed, group_containers
+from walbctr.engine import Engine
+from walbctr.errors import WalbctrError
+
+if TYPE_CHECKING:
+    from walbctr.layout import Layout
+
+T = TypeVar("T")
+
+
+class Fleet:
+    def __init__(self, layout: Layout, only_host: str | None = None) -> None:
+        self.layout = layout
+        if only_host is not None and only_host not in layout.used_hosts:
+            raise WalbctrError(f"{layout.source}: no server runs on host {only_host!r}",
+                               "hosts with servers: " + ", ".join(layout.used_hosts))
+        self.hosts = (only_host,) if only_host else layout.used_hosts
+        shared: dict[str, Engine] = {}
+        self.engines: dict[str, Engine] = {}
+        for name in self.hosts:
+            host = layout.hosts[name]
+            engine = shared.setdefault(host.engine_key, Engine(host.engine, name))
+            self.engines[name] = engine
+
+    def engine_groups(self) -> dict[str, list[str]]:
+        """engine key -> the hosts it serves (several hosts may share one engine)."""
+        groups: dict[str, list[str]] = {}
+        for name in self.hosts:
+            groups.setdefault(self.layout.hosts[name].engine_key, []).append(name)
+        return groups
+
+    def each(self, hosts: Iterable[str], work: Callable[[str], T]) -> dict[str, T | Exception]:
+        """Run `work(host)` for every host at once; exceptions are returned, not raised."""
+        hosts = list(hosts)
+        results: dict[str, T | Exception] = {}
+        if not hosts:
+            return results
+        with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
+            futures = {h: pool.submit(work, h) for h in hosts}
+            for h, fut in futures.items():
+                try:
+                    results[h] = fut.result()
+                except Exception as err:  # reported per host by the caller
+                    results[h] = err
+        return results
+
+    def observe(self) -> dict[str, Observed]:
+        """server id -> container, across every engine; an unreachable engine raises."""
+        seen: dict[str, Observed] = {}
+        keys = self.engine_groups()
+        results = self.each([hosts[0] for hosts in keys.values()],
+                            lambda h: group_containers(self.engines[h], self.layout.group))
+        for outcome in results.values():
+            if isinstance(outcome, Exception):
+                raise outcome
+            seen.update(outcome)
+        return seen

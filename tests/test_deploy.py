@@ -302,7 +302,8 @@ def test_missing_image_starts_nothing(make_group: Any) -> None:
                                                  "image: walbctr/absent:"))
     run = g.up()
     assert run.returncode == 1
-    assert "is not on its engine" in run.stderr and "walbctr build" in run.stderr
+    assert "is not on the engine of hostA0, hostP0, hostS0" in run.stderr
+    assert "walbctr push" in run.stderr and "walbctr build" in run.stderr
     assert g.containers() == {}
 
 

@@ -89,7 +89,7 @@ def create_base(engine: Engine, spec: BaseSpec, echo: Echo, plain: bool) -> None
         for change in import_changes(spec):
             args += ["--change", change]
         run = subprocess.run([*args, str(tarball), spec.tag], capture_output=True, text=True,
-                             env=engine.env(), check=False)
+                             check=False)
         if run.returncode != 0:
             raise WalbctrError(f"docker import of {spec.tag} failed: {run.stderr.strip()}")
     echo(f"created {spec.tag} in {time.monotonic() - started:.0f} s")

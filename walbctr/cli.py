@@ -41,6 +41,21 @@ def friendly(func: F) -> F:
         except KeyboardInterrupt:
             click.echo("walbctr: interrupted", err=True)
             sys.exit(130)
+        except click.exceptions.Exit:
+            raise
+        except (click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as err:
+            if os.environ.get("WALBCTR_DEBUG"):
+                raise
+            kind = type(err).__module__.split(".")[0]
+            what = "Docker" if kind in ("docker", "python_on_whales", "requests") else \
+                "internal error"
+            text = " ".join(str(err).split())[:600] or type(err).__name__
+            click.echo(f"walbctr: {what}: {text}\n(set WALBCTR_DEBUG=1 for the traceback"
+                       + ("; please report this)" if what == "internal error" else ")"),
+                       err=True)
+            sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
 
@@ -338,10 +353,13 @@ quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print only the 
 @host_option
 @click.option("--timeout", default=300, show_default=True, type=click.IntRange(1),
               help="Seconds a tier may take to become healthy.")
+@click.option("--push", "push_image", is_flag=True,
+              help="Copy the image to hosts that lack it first (see 'walbctr push').")
 @plain_option
 @quiet_option
 @friendly
-def up(layout: str, host: str | None, timeout: int, plain: bool, quiet: bool) -> None:
+def up(layout: str, host: str | None, timeout: int, push_image: bool, plain: bool,
+       quiet: bool) -> None:
     """Bring the group up: archives, then proxies, then storages, healthy.
 
     Validates and renders LAYOUT, checks every host first (engine, image, ports), then
@@ -352,11 +370,21 @@ def up(layout: str, host: str | None, timeout: int, plain: bool, quiet: bool) ->
     If a tier fails, the error names the server, its host, why, and its last log lines;
     later tiers are not started and what started is left running for inspection.
     """
+    from walbctr.deploy import ImageMissingError
     from walbctr.deploy import up as run_up
 
     lay = load(layout)
     mode = _progress_mode(plain, quiet)
-    done = run_up(lay, only_host=host, timeout=timeout, mode=mode, echo=_echo(mode))
+    if push_image:
+        _push(lay, host, quiet)
+    try:
+        done = run_up(lay, only_host=host, timeout=timeout, mode=mode, echo=_echo(mode))
+    except ImageMissingError as err:
+        if push_image or not sys.stdin.isatty() or not click.confirm(
+                f"{err.message}\ncopy it from this machine now?", err=True):
+            raise
+        _push(lay, host, quiet)
+        done = run_up(lay, only_host=host, timeout=timeout, mode=mode, echo=_echo(mode))
     total = len(done.created) + len(done.recreated) + len(done.unchanged)
     if not done.created and not done.recreated and not done.restarted:
         click.echo(f"group {lay.group}: {total} servers healthy, nothing to change "
@@ -550,3 +578,45 @@ def check_host(layout: str, host: str | None) -> None:
     Console(width=200).print(table)
     if any(c.result == FAIL for c in checks):
         sys.exit(1)
+
+
+@main.command()
+@layout_argument
+@host_option
+@quiet_option
+@friendly
+def push(layout: str, host: str | None, quiet: bool) -> None:
+    """Copy the layout's image to every host's engine, without a registry.
+
+    Streams 'docker save' from this machine's engine into 'docker load' on each host's
+    engine, all hosts at once; a host that already has the same image id is skipped, and
+    the id is checked on arrival. 'walbctr up --push' does this before starting.
+    """
+    lay = load(layout)
+    pushed = _push(lay, host, quiet)
+    for p in sorted(pushed, key=lambda p: p.host):
+        hosts = ", ".join(p.hosts)
+        if p.skipped:
+            click.echo(f"{hosts}: already has {lay.image} ({p.seconds:.2f} s)")
+        else:
+            click.echo(f"{hosts}: loaded {lay.image}, {p.megabytes:.1f} MB in "
+                       f"{p.seconds:.1f} s")
+
+
+def _push(lay: Layout, host: str | None, quiet: bool) -> list[Any]:
+    from walbctr.push import push as run_push
+
+    if quiet or not sys.stderr.isatty():
+        return run_push(lay, host, lambda _h, _s, _e: None)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
+
+    with Progress("[bold]{task.description}", BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), transient=False) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(h: str, sent: int, expected: int) -> None:
+            if h not in tasks:
+                tasks[h] = bar.add_task(h, total=expected or None)
+            bar.update(tasks[h], completed=sent)
+
+        return run_push(lay, host, progress)

@@ -56,12 +56,8 @@ def desired_hashes(layout: Layout, hosts: Iterable[str]) -> dict[str, str]:
 def compose_client(engine: Engine, path: Path, project: str) -> Any:
     from python_on_whales import DockerClient
 
-    kwargs: dict[str, Any] = {"compose_files": [path], "compose_project_name": project}
-    if engine.is_context:
-        kwargs["context"] = engine.engine
-    elif engine.engine is not None:
-        kwargs["host"] = engine.engine
-    return DockerClient(**kwargs)
+    return DockerClient(compose_files=[path], compose_project_name=project,
+                        **engine.client_options())
 
 
 def compose_error(host: str, err: Exception) -> WalbctrError:
@@ -125,16 +121,20 @@ def busy_ports(engine: Engine, layout: Layout, servers: list[Server]) -> list[Se
     return [ports[p] for p in _ports_busy_remotely(engine, layout.image, sorted(ports))]
 
 
+class ImageMissingError(WalbctrError):
+    """The layout's image is missing on some hosts (and nothing else is wrong)."""
+
+
 def preflight(layout: Layout, fleet: Fleet, observed: dict[str, Observed]) -> None:
     """Everything that can be known before a container starts, checked on every host."""
     problems: list[str] = []
+    missing: list[str] = []
 
     def check(host: str) -> list[str]:
         engine = fleet.engines[host]
         found: list[str] = []
         if engine.image_or_none(layout.image) is None:
-            found.append(f"host {host}: image {layout.image} is not on its engine; build it "
-                         "with 'walbctr build' (or copy it with 'walbctr push')")
+            missing.append(host)
             return found
         waiting = [s for s in layout.servers_on(host)
                    if s.id not in observed or observed[s.id].status != "running"]
@@ -156,6 +156,14 @@ def preflight(layout: Layout, fleet: Fleet, observed: dict[str, Observed]) -> No
             problems.append(f"host {host}: {result}")
         else:
             problems += result
+    if missing and not problems:
+        raise ImageMissingError(
+            f"image {layout.image} is not on the engine of {', '.join(missing)}; nothing "
+            "was started",
+            "copy it there with 'walbctr push' (or 'walbctr up --push'), or build it on "
+            "this machine first with 'walbctr build'")
+    problems += [f"host {h}: image {layout.image} is not on its engine ('walbctr push' "
+                 "copies it)" for h in missing]
     if problems:
         raise WalbctrError("nothing was started:\n  " + "\n  ".join(problems))
 

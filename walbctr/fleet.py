@@ -27,7 +27,7 @@ class Fleet:
         self.engines: dict[str, Engine] = {}
         for name in self.hosts:
             host = layout.hosts[name]
-            engine = shared.setdefault(host.engine_key, Engine(host.engine, name))
+            engine = shared.setdefault(host.engine_key, Engine(host.engine, name, host.tls))
             self.engines[name] = engine
 
     def engine_groups(self) -> dict[str, list[str]]:

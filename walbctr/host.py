@@ -14,6 +14,15 @@ _CONTEXT_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.+-]*$")
 ENGINE_SCHEMES = ("ssh://", "tcp://", "unix://")
 
 
+class TlsSpec(Model):
+    """Client TLS for a tcp:// engine (dockerd --tlsverify)."""
+
+    ca: str = Field(description="CA certificate that signed the engine's certificate")
+    cert: str = Field(description="client certificate")
+    key: str = Field(description="client key")
+    verify: bool = Field(True, description="verify the engine's certificate against ca")
+
+
 class HostSpec(Model):
     address: str | None = Field(
         None,
@@ -25,6 +34,7 @@ class HostSpec(Model):
         description="the host's Docker engine: ssh://user@host, tcp://host:2376, "
         "unix:///path, or a docker context name (default: the local engine)",
     )
+    tls: TlsSpec | None = Field(None, description="client TLS for a tcp:// engine")
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,7 @@ class Host:
     name: str
     address: str
     engine: str | None  # None: the local engine (DOCKER_HOST or the default socket)
+    tls: TlsSpec | None = None
 
     @property
     def engine_key(self) -> str:

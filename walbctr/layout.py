@@ -220,7 +220,7 @@ def _resolve_hosts(spec: LayoutSpec) -> dict[str, Host]:
     hosts = {}
     for name in dict.fromkeys(names):
         hs = named.get(name) or HostSpec()
-        hosts[name] = Host(name, hs.address or name, hs.engine)
+        hosts[name] = Host(name, hs.address or name, hs.engine, hs.tls)
     return hosts
 
 

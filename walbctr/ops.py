@@ -116,7 +116,8 @@ def format_uptime(seconds: float | None) -> str:
 
 def server_container(layout: Layout, server_id: str) -> tuple[Server, Engine, Any]:
     server = layout.server(server_id)
-    engine = Engine(layout.hosts[server.host].engine, server.host)
+    host = layout.hosts[server.host]
+    engine = Engine(host.engine, server.host, host.tls)
     from docker.errors import NotFound
 
     try:
@@ -202,7 +203,8 @@ def exec_argv(layout: Layout, server_id: str, command: list[str],
     server, engine, container = server_container(layout, server_id)
     _require_running(server, container, layout)
     flags = ["-i"] + (["-t"] if interactive and sys.stdin.isatty() else [])
-    return ["docker", "exec", *flags, container.name, *command], engine.env()
+    return ["docker", *engine.cli_flags(), "exec", *flags, container.name, *command], \
+        engine.env()
 
 
 def replace_process(argv: list[str], env: dict[str, str]) -> None:

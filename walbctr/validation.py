@@ -122,6 +122,15 @@ def _hosts(layout: Layout) -> Iterator[Problem]:
             why = engine_problem(host.engine)
             if why:
                 yield Problem(f"{where}.engine", f"engine {host.engine!r} {why}")
+        if host.tls is not None:
+            if not (host.engine or "").startswith("tcp://"):
+                yield Problem(f"{where}.tls", "tls applies to tcp:// engines only",
+                              fix="ssh:// and unix:// engines need no TLS settings")
+            for key in ("ca", "cert", "key"):
+                path = getattr(host.tls, key)
+                if not path.startswith("/"):
+                    yield Problem(f"{where}.tls.{key}", f"{path!r} is relative",
+                                  fix="give the absolute path of the PEM file")
 
 
 def _first_on(layout: Layout, host: str) -> str:

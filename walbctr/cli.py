@@ -337,10 +337,6 @@ def _split_layout(args: tuple[str, ...]) -> tuple[str, list[str]]:
     return DEFAULT_LAYOUT, list(args)
 
 
-def _echo(mode: str) -> Callable[[str], None]:
-    return (lambda _t: None) if mode == "quiet" else (lambda t: click.echo(t, err=True))
-
-
 host_option = click.option("--host", "host", metavar="HOST",
                            help="Only the servers on this host.")
 plain_option = click.option("--plain", is_flag=True,
@@ -378,13 +374,13 @@ def up(layout: str, host: str | None, timeout: int, push_image: bool, plain: boo
     if push_image:
         _push(lay, host, quiet)
     try:
-        done = run_up(lay, only_host=host, timeout=timeout, mode=mode, echo=_echo(mode))
+        done = run_up(lay, only_host=host, timeout=timeout, mode=mode)
     except ImageMissingError as err:
         if push_image or not sys.stdin.isatty() or not click.confirm(
                 f"{err.message}\ncopy it from this machine now?", err=True):
             raise
         _push(lay, host, quiet)
-        done = run_up(lay, only_host=host, timeout=timeout, mode=mode, echo=_echo(mode))
+        done = run_up(lay, only_host=host, timeout=timeout, mode=mode)
     total = len(done.created) + len(done.recreated) + len(done.unchanged)
     if not done.created and not done.recreated and not done.restarted:
         click.echo(f"group {lay.group}: {total} servers healthy, nothing to change "
@@ -416,7 +412,7 @@ def down(args: tuple[str, ...], host: str | None, plain: bool, quiet: bool) -> N
     layout, ids = _split_layout(args)
     lay = load(layout)
     mode = _progress_mode(plain, quiet)
-    removed = run_down(lay, ids or None, only_host=host, mode=mode, echo=_echo(mode))
+    removed = run_down(lay, ids or None, only_host=host, mode=mode)
     kept = ", ".join(sorted({s.base_dir for s in lay.servers if s.id in removed})) or "-"
     click.echo(f"group {lay.group}: removed {len(removed)} containers; data kept in {kept}")
 

@@ -7,20 +7,13 @@ import contextlib
 import errno
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from walbctr.compose import (
-    LABEL,
-    compose_project,
-    config_hash,
-    dump,
-    network_name,
-    project_name,
-)
-from walbctr.containers import Observed
+from walbctr.compose import LABEL, compose_project, dump, network_name, project_name
+from walbctr.containers import Observed, group_containers
 from walbctr.display import ServerBoard
 from walbctr.engine import Engine
 from walbctr.errors import WalbctrError
@@ -32,7 +25,6 @@ from walbctr.tiers import start_tiers, stop_tiers, storages_pointing_at
 if TYPE_CHECKING:
     from walbctr.layout import Layout
 
-Echo = Callable[[str], None]
 POLL_S = 0.25
 
 
@@ -190,8 +182,7 @@ def write_files(layout: Layout, hosts: Iterable[str]) -> dict[str, Path]:
     return paths
 
 
-def up(layout: Layout, *, only_host: str | None, timeout: float, mode: str,
-       echo: Echo) -> Outcome:
+def up(layout: Layout, *, only_host: str | None, timeout: float, mode: str) -> Outcome:
     started = time.monotonic()
     fleet = Fleet(layout, only_host)
     with GroupLock(layout.group, "up"):
@@ -210,8 +201,8 @@ def up(layout: Layout, *, only_host: str | None, timeout: float, mode: str,
         rows = [(s.id, s.role.value, s.host) for s in servers]
         with ServerBoard(rows, mode) as board:
             for role, by_host in start_tiers(layout, [s.id for s in servers]):
-                _start_tier(layout, fleet, paths, role, by_host, before, wanted, outcome,
-                            board, timeout)
+                _start_tier(layout, fleet, paths, role, by_host, before, outcome, board,
+                            timeout)
             if layout.network_mode == "bridge":
                 _restart_stale_storages(layout, fleet, outcome, board, timeout)
         outcome.seconds = time.monotonic() - started
@@ -236,8 +227,8 @@ def _all_current(fleet: Fleet, layout: Layout, servers: list[Server],
 
 def _start_tier(layout: Layout, fleet: Fleet, paths: dict[str, Path], role: Role,
                 by_host: dict[str, tuple[Server, ...]], before: dict[str, Observed],
-                wanted: dict[str, str], outcome: Outcome, board: ServerBoard,
-                timeout: float) -> None:
+                outcome: Outcome, board: ServerBoard, timeout: float) -> None:
+    """Start one tier on its hosts at once; compose recreates what its config hash says."""
     for servers in by_host.values():
         for s in servers:
             board.begin(s.id)
@@ -269,7 +260,6 @@ def _start_tier(layout: Layout, fleet: Fleet, paths: dict[str, Path], role: Role
             outcome.recreated.append(sid)
         else:
             outcome.unchanged.append(sid)
-    del wanted  # compose itself decides what to recreate, from its own config hash
 
 
 def _wait_healthy(layout: Layout, fleet: Fleet, role: Role,
@@ -283,8 +273,6 @@ def _wait_healthy(layout: Layout, fleet: Fleet, role: Role,
     while True:
         seen: dict[str, Observed] = {}
         for host in engines.values():
-            from walbctr.containers import group_containers
-
             seen.update(group_containers(fleet.engines[host], layout.group))
         failures = []
         for sid, server in list(pending.items()):
@@ -411,8 +399,8 @@ def stop_servers(layout: Layout, fleet: Fleet, ids: list[str] | None, mode: str,
     return servers
 
 
-def down(layout: Layout, ids: list[str] | None, *, only_host: str | None, mode: str,
-         echo: Echo) -> list[str]:
+def down(layout: Layout, ids: list[str] | None, *, only_host: str | None,
+         mode: str) -> list[str]:
     fleet = Fleet(layout, only_host)
     for sid in ids or []:
         layout.server(sid)  # an unknown id is an error before anything stops
@@ -460,11 +448,3 @@ def restart(layout: Layout, ids: list[str] | None, *, only_host: str | None, mod
                 _wait_healthy(layout, fleet, role, by_host, counts, observed, board, timeout)
         return [s.id for s in stopped]
 
-
-def config_drift(layout: Layout, observed: dict[str, Observed]) -> dict[str, bool]:
-    """server id -> whether its container runs another configuration than the layout's."""
-    wanted = desired_hashes(layout, layout.used_hosts)
-    return {sid: obs.config_hash != wanted.get(sid) for sid, obs in observed.items()}
-
-
-_ = config_hash  # re-exported for callers that hash services themselves

@@ -148,6 +148,7 @@ def preflight(layout: Layout, fleet: Fleet, observed: dict[str, Observed]) -> No
             problems.append(f"host {host}: {result}")
         else:
             problems += result
+    missing.sort(key=fleet.hosts.index)  # threads finish in any order; report in order
     if missing and not problems:
         raise ImageMissingError(
             f"image {layout.image} is not on the engine of {', '.join(missing)}; nothing "

@@ -93,3 +93,31 @@ def test_a_source_that_does_not_build_names_the_step(tmp_path: Path, engine: Any
     assert "the build failed at step [builder" in run.stderr
     assert "make -j" in run.stderr
     assert "error" in run.stderr.lower()
+
+
+def test_a_source_url_that_cannot_be_fetched_says_what_to_do(engine: Any) -> None:
+    run = run_walbctr("build", "--source", "http://127.0.0.1:9/walb-tools.git", "--ref",
+                      "v1.0.19", "--quiet")
+    assert run.returncode == 1
+    assert "cannot fetch v1.0.19 from http://127.0.0.1:9/walb-tools.git" in run.stderr
+    assert "--source DIR" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_base_images_are_made_from_debian_packages(engine: Any, double_image: str) -> None:
+    """`walbctr base` on its own, as an engine with no image at all would need it."""
+    import time
+
+    started = time.time()
+    run = run_walbctr("base", "--force")
+    assert run.returncode == 0, run.stderr[-3000:]
+    for tag in ("walbctr/base:bookworm-runtime", "walbctr/base:bookworm-build"):
+        image = engine.images.get(tag)
+        assert tag in run.stdout
+        created = image.attrs["Created"][:19]
+        assert time.mktime(time.strptime(created, "%Y-%m-%dT%H:%M:%S")) >= started - 5, tag
+    status, out = sh(engine, "walbctr/base:bookworm-runtime",
+                     "test -x /sbin/vgs && test -x /bin/lsblk && ! command -v perl && "
+                     "du -sm /usr | cut -f1")
+    assert status == 0, out
+    assert int(out.split()[-1]) < 120  # MB: docs, locales and perl are left out

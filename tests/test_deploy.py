@@ -359,6 +359,14 @@ def test_check_host(make_group: Any) -> None:
     assert bad.containers() == {}
 
 
+def test_exec_runs_in_the_servers_container(make_group: Any) -> None:
+    g = make_group()
+    assert g.up().returncode == 0
+    run = g.walbctr("exec", str(g.path), "a0", "--", "sh", "-c", "hostname; exit 3")
+    assert run.returncode == 3
+    assert run.stdout.strip() == "a0"  # bridge mode: the container's hostname is its id
+
+
 def test_walbc_passes_exit_status_through(make_group: Any) -> None:
     g = make_group()
     assert g.up().returncode == 0

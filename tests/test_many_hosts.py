@@ -1,0 +1,231 @@
+"""One backup group across separate Docker engines (issue: many hosts).
+
+tests/harness starts real, independent engines on this machine, one per host, each with
+its own address on a private network where the hosts reach each other by name. Then the
+test-double image is pushed to them with `walbctr push` and the seed's layouts deployed
+with `walbctr up`, and hosts are cut off and shut down under the running group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import hosts as harness
+
+NAMES = ["hostA0", "hostA1", "hostP0", "hostP1", "hostS0", "hostS1"]
+PORT = 10000
+
+
+@pytest.fixture(scope="module")
+def fleet(engine: Any, double_image: str) -> Iterator[dict[str, harness.HostEngine]]:
+    why = harness.harness_problem()
+    if why:
+        pytest.skip(f"no multi-engine harness here: {why}")
+    workdir = Path(os.environ.get("WALBCTR_HARNESS_DIR", "/var/tmp/walbctr-harness"))
+    started = time.monotonic()
+    try:
+        hosts = harness.start_hosts(NAMES, workdir / secrets.token_hex(3))
+    except harness.HarnessUnavailableError as err:
+        pytest.skip(f"no multi-engine harness here: {err}")
+    print(f"\nharness: {len(hosts)} engines up in {time.monotonic() - started:.1f} s")
+    try:
+        yield hosts
+    finally:
+        harness.stop_hosts(hosts)
+
+
+def layout_text(name: str, image: str, vg: str, hosts: dict[str, harness.HostEngine],
+                large: bool) -> str:
+    used = NAMES if large else ["hostA0", "hostP0", "hostS0"]
+    lines = [f"group: {name}", f"image: {image}", "hosts:"]
+    lines += [f"  {h}: {{address: {h}, engine: '{hosts[h].url}'}}" for h in used]
+    lines += ["defaults:", f"  base_dir: /var/walb-{name}/{{id}}", f"  port: {PORT}",
+              "  privileged: false", "  nofile: 16384", "  stop_grace_period: 10"]
+    archives = ["a0", "a1"] if large else ["a0"]
+    proxies = ["p0", "p1"] if large else ["p0"]
+    storages = ["s0", "s1"] if large else ["s0"]
+    lines.append("archives:")
+    lines += [f"  - {{id: {a}, host: host{a.upper()}, vg: {vg}}}" for a in archives]
+    lines.append("proxies:")
+    lines += [f"  - {{id: {p}, host: host{p.upper()}}}" for p in proxies]
+    lines.append("storages:")
+    lines += [f"  - {{id: {s}, host: host{s.upper()}}}" for s in storages]
+    return "\n".join(lines) + "\n"
+
+
+class Deployment:
+    def __init__(self, tmp: Path, image: str, vg: str, hosts: dict[str, harness.HostEngine],
+                 large: bool = False) -> None:
+        self.name = f"m{secrets.token_hex(3)}"
+        self.hosts = hosts
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.path = tmp / "layout.yaml"
+        self.path.write_text(layout_text(self.name, image, vg, hosts, large))
+        self.env = {**os.environ, "WALBCTR_STATE_DIR": str(tmp / "state")}
+        self.servers = {s: f"host{s.upper()}" for s in
+                        (["a0", "a1", "p0", "p1", "s0", "s1"] if large else ["a0", "p0", "s0"])}
+
+    def walbctr(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "walbctr", *args, ], capture_output=True,
+                              text=True, env=self.env, check=False)
+
+    def container(self, sid: str) -> Any:
+        client = self.hosts[self.servers[sid]].client()
+        return client.containers.get(f"walbctr-{self.name}-{sid}")
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        run = self.walbctr("status", str(self.path), "--json")
+        return {row["id"]: row for row in json.loads(run.stdout)}
+
+    def storage_says(self, sid: str, proxy: str) -> str:
+        out = self.walbctr("walbc", str(self.path), sid, "status").stdout
+        line = next((ln for ln in out.splitlines() if f"{proxy}:{PORT}" in ln), "")
+        return "unavailable" if "unavailable" in line else (
+            "available" if "available" in line else f"? {out!r}")
+
+    def wait_storage_says(self, sid: str, proxy: str, want: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        said = ""
+        while time.monotonic() < deadline:
+            said = self.storage_says(sid, proxy)
+            if said == want:
+                return
+            time.sleep(1)
+        raise AssertionError(f"{sid} says {proxy} is {said}, not {want}")
+
+    def cleanup(self) -> None:
+        self.walbctr("down", str(self.path), "--quiet")
+
+
+@pytest.fixture
+def deploy(tmp_path: Path, fleet: dict[str, harness.HostEngine], double_image: str,
+           loop_vg: str) -> Iterator[Any]:
+    made: list[Deployment] = []
+
+    def make(large: bool = False) -> Deployment:
+        d = Deployment(tmp_path / f"d{len(made)}", double_image, loop_vg, fleet, large)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.cleanup()
+
+
+def _time(text: str) -> float:
+    return datetime.fromisoformat(text[:26].rstrip("Z")).timestamp()
+
+
+def first_healthy(c: Any) -> float:
+    return min(_time(e["End"]) for e in c.attrs["State"]["Health"]["Log"] if e["ExitCode"] == 0)
+
+
+def test_push_then_up_minimal_group_across_engines(deploy: Any) -> None:
+    d = deploy()
+    push = d.walbctr("push", str(d.path))
+    assert push.returncode == 0, push.stderr
+    again = d.walbctr("push", str(d.path))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("already has") == 3, again.stdout
+    up = d.walbctr("up", str(d.path), "--plain")
+    assert up.returncode == 0, up.stderr
+    a0, p0, s0 = d.container("a0"), d.container("p0"), d.container("s0")
+    assert _time(p0.attrs["State"]["StartedAt"]) >= first_healthy(a0)
+    assert _time(s0.attrs["State"]["StartedAt"]) >= first_healthy(p0)
+    assert s0.attrs["Config"]["Cmd"][-4:] == ["-archive", f"hostA0:{PORT}", "-proxy",
+                                             f"hostP0:{PORT}"]
+    d.wait_storage_says("s0", "hostP0", "available")
+
+
+def test_seed_large_layout_across_six_engines(deploy: Any) -> None:
+    d = deploy(large=True)
+    assert d.walbctr("push", str(d.path)).returncode == 0
+    up = d.walbctr("up", str(d.path), "--plain")
+    assert up.returncode == 0, up.stderr
+    rows = d.status()
+    assert {r["state"] for r in rows.values()} == {"running"}
+    assert {r["health"] for r in rows.values()} == {"healthy"}
+    assert {r["host"] for r in rows.values()} == set(NAMES)
+    for sid in ("s0", "s1"):
+        cmd = d.container(sid).attrs["Config"]["Cmd"]
+        assert cmd[cmd.index("-proxy") + 1] == f"hostP0:{PORT},hostP1:{PORT}"
+        d.wait_storage_says(sid, "hostP1", "available")
+    order = [line.split("] ")[1].split()[0] for line in up.stderr.splitlines()
+             if line.endswith("healthy") or ": healthy after" in line]
+    assert set(order[:2]) == {"a0", "a1"} and set(order[2:4]) == {"p0", "p1"}
+
+
+def base_dir_digests(d: Deployment) -> dict[str, str]:
+    out = {}
+    for sid, host in d.servers.items():
+        rc, text = harness.host_exec(d.hosts[host], [
+            "sh", "-c", f"cd /var/walb-{d.name}/{sid} && find . -type f | sort | xargs sha256sum"])
+        assert rc == 0, text
+        out[sid] = text
+    return out
+
+
+def test_lost_host_and_its_return(deploy: Any) -> None:
+    d = deploy()
+    assert d.walbctr("push", str(d.path)).returncode == 0
+    assert d.walbctr("up", str(d.path), "--quiet").returncode == 0
+    for sid, host in d.servers.items():
+        rc, _ = harness.host_exec(d.hosts[host], ["sh", "-c",
+            f"mkdir -p /var/walb-{d.name}/{sid}/vol0 && "
+            f"head -c 65536 /dev/urandom > /var/walb-{d.name}/{sid}/vol0/meta"])
+        assert rc == 0
+    data = base_dir_digests(d)
+    kept = {sid: d.container(sid).id for sid in ("a0", "s0")}
+    proxy_host = d.hosts["hostP0"]
+
+    # Cut off: the storage loses its proxy, and finds it again when the cable is back.
+    harness.cut(proxy_host)
+    try:
+        d.wait_storage_says("s0", "hostP0", "unavailable")
+    finally:
+        harness.restore(proxy_host)
+    d.wait_storage_says("s0", "hostP0", "available")
+
+    # Engine down: status answers for the others and marks the host unreachable.
+    harness.stop_engine(proxy_host)
+    try:
+        started = time.monotonic()
+        rows = d.status()
+        assert time.monotonic() - started < 30
+        assert rows["p0"]["state"] == "unknown" and "unreachable" in rows["p0"]["note"]
+        assert rows["a0"]["health"] == "healthy" and rows["s0"]["health"] == "healthy"
+        d.wait_storage_says("s0", "hostP0", "unavailable")
+    finally:
+        harness.start_engine(proxy_host)
+    heal = d.walbctr("up", str(d.path), "--plain")
+    assert heal.returncode == 0, heal.stderr
+    assert {sid: d.container(sid).id for sid in ("a0", "s0")} == kept
+    d.wait_storage_says("s0", "hostP0", "available")
+    assert base_dir_digests(d) == data
+
+    # down and up again: every file in every base dir, byte for byte.
+    assert d.walbctr("down", str(d.path), "--quiet").returncode == 0
+    assert base_dir_digests(d) == data
+    assert d.walbctr("up", str(d.path), "--quiet").returncode == 0
+    assert base_dir_digests(d) == data
+
+
+def test_host_option_limits_to_one_engine(deploy: Any) -> None:
+    d = deploy()
+    assert d.walbctr("push", str(d.path), "--host", "hostA0").returncode == 0
+    up = d.walbctr("up", str(d.path), "--host", "hostA0", "--quiet")
+    assert up.returncode == 0, up.stderr
+    rows = d.status()
+    assert rows["a0"]["health"] == "healthy"
+    assert rows["p0"]["state"] == "absent" and rows["s0"]["state"] == "absent"

@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Many hosts (issue 5): image push per host, and `up` across engines versus one engine.
+
+    python3 bench/many_hosts.py --image walbctr/walb-tools:TAG [--runs 3]
+
+Starts three engines with tests/harness (reported: set-up time), pushes the image to
+them (reported: seconds and MB per host, and the time to skip hosts that have it), then
+brings the minimal layout up cold, alternately on the three engines and with all three
+hosts on the local engine, and reports the medians and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import docker  # noqa: E402
+
+from tests.harness import hosts as harness  # noqa: E402
+
+NAMES = ["hostA0", "hostP0", "hostS0"]
+
+
+def run(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
+    start = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    took = time.perf_counter() - start
+    if out.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{out.stdout[-2000:]}{out.stderr[-3000:]}")
+    return took, out.stdout
+
+
+def layout(group: str, image: str, vg: str, engines: dict[str, str | None],
+           base: str = "/var/walb-bench") -> str:
+    lines = [f"group: {group}", f"image: {image}", "hosts:"]
+    for h, url in engines.items():
+        lines.append(f"  {h}: {{address: {h}" + (f", engine: '{url}'}}" if url else "}"))
+    lines += [f"defaults: {{base_dir: '{base}/{{group}}/{{id}}', privileged: false, "
+              "nofile: 16384, stop_grace_period: 10}",
+              f"archives: [{{id: a0, host: hostA0, vg: {vg}}}]",
+              "proxies: [{id: p0, host: hostP0, port: 10001}]",
+              "storages: [{id: s0, host: hostS0, port: 10002}]"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--image", required=True)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    walbctr = [sys.executable, "-m", "walbctr"]
+    engine = docker.from_env()
+    vg = f"walbctr_bench_{secrets.token_hex(3)}"
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        lvm = {"cap_add": ["SYS_ADMIN"], "device_cgroup_rules": ["b 7:* rmw", "c 10:237 rmw"],
+               "volumes": {"/dev": {"bind": "/dev", "mode": "rw"},
+                           str(tmp): {"bind": "/work", "mode": "rw"}}, "remove": True}
+        dev = engine.containers.run(args.image, ["sh", "-c",
+            "truncate -s 64M /work/pv.img && d=$(losetup -f --show /work/pv.img) && "
+            f"pvcreate -q $d >&2 && vgcreate -q {vg} $d >&2 && echo $d"], **lvm
+        ).decode().split()[-1]
+        started = time.monotonic()
+        hosts = harness.start_hosts(NAMES, Path("/var/tmp/walbctr-bench") / secrets.token_hex(3))
+        print(f"harness: {len(hosts)} engines up in {time.monotonic() - started:.1f} s")
+        env = {**os.environ, "WALBCTR_STATE_DIR": str(tmp / "state")}
+        try:
+            many = tmp / "many.yaml"
+            many.write_text(layout("benchmany", args.image, vg,
+                                   {h: hosts[h].url for h in NAMES}))
+            one = tmp / "one.yaml"
+            one.write_text(layout("benchone", args.image, vg, {h: None for h in NAMES},
+                                  base=str(tmp / "data"))
+                           .replace("address: hostA0", "address: 127.0.0.1")
+                           .replace("address: hostP0", "address: 127.0.0.1")
+                           .replace("address: hostS0", "address: 127.0.0.1"))
+            took, out = run([*walbctr, "push", str(many)], env)
+            for line in out.splitlines():
+                m = re.match(r"(\S+): loaded .*, ([\d.]+) MB in ([\d.]+) s", line)
+                if m:
+                    print(f"push to {m.group(1)}: {m.group(2)} MB in {m.group(3)} s")
+            print(f"push to all three at once: {took:.1f} s")
+            took, _ = run([*walbctr, "push", str(many)], env)
+            print(f"push again, every host already has it (skip): {took:.2f} s")
+            t_many, t_one = [], []
+            for _ in range(args.runs):
+                for path, times in ((many, t_many), (one, t_one)):
+                    took, _ = run([*walbctr, "up", str(path), "--quiet"], env)
+                    times.append(took)
+                    run([*walbctr, "down", str(path), "--quiet"], env)
+            m_many, m_one = statistics.median(t_many), statistics.median(t_one)
+            print(f"cold up, median of {args.runs}: three engines {m_many:.2f} s, one engine "
+                  f"{m_one:.2f} s: ratio {m_many / m_one:.2f}")
+        finally:
+            for path in (tmp / "many.yaml", tmp / "one.yaml"):
+                subprocess.run([*walbctr, "down", str(path), "--quiet"], env=env,
+                               capture_output=True)
+            harness.stop_hosts(hosts)
+            engine.containers.run(args.image, ["sh", "-c", f"vgremove -q -f {vg}; "
+                                  f"pvremove -q {dev}; losetup -d {dev}"], **lvm)
+
+
+if __name__ == "__main__":
+    main()

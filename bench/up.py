@@ -85,10 +85,11 @@ def main() -> None:
                     subprocess.run(["docker", "compose", "-f", str(f), "down", "-t", "10"],
                                    check=True, capture_output=True)
         finally:
-            subprocess.run([*walbctr, "down", str(layout), "--quiet"], env=env,
+            subprocess.run([*walbctr, "down", str(layout), "--quiet"], env=env, check=False,
                            capture_output=True)
             for f in files:
-                subprocess.run(["docker", "compose", "-f", str(f), "down"], capture_output=True)
+                subprocess.run(["docker", "compose", "-f", str(f), "down"], capture_output=True,
+                               check=False)
             for net in engine.networks.list(names=[f"walbctr-{group}"]):
                 net.remove()
             engine.containers.run(args.image, ["sh", "-c", f"vgremove -q -f {vg}; "

@@ -150,9 +150,12 @@ def preflight(layout: Layout, fleet: Fleet, observed: dict[str, Observed]) -> No
             problems += result
     missing.sort(key=fleet.hosts.index)  # threads finish in any order; report in order
     if missing and not problems:
+        local = all(layout.hosts[h].engine is None for h in missing)
         raise ImageMissingError(
             f"image {layout.image} is not on the engine of {', '.join(missing)}; nothing "
             "was started",
+            "build it on this machine with 'walbctr build' (or 'walbctr build --source "
+            "DIR' from a copy of walb-tools)" if local else
             "copy it there with 'walbctr push' (or 'walbctr up --push'), or build it on "
             "this machine first with 'walbctr build'")
     problems += [f"host {h}: image {layout.image} is not on its engine ('walbctr push' "

@@ -376,7 +376,7 @@ def up(layout: str, host: str | None, timeout: int, push_image: bool, plain: boo
     try:
         done = run_up(lay, only_host=host, timeout=timeout, mode=mode)
     except ImageMissingError as err:
-        if push_image or not sys.stdin.isatty() or not click.confirm(
+        if push_image or not err.remote or not sys.stdin.isatty() or not click.confirm(
                 f"{err.message}\ncopy it from this machine now?", err=True):
             raise
         _push(lay, host, quiet)

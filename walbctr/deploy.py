@@ -116,6 +116,8 @@ def busy_ports(engine: Engine, layout: Layout, servers: list[Server]) -> list[Se
 class ImageMissingError(WalbctrError):
     """The layout's image is missing on some hosts (and nothing else is wrong)."""
 
+    remote = True  # False when only the local engine lacks it: pushing cannot help
+
 
 def preflight(layout: Layout, fleet: Fleet, observed: dict[str, Observed]) -> None:
     """Everything that can be known before a container starts, checked on every host."""
@@ -151,13 +153,15 @@ def preflight(layout: Layout, fleet: Fleet, observed: dict[str, Observed]) -> No
     missing.sort(key=fleet.hosts.index)  # threads finish in any order; report in order
     if missing and not problems:
         local = all(layout.hosts[h].engine is None for h in missing)
-        raise ImageMissingError(
+        err = ImageMissingError(
             f"image {layout.image} is not on the engine of {', '.join(missing)}; nothing "
             "was started",
             "build it on this machine with 'walbctr build' (or 'walbctr build --source "
             "DIR' from a copy of walb-tools)" if local else
             "copy it there with 'walbctr push' (or 'walbctr up --push'), or build it on "
             "this machine first with 'walbctr build'")
+        err.remote = not local
+        raise err
     problems += [f"host {h}: image {layout.image} is not on its engine ('walbctr push' "
                  "copies it)" for h in missing]
     if problems:

@@ -146,6 +146,13 @@ def test_push_then_up_minimal_group_across_engines(deploy: Any) -> None:
     assert s0.attrs["Config"]["Cmd"][-4:] == ["-archive", f"hostA0:{PORT}", "-proxy",
                                              f"hostP0:{PORT}"]
     d.wait_storage_says("s0", "hostP0", "available")
+    logs = d.walbctr("logs", str(d.path), "s0")
+    assert f"proxy hostP0:{PORT} is available" in logs.stdout
+    check = d.walbctr("check-host", str(d.path))
+    assert check.returncode == 0, check.stdout + check.stderr
+    for host in ("hostA0", "hostP0", "hostS0"):
+        assert f"{host}  " in check.stdout
+    assert "a0: volume group" in check.stdout
 
 
 def test_seed_large_layout_across_six_engines(deploy: Any) -> None:

@@ -74,8 +74,20 @@ def observe(attrs: dict[str, Any]) -> Observed:
 
 def group_containers(engine: Engine, group: str) -> dict[str, Observed]:
     """server id -> its container on `engine`, for every container of `group` there."""
+    from docker.errors import NotFound
+
     found: dict[str, Observed] = {}
-    for c in engine.api.containers.list(all=True, filters={"label": f"{LABEL}.group={group}"}):
-        obs = observe(c.attrs)
+    listed = engine.api.containers.list(all=True, sparse=True,
+                                        filters={"label": f"{LABEL}.group={group}"})
+    for c in listed:
+        # One-off containers (`compose run`, as check-host uses) carry the service's labels
+        # but are not the server; they may also vanish between listing and inspecting.
+        if (c.attrs.get("Labels") or {}).get("com.docker.compose.oneoff") == "True":
+            continue
+        try:
+            attrs = engine.api.api.inspect_container(c.id)
+        except NotFound:
+            continue
+        obs = observe(attrs)
         found[obs.server] = obs
     return found

@@ -1,4 +1,4 @@
-"""The walbctr command: a thin shell over the pure core (and, later, the Docker edges).
+"""The walbctr command: a thin shell over the pure core and the Docker edges.
 
 Heavy modules (pydantic models, docker, python-on-whales, rich) are imported inside the
 commands that need them, so that `walbctr --help` stays instant.
@@ -41,10 +41,8 @@ def friendly(func: F) -> F:
         except KeyboardInterrupt:
             click.echo("walbctr: interrupted", err=True)
             sys.exit(130)
-        except click.exceptions.Exit:
-            raise
-        except (click.ClickException, click.exceptions.Abort):
-            raise
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise  # click's own ways out: usage errors, --help, a declined prompt
         except Exception as err:
             if os.environ.get("WALBCTR_DEBUG"):
                 raise
@@ -221,6 +219,7 @@ def walblib_config(layout: str, bin_dir: str) -> None:
 @main.command()
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write to this file instead of standard output.")
+@friendly
 def schema(output: str | None) -> None:
     """Print the JSON Schema of the layout file.
 
@@ -465,10 +464,12 @@ def status(layout: str, host: str | None, as_json: bool) -> None:
                     "UPTIME", "DRIFT"):
             table.add_column(col)
         for r in rows:
-            state = r.state + (f" ({r.note})" if r.note else "")
+            state = r.state + (" (host unreachable)" if r.note else "")
             table.add_row(r.id, r.role, r.host, r.endpoint, state, r.health, r.image,
                           r.walb_version, format_uptime(r.uptime_s), "yes" if r.drift else "")
         Console(width=200).print(table)
+        for note in dict.fromkeys(r.note for r in rows if r.note):
+            click.echo(note, err=True)
     if not all(r.state == "running" and r.health == "healthy" for r in rows):
         sys.exit(1)
 

@@ -50,7 +50,7 @@ def status_rows(layout: Layout, only_host: str | None = None) -> list[Row]:
                          lambda h: _observe_with_versions(fleet.engines[h], layout.group))
     seen: dict[str, tuple[Observed, str]] = {}
     down: dict[str, str] = {}
-    for key, hosts in groups.items():
+    for hosts in groups.values():
         outcome = results[hosts[0]]
         if isinstance(outcome, Exception):
             reason = getattr(outcome, "message", str(outcome))
@@ -58,14 +58,13 @@ def status_rows(layout: Layout, only_host: str | None = None) -> list[Row]:
                 down[h] = reason
         else:
             seen.update(outcome)
-        del key
     rows = []
     for s in layout.servers:
         if s.host not in fleet.hosts:
             continue
         if s.host in down:
             rows.append(Row(s.id, s.role.value, s.host, s.endpoint, "unknown", "", "", "",
-                            None, False, "host unreachable"))
+                            None, False, f"host unreachable: {down[s.host]}"))
             continue
         found = seen.get(s.id)
         if found is None:

@@ -206,6 +206,22 @@ def test_down_then_up_keeps_base_dirs(make_group: Any) -> None:
     assert tree_digest(g.data) == before
 
 
+def test_a_server_taken_out_of_the_layout(make_group: Any) -> None:
+    g = make_group()
+    assert g.up().returncode == 0
+    text = g.path.read_text()
+    g.path.write_text(text[:text.index("storages:")])
+    again = g.up()
+    assert again.returncode == 0, again.stderr
+    assert "s0 (walbctr-" in again.stderr and "no longer in" in again.stderr
+    rows = {r["id"]: r for r in json.loads(g.walbctr("status", str(g.path), "--json").stdout)}
+    assert rows["s0"]["note"].startswith("not in the layout")
+    assert rows["s0"]["state"] == "running"
+    down = g.walbctr("down", str(g.path), "--quiet")
+    assert down.returncode == 0, down.stderr
+    assert g.containers() == {}
+
+
 def test_down_stops_storages_first(make_group: Any) -> None:
     g = make_group()
     assert g.up().returncode == 0

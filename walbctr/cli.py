@@ -464,7 +464,8 @@ def status(layout: str, host: str | None, as_json: bool) -> None:
                     "UPTIME", "DRIFT"):
             table.add_column(col)
         for r in rows:
-            state = r.state + (" (host unreachable)" if r.note else "")
+            state = r.state + (" (host unreachable)" if r.state == "unknown" else
+                               " (not in the layout)" if r.note else "")
             table.add_row(r.id, r.role, r.host, r.endpoint, state, r.health, r.image,
                           r.walb_version, format_uptime(r.uptime_s), "yes" if r.drift else "")
         Console(width=200).print(table)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -190,11 +191,19 @@ def write_files(layout: Layout, hosts: Iterable[str]) -> dict[str, Path]:
     return paths
 
 
+def warn(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def up(layout: Layout, *, only_host: str | None, timeout: float, mode: str) -> Outcome:
     started = time.monotonic()
     fleet = Fleet(layout, only_host)
     with GroupLock(layout.group, "up"):
         before = fleet.observe()
+        for sid in sorted(set(before) - {s.id for s in layout.servers}):
+            warn(f"warning: {sid} ({before[sid].name}) still runs but is no longer in "
+                 f"{layout.source}; 'walbctr down {layout.source}' removes it with the "
+                 "group (its data stays)")
         wanted = desired_hashes(layout, fleet.hosts)
         servers = [s for s in layout.servers if s.host in fleet.hosts]
         if _all_current(fleet, layout, servers, before, wanted):
@@ -202,6 +211,7 @@ def up(layout: Layout, *, only_host: str | None, timeout: float, mode: str) -> O
                            seconds=time.monotonic() - started)
         require_compose()
         preflight(layout, fleet, before)
+
         paths = write_files(layout, fleet.hosts)
         if layout.network_mode == "bridge":
             ensure_network(layout, fleet.engines[fleet.hosts[0]])
@@ -415,16 +425,25 @@ def down(layout: Layout, ids: list[str] | None, *, only_host: str | None,
     with GroupLock(layout.group, "down"):
         observed = fleet.observe()
         stopped = stop_servers(layout, fleet, ids, mode, observed)
+        stopped_ids: list[str] = []
         for s in stopped:
             fleet.engines[s.host].api.containers.get(observed[s.id].container_id).remove()
         whole = ids is None and only_host is None
+        if whole:
+            # Servers taken out of the layout since they were started go with the group.
+            for engine, obs in fleet.orphans():
+                container = engine.api.containers.get(obs.container_id)
+                container.update(restart_policy={"Name": "no"})
+                container.stop(timeout=30)
+                container.remove()
+                stopped_ids.append(obs.server)
         if whole and layout.network_mode == "bridge":
             engine = fleet.engines[fleet.hosts[0]]
             for net in engine.api.networks.list(names=[network_name(layout)]):
                 net.reload()
                 if not net.attrs.get("Containers"):
                     net.remove()
-        return [s.id for s in stopped]
+        return [s.id for s in stopped] + stopped_ids
 
 
 def restart(layout: Layout, ids: list[str] | None, *, only_host: str | None, mode: str,

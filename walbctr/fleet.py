@@ -52,6 +52,16 @@ class Fleet:
                     results[h] = err
         return results
 
+    def orphans(self) -> list[tuple[Engine, Observed]]:
+        """The group's containers whose server is no longer in the layout."""
+        known = {s.id for s in self.layout.servers}
+        found = []
+        for hosts in self.engine_groups().values():
+            engine = self.engines[hosts[0]]
+            found += [(engine, obs) for sid, obs in
+                      group_containers(engine, self.layout.group).items() if sid not in known]
+        return found
+
     def observe(self) -> dict[str, Observed]:
         """server id -> container, across every engine; an unreachable engine raises."""
         seen: dict[str, Observed] = {}

@@ -75,6 +75,12 @@ def status_rows(layout: Layout, only_host: str | None = None) -> list[Row]:
         rows.append(Row(s.id, s.role.value, s.host, s.endpoint, obs.status, obs.health or "",
                         obs.image, version, obs.uptime_seconds(),
                         obs.config_hash != wanted.get(s.id)))
+    known = {s.id for s in layout.servers}
+    for sid, (obs, version) in sorted(seen.items()):
+        if sid not in known:
+            rows.append(Row(sid, "?", "?", "", obs.status, obs.health or "", obs.image,
+                            version, obs.uptime_seconds(), True,
+                            "not in the layout: 'walbctr down' removes it"))
     return rows
 
 

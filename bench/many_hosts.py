@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import docker
 
 from tests.harness import hosts as harness
+from tests.harness.loopvg import loop_vg
 
 NAMES = ["hostA0", "hostP0", "hostS0"]
 
@@ -60,16 +61,9 @@ def main() -> None:
     args = parser.parse_args()
     walbctr = [sys.executable, "-m", "walbctr"]
     engine = docker.from_env()
-    vg = f"walbctr_bench_{secrets.token_hex(3)}"
-    with tempfile.TemporaryDirectory() as tmp_name:
+    with tempfile.TemporaryDirectory() as tmp_name, \
+            loop_vg(engine, args.image, Path(tmp_name), "walbctr_bench") as vg:
         tmp = Path(tmp_name)
-        lvm = {"cap_add": ["SYS_ADMIN"], "device_cgroup_rules": ["b 7:* rmw", "c 10:237 rmw"],
-               "volumes": {"/dev": {"bind": "/dev", "mode": "rw"},
-                           str(tmp): {"bind": "/work", "mode": "rw"}}, "remove": True}
-        dev = engine.containers.run(args.image, ["sh", "-c",
-            "truncate -s 64M /work/pv.img && d=$(losetup -f --show /work/pv.img) && "
-            f"pvcreate -q $d >&2 && vgcreate -q {vg} $d >&2 && echo $d"], **lvm
-        ).decode().split()[-1]
         started = time.monotonic()
         hosts = harness.start_hosts(NAMES, Path("/var/tmp/walbctr-bench") / secrets.token_hex(3))
         print(f"harness: {len(hosts)} engines up in {time.monotonic() - started:.1f} s")
@@ -106,8 +100,6 @@ def main() -> None:
                 subprocess.run([*walbctr, "down", str(path), "--quiet"], env=env, check=False,
                                capture_output=True)
             harness.stop_hosts(hosts)
-            engine.containers.run(args.image, ["sh", "-c", f"vgremove -q -f {vg}; "
-                                  f"pvremove -q {dev}; losetup -d {dev}"], **lvm)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,10 @@ from pathlib import Path
 
 import docker
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.harness.loopvg import loop_vg
+
 
 def timed(cmd: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
@@ -42,17 +46,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     engine = docker.from_env()
-    vg = f"walbctr_bench_{secrets.token_hex(3)}"
     group = f"bench{secrets.token_hex(3)}"
-    with tempfile.TemporaryDirectory() as tmp_name:
+    with tempfile.TemporaryDirectory() as tmp_name, \
+            loop_vg(engine, args.image, Path(tmp_name), "walbctr_bench") as vg:
         tmp = Path(tmp_name)
-        lvm = {"cap_add": ["SYS_ADMIN"], "device_cgroup_rules": ["b 7:* rmw", "c 10:237 rmw"],
-               "volumes": {"/dev": {"bind": "/dev", "mode": "rw"},
-                           str(tmp): {"bind": "/work", "mode": "rw"}}, "remove": True}
-        dev = engine.containers.run(args.image, ["sh", "-c",
-            "truncate -s 64M /work/pv.img && d=$(losetup -f --show /work/pv.img) && "
-            f"pvcreate -q $d >&2 && vgcreate -q {vg} $d >&2 && echo $d"], **lvm
-        ).decode().split()[-1]
         layout = tmp / "layout.yaml"
         layout.write_text(
             f"group: {group}\nimage: {args.image}\nnetwork: {{mode: bridge}}\n"
@@ -92,8 +89,6 @@ def main() -> None:
                                check=False)
             for net in engine.networks.list(names=[f"walbctr-{group}"]):
                 net.remove()
-            engine.containers.run(args.image, ["sh", "-c", f"vgremove -q -f {vg}; "
-                                  f"pvremove -q {dev}; losetup -d {dev}"], **lvm)
     m_ours, m_theirs = statistics.median(ours), statistics.median(theirs)
     print(f"cold up, median of {args.runs}: walbctr {m_ours:.2f} s, docker compose up --wait "
           f"{m_theirs:.2f} s: ratio {m_ours / m_theirs:.2f} (goal <= 1.10)")

@@ -78,24 +78,15 @@ def double_image(engine: object) -> str:
 @pytest.fixture(scope="session")
 def loop_vg(engine: Any, double_image: str,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """An LVM volume group on a loop device, made and removed through the image's lvm2."""
-    import secrets
+    """An LVM volume group on a loop device (see tests/harness/loopvg.py)."""
+    from tests.harness.loopvg import loop_vg as make
 
-    name = f"walbctr_test_{secrets.token_hex(3)}"
-    work = tmp_path_factory.mktemp("pv")
-    kwargs: dict[str, Any] = {
-        "cap_add": ["SYS_ADMIN"], "device_cgroup_rules": ["b 7:* rmw", "c 10:237 rmw"],
-        "volumes": {"/dev": {"bind": "/dev", "mode": "rw"},
-                    str(work): {"bind": "/work", "mode": "rw"}},
-        "remove": True, "labels": {"io.walbctr.probe": "test-vg"},
-    }
-    script = ("truncate -s 64M /work/pv.img && dev=$(losetup -f --show /work/pv.img) && "
-              f"pvcreate -q $dev >&2 && vgcreate -q {name} $dev >&2 && echo $dev")
+    made = make(engine, double_image, tmp_path_factory.mktemp("pv"))
     try:
-        out = engine.containers.run(double_image, ["sh", "-c", script], **kwargs)
+        name = made.__enter__()
     except Exception as err:
         pytest.skip(f"cannot make an LVM volume group on a loop device here: {err}")
-    device = out.decode().strip().splitlines()[-1]
-    yield name
-    engine.containers.run(double_image, ["sh", "-c", f"vgremove -q -f {name}; "
-                                         f"pvremove -q {device}; losetup -d {device}"], **kwargs)
+    try:
+        yield name
+    finally:
+        made.__exit__(None, None, None)

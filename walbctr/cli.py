@@ -166,33 +166,13 @@ def render(layout: str, output: str, stdout: bool) -> None:
         for text in files.values():
             click.echo(text, nl=False)
         return
-    out = Path(output) / lay.group
-    written = write_files(out, {file_name(h): t for h, t in files.items()})
-    for path in written:
+    from walbctr.files import write_files
+
+    written = write_files(Path(output) / lay.group,
+                          {file_name(h): t for h, t in files.items()}, prune=True,
+                          fix="choose another directory with -o")
+    for path in written.values():
         click.echo(str(path))
-
-
-def write_files(directory: Path, files: dict[str, str]) -> list[Path]:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        for stale in sorted(directory.glob("*.yaml")):
-            if stale.name not in files and _generated(stale):
-                stale.unlink()
-        paths = []
-        for name, text in files.items():
-            path = directory / name
-            if not path.exists() or path.read_text(encoding="utf-8") != text:
-                path.write_text(text, encoding="utf-8")
-            paths.append(path)
-        return paths
-    except OSError as err:
-        raise WalbctrError(f"cannot write compose files to {directory}: {err}",
-                           "choose another directory with -o") from None
-
-
-def _generated(path: Path) -> bool:
-    with path.open(encoding="utf-8", errors="replace") as f:
-        return f.readline().startswith("# generated from ")
 
 
 @main.command("walblib-config")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from walbctr.cmdline import server_args
+from walbctr.files import GENERATED
 from walbctr.server import Role, Server
 from walbctr.validation import host_slug
 
@@ -198,7 +199,7 @@ _Dumper.add_representer(FlowList, _flow_list)
 
 def dump(layout: Layout, project: Mapping[str, Any]) -> str:
     head = (
-        f"# generated from {layout.source} by walbctr; do not edit.\n"
+        f"{GENERATED}{layout.source} by walbctr; do not edit.\n"
         f"# host {_host_of(project)} of backup group {layout.group!r}; "
         "'walbctr up' applies it in tier order across hosts.\n"
     )

@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from walbctr.compose import LABEL, compose_project, dump, network_name, project_name
+from walbctr.compose import (
+    LABEL,
+    compose_project,
+    dump,
+    file_name,
+    network_name,
+    project_name,
+)
 from walbctr.containers import Observed, group_containers
 from walbctr.display import ServerBoard
 from walbctr.engine import Engine
@@ -180,15 +187,13 @@ def ensure_network(layout: Layout, engine: Engine) -> None:
 
 
 def write_files(layout: Layout, hosts: Iterable[str]) -> dict[str, Path]:
-    directory = group_dir(layout.group)
-    paths = {}
-    for host in hosts:
-        path = directory / f"{host}.yaml"
-        text = dump(layout, compose_project(layout, host))
-        if not path.exists() or path.read_text() != text:
-            path.write_text(text)
-        paths[host] = path
-    return paths
+    """host -> its compose file in walbctr's state dir, written where it changed."""
+    from walbctr.files import write_files as write
+
+    texts = {host: dump(layout, compose_project(layout, host)) for host in hosts}
+    paths = write(group_dir(layout.group), {file_name(h): t for h, t in texts.items()},
+                  fix="set WALBCTR_STATE_DIR to a writable directory")
+    return {host: paths[file_name(host)] for host in texts}
 
 
 def warn(text: str) -> None:

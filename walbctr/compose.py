@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from walbctr.cmdline import server_args
-from walbctr.files import GENERATED
 from walbctr.server import Role, Server
 from walbctr.validation import host_slug
 
@@ -23,6 +22,7 @@ if TYPE_CHECKING:
     from walbctr.layout import Layout
 
 LABEL = "io.walbctr"
+GENERATED = "# generated from "  # every rendered file's first words; pruning relies on them
 HEALTH_INTERVAL_S = 2
 # walb-archive runs vgs and lvs before it listens; with many volumes that takes a while.
 START_PERIOD_S = {Role.ARCHIVE: 120, Role.PROXY: 30, Role.STORAGE: 60}

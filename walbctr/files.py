@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from walbctr.compose import GENERATED
 from walbctr.errors import WalbctrError
-
-GENERATED = "# generated from "
 
 
 def write_files(directory: Path, files: dict[str, str], *, prune: bool = False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -121,3 +122,31 @@ def test_base_images_are_made_from_debian_packages(engine: Any, double_image: st
                      "du -sm /usr | cut -f1")
     assert status == 0, out
     assert int(out.split()[-1]) < 120  # MB: docs, locales and perl are left out
+
+
+def test_classic_builder_without_buildx(tmp_path: Path, engine: Any) -> None:
+    """The same recipe through the Engine API's classic builder (no BuildKit)."""
+    import os
+    import subprocess
+    import sys
+
+    source = tmp_path / "double"
+    shutil.copytree(DOUBLE_SOURCE, source, ignore=shutil.ignore_patterns("binsrc", "obj"))
+    (source / "CLASSIC").write_text("a different tree, so a different tag\n")
+    run = subprocess.run([sys.executable, "-m", "walbctr", "build", "--source", str(source),
+                          "--plain", "-t", "walbctr/classic-test:latest"],
+                         capture_output=True, text=True, check=False,
+                         env={**os.environ, "WALBCTR_BUILDER": "classic"})
+    try:
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "Step 1/" in run.stderr  # the classic builder's own progress
+        tag = run.stdout.split()[0]
+        image = engine.images.get(tag)
+        assert "walbctr/classic-test:latest" in image.tags
+        assert image.labels["org.opencontainers.image.version"] == "1.0.19-double"
+        status, out = sh(engine, tag, "walb-proxy -h >/dev/null && ! command -v g++")
+        assert status == 0, out
+    finally:
+        for ref in ("walbctr/classic-test:latest", *(run.stdout.split()[:1])):
+            with contextlib.suppress(Exception):
+                engine.images.remove(ref)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -191,8 +192,11 @@ def build(
 
 def _run_build(engine: Engine, context: Path, tags: list[str], args: dict[str, str],
                labels: dict[str, str], no_cache: bool, log: BuildLog) -> Iterable[str]:
-    """Lines of build output; BuildKit through buildx when present, else the classic API."""
-    if engine.has_cli_plugin("buildx"):
+    """Lines of build output; BuildKit through buildx when present, else the classic API.
+
+    WALBCTR_BUILDER=classic forces the classic builder (for a broken buildx).
+    """
+    if os.environ.get("WALBCTR_BUILDER") != "classic" and engine.has_cli_plugin("buildx"):
         from python_on_whales.exceptions import DockerException
 
         def buildkit() -> Iterable[str]:

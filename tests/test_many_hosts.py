@@ -189,8 +189,7 @@ def test_lost_host_and_its_return(deploy: Any) -> None:
     assert d.walbctr("up", str(d.path), "--quiet").returncode == 0
     for sid, host in d.servers.items():
         rc, _ = harness.host_exec(d.hosts[host], ["sh", "-c",
-            f"mkdir -p /var/walb-{d.name}/{sid}/vol0 && "
-            f"head -c 65536 /dev/urandom > /var/walb-{d.name}/{sid}/vol0/meta"])
+            f"head -c 65536 /dev/urandom > /var/walb-{d.name}/{sid}/operator-notes.bin"])
         assert rc == 0
     data = base_dir_digests(d)
     kept = {sid: d.container(sid).id for sid in ("a0", "s0")}

@@ -90,3 +90,23 @@ def loop_vg(engine: Any, double_image: str,
         yield name
     finally:
         made.__exit__(None, None, None)
+
+
+def proxy_state(status: str, endpoint: str) -> str | None:
+    """'available' or 'unavailable' for the proxy at `endpoint` in a storage's `walbc
+    status`, in upstream's wording ('isAvailable 1') or the test double's ('is available')."""
+    import re
+
+    port = endpoint.rsplit(":", 1)[1]
+    for line in status.splitlines():
+        # upstream prints the address it resolved at start-up: "host 10.0.0.3:10000:10000"
+        if endpoint not in line and f":{port}:{port} " not in line:
+            continue
+        upstream = re.search(r"isAvailable (\d)", line)
+        if upstream:
+            return "available" if upstream.group(1) == "1" else "unavailable"
+        if "is unavailable" in line:
+            return "unavailable"
+        if "is available" in line:
+            return "available"
+    return None

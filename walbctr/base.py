@@ -8,6 +8,7 @@ base adds the compiler and headers (so compiling needs none either).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,8 @@ from pathlib import Path
 from walbctr import __version__
 
 SUITE = "bookworm"
-REPOSITORY = "walbctr/base"
+# WALBCTR_BASE_REPOSITORY names the bases elsewhere (the tests make throwaway ones).
+REPOSITORY = os.environ.get("WALBCTR_BASE_REPOSITORY", "walbctr/base")
 
 # Documentation, man pages and translations are a third of a minimal Debian; the license
 # texts stay.

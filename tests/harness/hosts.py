@@ -274,6 +274,12 @@ def host_image(main: docker.DockerClient | None = None, base: str | None = None,
                                  f"archive on {base}) failed: {err.msg}\n{tail}") from err
     except APIError as err:
         raise HarnessUnavailableError(f"host harness: building {tag} failed: {err}") from err
+    # Older hosts' images (another base or recipe) would pile up, 0.5 GB each, on a
+    # machine that runs the tests again and again; a running host keeps its image.
+    for old in main.images.list(filters={"label": LABEL_IMAGE}):
+        if tag not in old.tags:
+            with contextlib.suppress(APIError):
+                main.images.remove(old.id)
     return tag
 
 

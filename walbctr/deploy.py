@@ -274,8 +274,7 @@ def _start_tier(layout: Layout, fleet: Fleet, paths: dict[str, Path], role: Role
                 board.set(s.id, "failed")
             raise result
     ids = [s.id for servers in by_host.values() for s in servers]
-    restarts = {sid: before[sid].restart_count for sid in ids if sid in before}
-    now = _wait_healthy(layout, fleet, role, by_host, restarts, before, board, timeout)
+    now = _wait_healthy(layout, fleet, role, by_host, before, board, timeout)
     for sid in ids:
         if sid not in before:
             outcome.created.append(sid)
@@ -286,9 +285,9 @@ def _start_tier(layout: Layout, fleet: Fleet, paths: dict[str, Path], role: Role
 
 
 def _wait_healthy(layout: Layout, fleet: Fleet, role: Role,
-                  by_host: dict[str, tuple[Server, ...]], restarts: dict[str, int],
-                  before: dict[str, Observed], board: ServerBoard,
-                  timeout: float) -> dict[str, Observed]:
+                  by_host: dict[str, tuple[Server, ...]], before: dict[str, Observed],
+                  board: ServerBoard, timeout: float) -> dict[str, Observed]:
+    """Wait for the tier's servers to be healthy; a restart since `before` is a failure."""
     deadline = time.monotonic() + timeout
     pending = {s.id: s for servers in by_host.values() for s in servers}
     done: dict[str, Observed] = {}
@@ -303,7 +302,7 @@ def _wait_healthy(layout: Layout, fleet: Fleet, role: Role,
             if obs is None:
                 continue
             same = sid in before and before[sid].container_id == obs.container_id
-            why = obs.failure(restarts.get(sid, 0) if same else 0)
+            why = obs.failure(before[sid].restart_count if same else 0)
             if why is not None:
                 board.set(sid, "failed")
                 failures.append((server, obs, why))
@@ -365,7 +364,6 @@ def _restart_stale_storages(layout: Layout, fleet: Fleet, outcome: Outcome,
     if not stale:
         return
     seen = fleet.observe()
-    counts = {s.id: seen[s.id].restart_count for s in stale}
     for s in stale:
         board.begin(s.id)
         board.set(s.id, "starting")
@@ -376,7 +374,7 @@ def _restart_stale_storages(layout: Layout, fleet: Fleet, outcome: Outcome,
     by_host: dict[str, tuple[Server, ...]] = {}
     for s in stale:
         by_host[s.host] = (*by_host.get(s.host, ()), s)
-    _wait_healthy(layout, fleet, Role.STORAGE, by_host, counts, seen, board, timeout)
+    _wait_healthy(layout, fleet, Role.STORAGE, by_host, seen, board, timeout)
 
 
 # --- down and restart ---------------------------------------------------------------------
@@ -475,8 +473,6 @@ def restart(layout: Layout, ids: list[str] | None, *, only_host: str | None, mod
                         c.update(restart_policy={"Name": "unless-stopped"})
                         c.start()
                         board.set(s.id, "starting")
-                counts = {s.id: observed[s.id].restart_count
-                          for servers in by_host.values() for s in servers}
-                _wait_healthy(layout, fleet, role, by_host, counts, observed, board, timeout)
+                _wait_healthy(layout, fleet, role, by_host, observed, board, timeout)
         return [s.id for s in stopped]
 

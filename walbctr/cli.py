@@ -130,16 +130,10 @@ def cmdline(layout: str, host: str | None) -> None:
     from walbctr.cmdline import command_line
 
     lay = load(layout)
-    _check_host(lay, host)
+    hosts = lay.select_hosts(host)
     for s in lay.servers:
-        if host is None or s.host == host:
+        if s.host in hosts:
             click.echo(f"@{s.host} {s.id}: {command_line(s, lay)}")
-
-
-def _check_host(lay: Layout, host: str | None) -> None:
-    if host is not None and host not in lay.used_hosts:
-        raise WalbctrError(f"{lay.source}: no server runs on host {host!r}",
-                           "hosts with servers: " + ", ".join(lay.used_hosts))
 
 
 @main.command()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -108,6 +108,15 @@ def service(layout: Layout, server: Server, neighbours: tuple[Server, ...]) -> d
     return svc
 
 
+def desired_hashes(layout: Layout, hosts: Iterable[str]) -> dict[str, str]:
+    """server id -> the config hash its service would carry, for the given hosts."""
+    out = {}
+    for host in hosts:
+        for sid, svc in compose_project(layout, host)["services"].items():
+            out[sid] = svc["labels"][f"{LABEL}.config-hash"]
+    return out
+
+
 def config_hash(svc: Mapping[str, Any]) -> str:
     """A digest of everything that defines the service, for drift detection."""
     text = json.dumps(svc, sort_keys=True, separators=(",", ":"), default=list)
@@ -177,9 +186,8 @@ def healthcheck(server: Server) -> dict[str, Any]:
 
 
 def _depends_on(server: Server, neighbours: tuple[Server, ...]) -> dict[str, Any]:
-    before = {Role.ARCHIVE: (), Role.PROXY: (Role.ARCHIVE,),
-              Role.STORAGE: (Role.ARCHIVE, Role.PROXY)}[server.role]
-    return {s.id: {"condition": "service_healthy"} for s in neighbours if s.role in before}
+    return {s.id: {"condition": "service_healthy"} for s in neighbours
+            if s.role in server.role.earlier}
 
 
 class FlowList(list[str]):

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, TypeVar
 
 from walbctr.containers import Observed, group_containers
 from walbctr.engine import Engine
-from walbctr.errors import WalbctrError
 
 if TYPE_CHECKING:
     from walbctr.layout import Layout
@@ -19,10 +18,7 @@ T = TypeVar("T")
 class Fleet:
     def __init__(self, layout: Layout, only_host: str | None = None) -> None:
         self.layout = layout
-        if only_host is not None and only_host not in layout.used_hosts:
-            raise WalbctrError(f"{layout.source}: no server runs on host {only_host!r}",
-                               "hosts with servers: " + ", ".join(layout.used_hosts))
-        self.hosts = (only_host,) if only_host else layout.used_hosts
+        self.hosts = layout.select_hosts(only_host)
         shared: dict[str, Engine] = {}
         self.engines: dict[str, Engine] = {}
         for name in self.hosts:

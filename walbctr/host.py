@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from pydantic import Field
 
-from walbctr.server import Model
+from walbctr.model import Model
 
 # Docker's own rule for a context name.
 _CONTEXT_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.+-]*$")
@@ -48,10 +48,6 @@ class Host:
     def engine_key(self) -> str:
         """Hosts with equal keys are served by one engine."""
         return self.engine or "local"
-
-    @property
-    def engine_is_context(self) -> bool:
-        return self.engine is not None and not self.engine.startswith(ENGINE_SCHEMES)
 
 
 def engine_problem(engine: str) -> str | None:

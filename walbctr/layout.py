@@ -20,8 +20,9 @@ from walbctr.archive import ArchiveOptions, ArchiveSpec
 from walbctr.errors import LayoutError, Problem, WalbctrError
 from walbctr.host import Host, HostSpec
 from walbctr.image import DEFAULT_IMAGE
+from walbctr.model import Model
 from walbctr.proxy import ProxyOptions, ProxySpec
-from walbctr.server import START_ORDER, CommonOptions, KeepAlive, Model, Role, Server
+from walbctr.server import START_ORDER, CommonOptions, KeepAlive, Role, Server
 from walbctr.storage import StorageOptions, StorageSpec
 from walbctr.yamlsource import Loc, Source, format_loc, load
 
@@ -157,6 +158,15 @@ class Layout:
     def used_hosts(self) -> tuple[str, ...]:
         """Hosts that run at least one server, in first-use (start) order."""
         return tuple(dict.fromkeys(s.host for s in self.servers))
+
+    def select_hosts(self, only: str | None) -> tuple[str, ...]:
+        """The hosts a command works on: `only`, or every host that runs servers."""
+        if only is None:
+            return self.used_hosts
+        if only not in self.used_hosts:
+            raise WalbctrError(f"{self.source}: no server runs on host {only!r}",
+                               "hosts with servers: " + ", ".join(self.used_hosts))
+        return (only,)
 
 
 def read_layout(path: str | Path) -> Layout:

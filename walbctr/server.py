@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import Field, StringConstraints
+
+from walbctr.model import Model
 
 
 class Role(StrEnum):
@@ -25,6 +27,16 @@ class Role(StrEnum):
         """The layout's list of servers of this role."""
         return "proxies" if self is Role.PROXY else f"{self.value}s"
 
+    @property
+    def earlier(self) -> tuple[Role, ...]:
+        """The roles that must be listening before this one starts."""
+        return START_ORDER[:START_ORDER.index(self)]
+
+    @property
+    def later(self) -> tuple[Role, ...]:
+        """The roles that start only once this one is up."""
+        return START_ORDER[START_ORDER.index(self) + 1:]
+
 
 # Start order is the upstream rule: proxies connect to archives and storages to proxies in
 # the background, so each tier must be listening before the next one starts.
@@ -39,12 +51,6 @@ ServerId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 PositiveInt = Annotated[int, Field(ge=1)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Seconds = Annotated[int, Field(ge=1)]
-
-
-class Model(BaseModel):
-    """Strict and closed: a typo in a key or a quoted number is an error, never ignored."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class KeepAlive(Model):

@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import EXAMPLES, MINIMAL
 from walbctr.errors import WalbctrError
-from walbctr.image import DEFAULT_IMAGE
+from walbctr.imagetag import DEFAULT_IMAGE
 from walbctr.layout import Layout, load_layout, read_layout
 from walbctr.schema import layout_schema
 from walbctr.server import Role

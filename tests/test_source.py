@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from walbctr.errors import WalbctrError
-from walbctr.image import DEFAULT_IMAGE, image_tag
+from walbctr.imagetag import DEFAULT_IMAGE, image_tag
 from walbctr.source import copy_tree, describe, resolve
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -13,13 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+from docker.errors import APIError, BuildError, DockerException
+from python_on_whales.exceptions import DockerException as CliError
+
 from walbctr import __version__
-from walbctr.base import BaseSpec, base_specs, import_changes, mmdebstrap_args
 from walbctr.buildlog import BuildLog
+from walbctr.debian_base import BaseSpec, base_specs, import_changes, mmdebstrap_args
+from walbctr.display import BuildDisplay, ProgressMode
 from walbctr.engine import Engine
-from walbctr.errors import WalbctrError
-from walbctr.image import image_tag
-from walbctr.images import recipe_dir
+from walbctr.errors import WalbctrError, explain
+from walbctr.imagetag import image_tag
+from walbctr.recipe import recipe_dir
 from walbctr.source import SourceTree, copy_tree, describe, resolve
 
 STOCK_BASE = "debian:bookworm-slim"
@@ -86,13 +89,13 @@ def create_base(engine: Engine, spec: BaseSpec, echo: Echo, plain: bool) -> None
                 + "\n  ".join(tail),
                 "check that apt can reach a Debian mirror from this machine",
             )
-        args = ["docker", "import"]
-        for change in import_changes(spec):
-            args += ["--change", change]
-        run = subprocess.run([*args, str(tarball), spec.tag], capture_output=True, text=True,
-                             check=False)
-        if run.returncode != 0:
-            raise WalbctrError(f"docker import of {spec.tag} failed: {run.stderr.strip()}")
+        repository, tag = spec.tag.rsplit(":", 1)
+        try:
+            engine.api.api.import_image(src=str(tarball), repository=repository, tag=tag,
+                                        changes=import_changes(spec))
+        except DockerException as err:
+            raise WalbctrError(f"importing {spec.tag} into the engine failed: "
+                               f"{explain(err)}") from None
     echo(f"created {spec.tag} in {time.monotonic() - started:.0f} s")
 
 
@@ -135,8 +138,6 @@ def choose_bases(engine: Engine, base_image: str | None, dockerfile: str, echo: 
 
 
 def _pull(engine: Engine, ref: str) -> bool:
-    from docker.errors import DockerException
-
     try:
         engine.api.images.pull(ref)
     except DockerException:
@@ -156,7 +157,7 @@ def build(
     extra_tags: Iterable[str],
     no_cache: bool,
     pull: bool,
-    progress: str,
+    progress: ProgressMode,
     echo: Echo,
 ) -> Built:
     engine = Engine()
@@ -197,22 +198,18 @@ def _run_build(engine: Engine, context: Path, tags: list[str], args: dict[str, s
     WALBCTR_BUILDER=classic forces the classic builder (for a broken buildx).
     """
     if os.environ.get("WALBCTR_BUILDER") != "classic" and engine.has_cli_plugin("buildx"):
-        from python_on_whales.exceptions import DockerException
-
         def buildkit() -> Iterable[str]:
             try:
                 stream = engine.cli.buildx.build(
                     context, tags=tags, build_args=args, labels=labels, cache=not no_cache,
                     load=True, progress="plain", stream_logs=True)
                 yield from cast(Iterator[str], stream)
-            except DockerException as err:
+            except CliError as err:
                 yield from (err.stderr or "").splitlines()
 
         return buildkit()
 
     def classic() -> Iterable[str]:
-        from docker.errors import APIError, BuildError
-
         try:
             for chunk in engine.api.api.build(path=str(context), tag=tags[0], buildargs=args,
                                               labels=labels, nocache=no_cache, rm=True,
@@ -230,10 +227,8 @@ def _run_build(engine: Engine, context: Path, tags: list[str], args: dict[str, s
     return classic()
 
 
-def _show(lines: Iterable[str], log: BuildLog, progress: str, echo: Echo) -> None:
+def _show(lines: Iterable[str], log: BuildLog, progress: ProgressMode, echo: Echo) -> None:
     if progress == "live":
-        from walbctr.display import BuildDisplay
-
         with BuildDisplay(log) as display:
             for line in lines:
                 display.update(log.feed(line))
@@ -262,5 +257,3 @@ def human_size(size: int) -> str:
     return f"{size / 1e6:.1f} MB"
 
 
-def stderr_echo(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)

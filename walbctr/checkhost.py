@@ -10,32 +10,39 @@ import contextlib
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal
 
-from walbctr.compose import LABEL, project_name
-from walbctr.engine import Engine
+from docker.errors import APIError, ContainerError
+
+from walbctr.compose import project_name
+from walbctr.containers import group_containers
+from walbctr.deploy import ensure_network
+from walbctr.engine import Engine, require_compose
+from walbctr.errors import WalbctrError, explain, last_line
+from walbctr.files import write_compose_files
 from walbctr.fleet import Fleet
+from walbctr.probe import busy_ports, run_probe
 from walbctr.server import Role, Server
 
 if TYPE_CHECKING:
     from walbctr.layout import Layout
 
-OK, WARN, FAIL = "ok", "warn", "FAIL"
+Result = Literal["ok", "warn", "FAIL"]
+OK: Final = "ok"
+WARN: Final = "warn"
+FAIL: Final = "FAIL"
 
 
 @dataclass(frozen=True)
 class Check:
     host: str
     name: str
-    result: str  # ok, warn, FAIL
+    result: Result
     detail: str
 
 
 def check_hosts(layout: Layout, only_host: str | None = None) -> list[Check]:
     fleet = Fleet(layout, only_host)
-    from walbctr.deploy import require_compose
-    from walbctr.errors import WalbctrError
-
     compose: Check
     try:
         require_compose()
@@ -45,16 +52,13 @@ def check_hosts(layout: Layout, only_host: str | None = None) -> list[Check]:
     checks = [compose]
     if layout.network_mode == "bridge":
         # One network for the group; created once here so the probes below can join it.
-        from walbctr.deploy import ensure_network
-
         with contextlib.suppress(Exception):  # an unreachable engine is reported below
             ensure_network(layout, fleet.engines[fleet.hosts[0]])
     results = fleet.each(fleet.hosts, lambda h: _check_host(layout, fleet, h))
     for host in fleet.hosts:
         outcome = results[host]
         if isinstance(outcome, Exception):
-            text = getattr(outcome, "message", str(outcome))
-            checks.append(Check(host, "engine", FAIL, text))
+            checks.append(Check(host, "engine", FAIL, explain(outcome)))
         else:
             checks += outcome
     return checks
@@ -64,7 +68,7 @@ def _check_host(layout: Layout, fleet: Fleet, host: str) -> list[Check]:
     engine = fleet.engines[host]
     out: list[Check] = []
 
-    def add(name: str, result: str, detail: str) -> None:
+    def add(name: str, result: Result, detail: str) -> None:
         out.append(Check(host, name, result, detail))
 
     version = engine.api.version()
@@ -87,36 +91,24 @@ def _check_host(layout: Layout, fleet: Fleet, host: str) -> list[Check]:
     return out
 
 
-def _privileged(engine: Engine, layout: Layout, add: Callable[[str, str, str], None]) -> None:
-    from docker.errors import APIError, ContainerError
-
+def _privileged(engine: Engine, layout: Layout, add: Callable[[str, Result, str], None]) -> None:
     try:
-        engine.api.containers.run(layout.image, ["true"], privileged=True, remove=True,
-                                  network_mode="none", labels={f"{LABEL}.probe": "check"})
+        run_probe(engine, layout.image, ["true"], purpose="check", privileged=True)
         add("privileged", OK, "privileged containers start")
     except (APIError, ContainerError) as err:
-        add("privileged", FAIL, f"privileged containers are refused ({_last(err)}); set "
+        add("privileged", FAIL, f"privileged containers are refused ({explain(err)[-200:]}); set "
             "'privileged: false' under defaults for archives and storages")
 
 
 def _service_run(engine: Engine, layout: Layout, server: Server, script: str) -> tuple[int, str]:
     """Run `script` in a one-off container with the server's own mounts and privileges."""
-    from walbctr.deploy import compose_client, write_files
-
-    path = write_files(layout, [server.host])[server.host]
-    client = compose_client(engine, path, project_name(layout, server.host))
-    from python_on_whales.exceptions import DockerException
-
-    try:
-        out = client.compose.run(server.id, ["sh", "-c", script], remove=True, tty=False,
-                                 dependencies=False)
-        return 0, str(out or "")
-    except DockerException as err:
-        return int(err.return_code), (err.stdout or "") + (err.stderr or "")
+    path = write_compose_files(layout, [server.host])[server.host]
+    return engine.compose_run(path, project_name(layout, server.host), server.id,
+                              ["sh", "-c", script])
 
 
 def _volume_group(engine: Engine, layout: Layout, s: Server,
-                  add: Callable[[str, str, str], None]) -> None:
+                  add: Callable[[str, Result, str], None]) -> None:
     vg = s.options.get("vg", "")
     tp = s.options.get("thinpool")
     script = f"/sbin/vgs --noheadings -o vg_name,vg_size,vg_free {vg}"
@@ -128,12 +120,12 @@ def _volume_group(engine: Engine, layout: Layout, s: Server,
         add(f"{s.id}: volume group", OK, f"{what}: {' '.join(text.split())}")
     else:
         add(f"{s.id}: volume group", FAIL, f"{what} not found as {s.id} would see it: "
-            f"{_last_line(text)}; create it (vgcreate {vg} DEVICE"
+            f"{last_line(text)}; create it (vgcreate {vg} DEVICE"
             + (f", lvcreate --type thin-pool -L SIZE -n {tp} {vg}" if tp else "") + ")")
 
 
 def _walb_driver(engine: Engine, layout: Layout, s: Server,
-                 add: Callable[[str, str, str], None]) -> None:
+                 add: Callable[[str, Result, str], None]) -> None:
     code, _ = _service_run(engine, layout, s, "test -c /dev/walb/control")
     if code == 0:
         add(f"{s.id}: walb driver", OK, "/dev/walb/control exists")
@@ -144,7 +136,7 @@ def _walb_driver(engine: Engine, layout: Layout, s: Server,
 
 
 def _base_dirs(engine: Engine, layout: Layout, servers: tuple[Server, ...],
-               add: Callable[[str, str, str], None]) -> None:
+               add: Callable[[str, Result, str], None]) -> None:
     """Each base dir's nearest existing ancestor (seen read-only), then a write test there."""
     parents = sorted({posixpath.dirname(s.base_dir) for s in servers})
     find = "; ".join(f'd="{p}"; while [ ! -d "/host$d" ]; do d=$(dirname "$d"); done; '
@@ -163,14 +155,11 @@ def _base_dirs(engine: Engine, layout: Layout, servers: tuple[Server, ...],
                 add(f"base dir parent {parent}", OK, "writable" + made)
             else:
                 add(f"base dir parent {parent}", FAIL, f"{anc} is not writable: "
-                    f"{_last_line(result)}")
+                    f"{last_line(result)}")
 
 
 def _ports(engine: Engine, layout: Layout, servers: tuple[Server, ...],
-           add: Callable[[str, str, str], None]) -> None:
-    from walbctr.containers import group_containers
-    from walbctr.deploy import busy_ports
-
+           add: Callable[[str, Result, str], None]) -> None:
     running = {sid for sid, o in group_containers(engine, layout.group).items()
                if o.status == "running"}
     candidates = [s for s in servers if s.id not in running and
@@ -187,17 +176,6 @@ def _ports(engine: Engine, layout: Layout, servers: tuple[Server, ...],
 
 
 def _probe(engine: Engine, layout: Layout, script: str, volumes: dict[str, Any]) -> str:
-    out = engine.api.containers.run(layout.image, ["sh", "-c", script], volumes=volumes,
-                                    remove=True, network_mode="none",
-                                    labels={f"{LABEL}.probe": "check"})
-    return bytes(out).decode(errors="replace")
-
-
-def _last(err: Exception) -> str:
-    return str(err).strip().splitlines()[-1][-200:]
-
-
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1] if lines else "(no output)"
+    return run_probe(engine, layout.image, ["sh", "-c", script], purpose="check",
+                     volumes=volumes)
 

@@ -20,6 +20,7 @@ from walbctr import __version__
 from walbctr.errors import WalbctrError
 
 if TYPE_CHECKING:
+    from walbctr.display import ProgressMode
     from walbctr.layout import Layout
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -210,7 +211,7 @@ def schema(output: str | None) -> None:
         click.echo(text, nl=False)
 
 
-def _progress_mode(plain: bool, quiet: bool) -> str:
+def _progress_mode(plain: bool, quiet: bool) -> ProgressMode:
     if quiet:
         return "quiet"
     if plain or not sys.stderr.isatty():
@@ -260,10 +261,11 @@ def build(source: str | None, ref: str | None, base_image: str | None, all_tools
       walbctr build --source URL --ref v1.0.18       another revision
     """
     from walbctr.build import build as run_build
-    from walbctr.build import human_size, stderr_echo
+    from walbctr.build import human_size
+    from walbctr.errors import warn
 
     mode = _progress_mode(plain, quiet)
-    echo = (lambda _text: None) if mode == "quiet" else stderr_echo
+    echo = (lambda _text: None) if mode == "quiet" else warn
     built = run_build(source=source, ref=ref, base_image=base_image,
                       target="build" if all_tools else "core", extra_tags=tags,
                       no_cache=no_cache, pull=not no_pull, progress=mode, echo=echo)
@@ -288,14 +290,15 @@ def base(force: bool, plain: bool) -> None:
     packages can be reached, then 'docker save' the two images and 'docker load' them
     there.
     """
-    from walbctr.build import ensure_bases, stderr_echo
+    from walbctr.build import ensure_bases
     from walbctr.engine import Engine
-    from walbctr.images import recipe_dir
+    from walbctr.errors import warn
+    from walbctr.recipe import recipe_dir
 
     engine = Engine()
     engine.api  # noqa: B018 (fail early when the engine is unreachable)
     dockerfile = (recipe_dir() / "Dockerfile").read_text()
-    for tag in ensure_bases(engine, dockerfile, stderr_echo, plain, force=force):
+    for tag in ensure_bases(engine, dockerfile, warn, plain, force=force):
         image = engine.api.images.get(tag)
         click.echo(f"{tag} {image.id} {int(image.attrs.get('Size', 0)) / 1e6:.1f} MB")
 
@@ -423,7 +426,7 @@ def status(layout: str, host: str | None, as_json: bool) -> None:
     the layout's ('walbctr up' would recreate it). Exit status 1 when any server is not
     running and healthy.
     """
-    from walbctr.ops import format_uptime, rows_json, status_rows
+    from walbctr.status import format_uptime, rows_json, status_rows
 
     lay = load(layout)
     rows = status_rows(lay, host)
@@ -459,7 +462,7 @@ main.add_command(status, "ps")
 @friendly
 def logs(args: tuple[str, ...], follow: bool, tail: int | None) -> None:
     """Print a server's log: the container log, or its log_path file on its host."""
-    from walbctr.ops import stream_logs
+    from walbctr.logs import stream_logs
 
     layout, rest = _split_layout(args)
     if len(rest) != 1:

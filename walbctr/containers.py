@@ -6,10 +6,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from walbctr.compose import LABEL
+from docker.errors import NotFound
+
+from walbctr.compose import LABEL, container_name
+from walbctr.engine import Engine
+from walbctr.errors import WalbctrError
 
 if TYPE_CHECKING:
-    from walbctr.engine import Engine
+    from walbctr.layout import Layout
+    from walbctr.server import Server
 
 
 @dataclass(frozen=True)
@@ -74,8 +79,6 @@ def observe(attrs: dict[str, Any]) -> Observed:
 
 def group_containers(engine: Engine, group: str) -> dict[str, Observed]:
     """server id -> its container on `engine`, for every container of `group` there."""
-    from docker.errors import NotFound
-
     found: dict[str, Observed] = {}
     listed = engine.api.containers.list(all=True, sparse=True,
                                         filters={"label": f"{LABEL}.group={group}"})
@@ -91,3 +94,23 @@ def group_containers(engine: Engine, group: str) -> dict[str, Observed]:
         obs = observe(attrs)
         found[obs.server] = obs
     return found
+
+
+def server_container(layout: Layout, server_id: str) -> tuple[Server, Engine, Any]:
+    """A server of the layout, its host's engine and its container (docker-py)."""
+    server = layout.server(server_id)
+    host = layout.hosts[server.host]
+    engine = Engine(host.engine, server.host, host.tls)
+    try:
+        container = engine.api.containers.get(container_name(layout, server))
+    except NotFound:
+        raise WalbctrError(f"{server.id} has no container on {server.host}",
+                           f"start it with 'walbctr up {layout.source}'") from None
+    return server, engine, container
+
+
+def require_running(layout: Layout, server: Server, container: Any) -> None:
+    if container.status != "running":
+        raise WalbctrError(f"{server.id} is not running (its container is {container.status})",
+                           f"see 'walbctr logs {layout.source} {server.id}', start it with "
+                           f"'walbctr up {layout.source}'")

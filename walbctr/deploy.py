@@ -4,33 +4,28 @@ in tiers across hosts, with every server's health watched through the Engine API
 from __future__ import annotations
 
 import contextlib
-import errno
-import socket
-import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from walbctr.compose import (
-    LABEL,
-    compose_project,
-    dump,
-    file_name,
-    network_name,
-    project_name,
-)
+from walbctr.compose import LABEL, desired_hashes, network_name, project_name
 from walbctr.containers import Observed, group_containers
 from walbctr.display import ServerBoard
-from walbctr.engine import Engine
-from walbctr.errors import WalbctrError
+from walbctr.engine import require_compose
+from walbctr.errors import WalbctrError, explain, warn
+from walbctr.files import write_compose_files
 from walbctr.fleet import Fleet
+from walbctr.logs import log_tail
+from walbctr.probe import busy_ports
 from walbctr.server import Role, Server
-from walbctr.state import GroupLock, group_dir
+from walbctr.state import GroupLock
 from walbctr.tiers import start_tiers, stop_tiers, storages_pointing_at
 
 if TYPE_CHECKING:
+    from walbctr.display import ProgressMode
+    from walbctr.engine import Engine
     from walbctr.layout import Layout
 
 POLL_S = 0.25
@@ -43,82 +38,6 @@ class Outcome:
     unchanged: list[str] = field(default_factory=list)
     restarted: list[str] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def desired_hashes(layout: Layout, hosts: Iterable[str]) -> dict[str, str]:
-    out = {}
-    for host in hosts:
-        for sid, svc in compose_project(layout, host)["services"].items():
-            out[sid] = svc["labels"][f"{LABEL}.config-hash"]
-    return out
-
-
-def compose_client(engine: Engine, path: Path, project: str) -> Any:
-    from python_on_whales import DockerClient
-
-    return DockerClient(compose_files=[path], compose_project_name=project,
-                        **engine.client_options())
-
-
-def compose_error(host: str, err: Exception) -> WalbctrError:
-    text = (getattr(err, "stderr", None) or str(err)).strip()
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    last = lines[-1] if lines else text
-    fix = "see the message above"
-    if "rlimit" in text:
-        fix = ("this engine may not raise the open-files limit that far (dockerd's own limit "
-               "is lower); raise dockerd's LimitNOFILE, or set a lower 'nofile' in the layout")
-    elif "apply caps" in text:
-        fix = ("this engine refuses privileged containers; set 'privileged: false' for "
-               "archives and storages (defaults.privileged) to run them with only the "
-               "capabilities and devices they need, and see 'walbctr check-host'")
-    elif "No such image" in text or "no such image" in text:
-        fix = "build it with 'walbctr build', or copy it there with 'walbctr push'"
-    return WalbctrError(f"host {host}: compose failed: {last}", fix)
-
-
-# --- preflight ------------------------------------------------------------------------------
-
-
-def require_compose() -> None:
-    if not Engine().has_cli_plugin("compose"):
-        raise WalbctrError(
-            "Docker Compose v2 (the 'docker compose' CLI plugin) is not installed here",
-            "install it (Debian 13: apt-get install docker-compose; Docker's packages: "
-            "docker-compose-plugin); the old Python docker-compose v1 is not enough",
-        )
-
-
-def _port_busy_locally(port: int) -> bool:
-    for family, addr in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
-        try:
-            with socket.socket(family, socket.SOCK_STREAM) as sock:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind((addr, port))
-                return False
-        except OSError as err:
-            if err.errno == errno.EADDRINUSE:
-                return True
-            continue  # no IPv6 here: try IPv4
-    return False
-
-
-def _ports_busy_remotely(engine: Engine, image: str, ports: list[int]) -> list[int]:
-    script = "; ".join(f"(exec 3<>/dev/tcp/127.0.0.1/{p}) 2>/dev/null && echo {p}"
-                       for p in ports) + "; true"
-    out = engine.api.containers.run(image, ["bash", "-c", script], network_mode="host",
-                                    remove=True, labels={f"{LABEL}.probe": "ports"})
-    return [int(x) for x in out.decode().split()]
-
-
-def busy_ports(engine: Engine, layout: Layout, servers: list[Server]) -> list[Server]:
-    """Servers (not running yet) whose port something else already listens on."""
-    if not servers:
-        return []
-    ports = {s.port: s for s in servers}
-    if engine.engine is None:
-        return [s for p, s in ports.items() if _port_busy_locally(p)]
-    return [ports[p] for p in _ports_busy_remotely(engine, layout.image, sorted(ports))]
 
 
 class ImageMissingError(WalbctrError):
@@ -155,7 +74,7 @@ def preflight(layout: Layout, fleet: Fleet, observed: dict[str, Observed]) -> No
         if isinstance(result, WalbctrError):
             problems.append(result.message + (f" ({result.fix})" if result.fix else ""))
         elif isinstance(result, Exception):
-            problems.append(f"host {host}: {result}")
+            problems.append(f"host {host}: {explain(result)}")
         else:
             problems += result
     missing.sort(key=fleet.hosts.index)  # threads finish in any order; report in order
@@ -186,21 +105,8 @@ def ensure_network(layout: Layout, engine: Engine) -> None:
 # --- up -----------------------------------------------------------------------------------
 
 
-def write_files(layout: Layout, hosts: Iterable[str]) -> dict[str, Path]:
-    """host -> its compose file in walbctr's state dir, written where it changed."""
-    from walbctr.files import write_files as write
-
-    texts = {host: dump(layout, compose_project(layout, host)) for host in hosts}
-    paths = write(group_dir(layout.group), {file_name(h): t for h, t in texts.items()},
-                  fix="set WALBCTR_STATE_DIR to a writable directory")
-    return {host: paths[file_name(host)] for host in texts}
-
-
-def warn(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def up(layout: Layout, *, only_host: str | None, timeout: float, mode: str) -> Outcome:
+def up(layout: Layout, *, only_host: str | None, timeout: float,
+       mode: ProgressMode) -> Outcome:
     started = time.monotonic()
     fleet = Fleet(layout, only_host)
     with GroupLock(layout.group, "up"):
@@ -217,7 +123,7 @@ def up(layout: Layout, *, only_host: str | None, timeout: float, mode: str) -> O
         require_compose()
         preflight(layout, fleet, before)
 
-        paths = write_files(layout, fleet.hosts)
+        paths = write_compose_files(layout, fleet.hosts)
         if layout.network_mode == "bridge":
             ensure_network(layout, fleet.engines[fleet.hosts[0]])
         outcome = Outcome()
@@ -258,15 +164,8 @@ def _start_tier(layout: Layout, fleet: Fleet, paths: dict[str, Path], role: Role
             board.set(s.id, "created")
 
     def apply(host: str) -> None:
-        client = compose_client(fleet.engines[host], paths[host],
-                                project_name(layout, host))
-        from python_on_whales.exceptions import DockerException
-
-        try:
-            client.compose.up(services=[s.id for s in by_host[host]], detach=True,
-                              dependencies=False, quiet=True, pull="never")
-        except DockerException as err:
-            raise compose_error(host, err) from None
+        fleet.engines[host].compose_up(paths[host], project_name(layout, host),
+                                       [s.id for s in by_host[host]])
 
     for host, result in fleet.each(by_host, apply).items():
         if isinstance(result, Exception):
@@ -328,8 +227,6 @@ def _wait_healthy(layout: Layout, fleet: Fleet, role: Role,
 
 def tier_failure(layout: Layout, fleet: Fleet, role: Role,
                  failures: Sequence[tuple[Server, Observed | None, str]]) -> WalbctrError:
-    from walbctr.ops import log_tail
-
     parts = []
     for server, obs, why in failures:
         text = f"{server.id} ({server.role.value} on {server.host}) {why}"
@@ -341,8 +238,8 @@ def tier_failure(layout: Layout, fleet: Fleet, role: Role,
             tail = [f"(could not read its log: {err})"]
         text += "\n    last log lines:\n      " + "\n      ".join(tail or ["(empty)"])
         parts.append(text)
-    later = {Role.ARCHIVE: "proxies and storages were", Role.PROXY: "storages were",
-             Role.STORAGE: "nothing else was"}[role]
+    later = " and ".join(r.section for r in role.later) or "nothing else"
+    later += " was" if not role.later else " were"
     first = failures[0][0].id
     source = layout.source
     return WalbctrError(
@@ -402,7 +299,7 @@ def _graceful_stop(engine: Engine, server: Server, obs: Observed, board: ServerB
     board.set(server.id, "stopped")
 
 
-def stop_servers(layout: Layout, fleet: Fleet, ids: list[str] | None, mode: str,
+def stop_servers(layout: Layout, fleet: Fleet, ids: list[str] | None, mode: ProgressMode,
                  observed: dict[str, Observed]) -> list[Server]:
     """Stop the chosen servers in reverse tier order; return those that were running."""
     servers = [s for s in layout.servers if s.host in fleet.hosts
@@ -421,7 +318,7 @@ def stop_servers(layout: Layout, fleet: Fleet, ids: list[str] | None, mode: str,
 
 
 def down(layout: Layout, ids: list[str] | None, *, only_host: str | None,
-         mode: str) -> list[str]:
+         mode: ProgressMode) -> list[str]:
     fleet = Fleet(layout, only_host)
     for sid in ids or []:
         layout.server(sid)  # an unknown id is an error before anything stops
@@ -449,8 +346,8 @@ def down(layout: Layout, ids: list[str] | None, *, only_host: str | None,
         return [s.id for s in stopped] + stopped_ids
 
 
-def restart(layout: Layout, ids: list[str] | None, *, only_host: str | None, mode: str,
-            timeout: float) -> list[str]:
+def restart(layout: Layout, ids: list[str] | None, *, only_host: str | None,
+            mode: ProgressMode, timeout: float) -> list[str]:
     fleet = Fleet(layout, only_host)
     for sid in ids or []:
         layout.server(sid)

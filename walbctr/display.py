@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from types import TracebackType
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -12,6 +12,9 @@ from rich.table import Table
 from rich.text import Text
 
 from walbctr.buildlog import BuildLog, Step
+
+# live: a table redrawn in place (a terminal); plain: a line per change (CI logs); quiet.
+ProgressMode = Literal["live", "plain", "quiet"]
 
 _MARK = {"running": ("…", "yellow"), "done": ("✓", "green"), "cached": ("✓", "cyan"),
          "failed": ("✗", "red")}
@@ -67,7 +70,7 @@ class ServerBoard:
         "failed": "red", "stopping": "yellow", "stopped": "cyan", "removed": "cyan",
         "unchanged": "green"}
 
-    def __init__(self, rows: list[tuple[str, str, str]], mode: str) -> None:
+    def __init__(self, rows: list[tuple[str, str, str]], mode: ProgressMode) -> None:
         """rows: (server id, role, host), in start order."""
         self.rows = rows
         self.mode = mode

@@ -2,6 +2,8 @@
 
 docker-py (the Engine API) serves inspect, health, logs, exec, events and image
 transfer; python-on-whales drives the CLI for compose and buildx, which the API lacks.
+python-on-whales takes about 0.35 s to import, so only the commands that run Compose or
+buildx import it (inside the functions below): `status` and `logs` never pay for it.
 """
 
 from __future__ import annotations
@@ -11,13 +13,18 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from walbctr.errors import WalbctrError
+import docker
+from docker.context import ContextAPI
+from docker.errors import DockerException, ImageNotFound
+from docker.tls import TLSConfig
+
+from walbctr.errors import WalbctrError, last_line
 from walbctr.host import TlsSpec
 
 if TYPE_CHECKING:
-    import docker
     from python_on_whales import DockerClient
 
 
@@ -43,15 +50,10 @@ class Engine:
 
     @cached_property
     def api(self) -> docker.DockerClient:
-        import docker
-        from docker.errors import DockerException
-
         try:
             if self.engine is None:
                 client = docker.from_env(timeout=60)
             elif self.is_context:
-                from docker.context import ContextAPI
-
                 ctx = ContextAPI.get_context(self.engine)
                 if ctx is None:
                     raise WalbctrError(f"host {self.label}: no docker context named "
@@ -70,8 +72,6 @@ class Engine:
     def _tls_config(self) -> Any:
         if self.tls is None:
             return False
-        from docker.tls import TLSConfig
-
         return TLSConfig(client_cert=(self.tls.cert, self.tls.key), ca_cert=self.tls.ca,
                          verify=self.tls.verify)
 
@@ -98,9 +98,39 @@ class Engine:
 
     @cached_property
     def cli(self) -> DockerClient:
-        from python_on_whales import DockerClient
+        from python_on_whales import DockerClient  # noqa: PLC0415 (see the module's note)
 
         return DockerClient(**self.client_options())
+
+    def compose(self, path: Path, project: str) -> DockerClient:
+        """A Compose v2 client for one host's file on this engine."""
+        from python_on_whales import DockerClient  # noqa: PLC0415 (see the module's note)
+
+        return DockerClient(compose_files=[path], compose_project_name=project,
+                            **self.client_options())
+
+    def compose_up(self, path: Path, project: str, services: list[str]) -> None:
+        """`compose up -d --no-deps` of some services: walbctr orders tiers itself."""
+        from python_on_whales.exceptions import DockerException  # noqa: PLC0415 (see above)
+
+        try:
+            self.compose(path, project).compose.up(services=services, detach=True,
+                                                   dependencies=False, quiet=True,
+                                                   pull="never")
+        except DockerException as err:
+            raise compose_error(self.label, err) from None
+
+    def compose_run(self, path: Path, project: str, service: str,
+                    argv: list[str]) -> tuple[int, str]:
+        """A one-off container of `service` (its mounts and privileges): status, output."""
+        from python_on_whales.exceptions import DockerException  # noqa: PLC0415 (see above)
+
+        try:
+            out = self.compose(path, project).compose.run(service, argv, remove=True,
+                                                          tty=False, dependencies=False)
+            return 0, str(out or "")
+        except DockerException as err:
+            return int(err.return_code), (err.stdout or "") + (err.stderr or "")
 
     def client_options(self) -> dict[str, Any]:
         """python-on-whales DockerClient options for this engine."""
@@ -122,8 +152,6 @@ class Engine:
         return run.returncode == 0
 
     def image_or_none(self, ref: str) -> Any:
-        from docker.errors import ImageNotFound
-
         try:
             return self.api.images.get(ref)
         except ImageNotFound:
@@ -131,5 +159,30 @@ class Engine:
 
 
 def _short(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return text[-1] if text else type(err).__name__
+    return last_line(str(err), type(err).__name__)
+
+
+def require_compose() -> None:
+    """Compose v2 on this controller, or an error that says how to get it."""
+    if not Engine().has_cli_plugin("compose"):
+        raise WalbctrError(
+            "Docker Compose v2 (the 'docker compose' CLI plugin) is not installed here",
+            "install it (Debian 13: apt-get install docker-compose; Docker's packages: "
+            "docker-compose-plugin); the old Python docker-compose v1 is not enough",
+        )
+
+
+def compose_error(host: str, err: Exception) -> WalbctrError:
+    """A failed `docker compose` run in the operator's words, with the likely fix."""
+    text = (getattr(err, "stderr", None) or str(err)).strip()
+    fix = "see the message above"
+    if "rlimit" in text:
+        fix = ("this engine may not raise the open-files limit that far (dockerd's own limit "
+               "is lower); raise dockerd's LimitNOFILE, or set a lower 'nofile' in the layout")
+    elif "apply caps" in text:
+        fix = ("this engine refuses privileged containers; set 'privileged: false' for "
+               "archives and storages (defaults.privileged) to run them with only the "
+               "capabilities and devices they need, and see 'walbctr check-host'")
+    elif "No such image" in text or "no such image" in text:
+        fix = "build it with 'walbctr build', or copy it there with 'walbctr push'"
+    return WalbctrError(f"host {host}: compose failed: {last_line(text, text)}", fix)

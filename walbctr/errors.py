@@ -1,7 +1,9 @@
-"""Errors that walbctr reports to an operator as a paragraph, never as a traceback."""
+"""Errors and warnings that walbctr reports to an operator as a paragraph, never as a
+traceback."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 # Exit statuses: 2 is what click uses for usage errors; a bad layout is the same kind of
@@ -52,3 +54,21 @@ class LayoutError(WalbctrError):
         head = f"{source}: {count} problem{'s' if count != 1 else ''} found"
         lines = [head, *("  " + p.render(source) for p in self.problems)]
         super().__init__("\n".join(lines))
+
+
+def warn(text: str) -> None:
+    """A line for the operator on standard error, outside any live display."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def last_line(text: str, default: str = "(no output)") -> str:
+    """The last non-blank line of a tool's output: usually the one that says what failed."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else default
+
+
+def explain(err: BaseException) -> str:
+    """An exception in the operator's words: walbctr's own message, or its last line."""
+    if isinstance(err, WalbctrError):
+        return err.message
+    return last_line(str(err), type(err).__name__)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from walbctr.compose import GENERATED
+from walbctr.compose import GENERATED, compose_project, dump, file_name
 from walbctr.errors import WalbctrError
+from walbctr.state import group_dir
+
+if TYPE_CHECKING:
+    from walbctr.layout import Layout
 
 
 def write_files(directory: Path, files: dict[str, str], *, prune: bool = False,
@@ -29,6 +35,14 @@ def write_files(directory: Path, files: dict[str, str], *, prune: bool = False,
         return paths
     except OSError as err:
         raise WalbctrError(f"cannot write compose files to {directory}: {err}", fix) from None
+
+
+def write_compose_files(layout: Layout, hosts: Iterable[str]) -> dict[str, Path]:
+    """host -> its compose file in walbctr's state dir, written where it changed."""
+    texts = {host: dump(layout, compose_project(layout, host)) for host in hosts}
+    paths = write_files(group_dir(layout.group), {file_name(h): t for h, t in texts.items()},
+                        fix="set WALBCTR_STATE_DIR to a writable directory")
+    return {host: paths[file_name(host)] for host in texts}
 
 
 def _generated(path: Path) -> bool:

@@ -19,7 +19,7 @@ from walbctr import validation
 from walbctr.archive import ArchiveOptions, ArchiveSpec
 from walbctr.errors import LayoutError, Problem, WalbctrError
 from walbctr.host import Host, HostSpec
-from walbctr.image import DEFAULT_IMAGE
+from walbctr.imagetag import DEFAULT_IMAGE
 from walbctr.model import Model
 from walbctr.proxy import ProxyOptions, ProxySpec
 from walbctr.server import START_ORDER, CommonOptions, KeepAlive, Role, Server

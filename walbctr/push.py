@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from walbctr.engine import Engine
-from walbctr.errors import WalbctrError
+from walbctr.errors import WalbctrError, explain
 from walbctr.fleet import Fleet
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ def push(layout: Layout, only_host: str | None, progress: Progress) -> list[Push
     problems = []
     for result in results.values():
         if isinstance(result, Exception):
-            problems.append(getattr(result, "message", str(result)))
+            problems.append(explain(result))
         else:
             out.append(result)
     if problems:

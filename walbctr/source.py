@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from walbctr.errors import WalbctrError
-from walbctr.image import UPSTREAM_COMMIT, UPSTREAM_URL
+from walbctr.imagetag import UPSTREAM_COMMIT, UPSTREAM_URL
 
 # Build products a tree may hold from an earlier native build: copying them would let
 # make skip compiling (their mtimes are newer than the sources).

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from walbctr.cmdline import command_line
 from walbctr.errors import LayoutError
 from walbctr.layout import load_layout
 
@@ -90,3 +91,40 @@ def test_hosts_sharing_an_address_may_use_distinct_ports() -> None:
             "archives: [{id: a0, host: h1, vg: v}]\nproxies: [{id: p0, host: h2, port: 10001}]\n")
     layout = load_layout(text, "t.yaml")
     assert layout.server("p0").endpoint == "127.0.0.1:10001"
+
+
+ACCEPTED_BY_WALB = """\
+group: g
+archives:
+  - {id: a0, host: h1, vg: vg0, maxopen: 0, maxopen_virt: 0, apply_sleep_pct: 99,
+     lock_time_th: 0.25, sync_cmpr: 'zstd:9:255', keepalive: {}}
+proxies:
+  - {id: p0, host: h2, delay: 0, rto: 0, timeout: 0,
+     keepalive: {idle: 86400, interval: 3600, count: 100}}
+storages:
+  - {id: s0, host: h3, fst: 0, sync_cmpr: 'none:0:1', keepalive: false}
+"""
+
+
+def test_values_walb_v1_0_19_accepts_are_accepted_and_passed_on() -> None:
+    layout = load_layout(ACCEPTED_BY_WALB, "t.yaml")
+    a0, p0, s0 = (command_line(layout.server(i), layout) for i in ("a0", "p0", "s0"))
+    assert "-maxopen 0 -maxopen-virt 0 -apply-sleep-pct 99" in a0
+    assert "-sync-cmpr zstd:9:255 -lock-time-th 0.25" in a0
+    assert a0.endswith(" -ka")  # {} is keep-alive on with walb's defaults, never nothing
+    assert "-delay 0 -rto 0 -to 0 -ka -kaidle 86400 -kaintvl 3600 -kacnt 100" in p0
+    assert "-fst 0 -sync-cmpr none:0:1" in s0 and "-ka" not in s0
+
+
+@pytest.mark.parametrize("kind", ["none", "snappy", "gzip", "lzma", "lz4", "zstd"])
+def test_every_compression_type_walb_knows_is_accepted(kind: str) -> None:
+    text = f"group: g\narchives: [{{id: a0, host: h, vg: v, sync_cmpr: '{kind}:0:1'}}]\n"
+    assert load_layout(text, "t.yaml").server("a0").options["sync_cmpr"] == f"{kind}:0:1"
+
+
+def test_a_maxdelay_below_delay_is_a_warning_naming_walbs_default() -> None:
+    text = ("group: g\narchives: [{id: a0, host: h1, vg: v}]\n"
+            "proxies: [{id: p0, host: h2, delay: 600}]\n")
+    (w,) = load_layout(text, "t.yaml").warnings
+    assert (w.path, w.line) == ("proxies[0].delay", 3)
+    assert "maxdelay 300 (walb's default) is below delay 600" in w.message

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field
 
-from walbctr.server import CommonOptions, PositiveInt, ServerSpec
-
-# LVM's own rule for VG and LV names (lvm(8) "VALID NAMES"), minus a leading '-'.
-LvmName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}$")]
+from walbctr.server import CommonOptions, NonNegativeInt, PositiveInt, ServerSpec
+from walbctr.values import CompressOpt, LvName, VgName
 
 
 class ArchiveOptions(CommonOptions):
-    vg: LvmName | None = Field(
+    vg: VgName | None = Field(
         None, description="LVM volume group the archive keeps volumes in (-vg); must exist"
     )
-    thinpool: LvmName | None = Field(
+    thinpool: LvName | None = Field(
         None, description="thin pool in the volume group for thin provisioning (-tp)"
     )
+    # wn and fi must not be 0 (binsrc/walb-archive.cpp:79-80).
     wn: PositiveInt | None = Field(None, description="max wdiff files to send at once (-wn)")
+    # The three names parseDiscardType knows (src/discard_type.hpp:15-19).
     discard: Literal["ignore", "passdown", "zero"] | None = Field(
         None, description="discard behaviour (-discard)"
     )
@@ -28,18 +28,26 @@ class ArchiveOptions(CommonOptions):
     keep_one_cold_snap: bool | None = Field(
         None, description="keep just one cold snapshot per volume (-keep-one-cold-snap)"
     )
-    maxopen: PositiveInt | None = Field(None, description="max wdiff files open together")
-    maxopen_virt: PositiveInt | None = Field(
-        None, description="max wdiff files open together for virtual scan (-maxopen-virt)"
+    # 0 is upstream's default and means unlimited (src/constant.hpp:31-32).
+    maxopen: NonNegativeInt | None = Field(
+        None, description="max wdiff files open together, 0 for unlimited (-maxopen)")
+    maxopen_virt: NonNegativeInt | None = Field(
+        None, description="max wdiff files open together for virtual scan, 0 for unlimited "
+        "(-maxopen-virt)"
     )
-    apply_sleep_pct: Annotated[int, Field(ge=0, le=100)] | None = Field(
-        None, description="sleep percentage while applying diffs (-apply-sleep-pct)"
+    # walb-archive refuses 100 and above (binsrc/walb-archive.cpp:83-86).
+    apply_sleep_pct: Annotated[int, Field(ge=0, le=99)] | None = Field(
+        None, description="sleep percentage while applying diffs, 0 to 99 (-apply-sleep-pct)"
     )
-    sync_cmpr: str | None = Field(
-        None, description="compression for full/hash replication, e.g. 'snappy:0:1'"
+    sync_cmpr: CompressOpt | None = Field(
+        None, description="compression for full/hash replication, TYPE:LEVEL:CPU, e.g. "
+        "'snappy:0:1' (-sync-cmpr)"
     )
-    lock_time_th: PositiveInt | None = Field(
-        None, description="lock wait/hold seconds above which to log (-lock-time-th)"
+    # A double read by an istream (binsrc/walb-archive.cpp:36,64), which takes neither inf
+    # nor nan; a negative threshold would log every lock, as 0 does.
+    lock_time_th: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
+        None, description="lock wait/hold seconds above which to log, e.g. 0.5 "
+        "(-lock-time-th; walb's default 10)"
     )
 
     FLAGS: ClassVar[tuple[tuple[str, str], ...]] = (

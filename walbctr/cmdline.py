@@ -40,7 +40,9 @@ def _option(flag: str, value: Any) -> list[str]:
 
 
 def _keepalive(value: Mapping[str, int | None] | bool | None) -> list[str]:
-    if not value:
+    # A mapping, even an empty one, turns keep-alive on: `{}` is `true` with every setting
+    # at walb's default, as `{idle: 60}` leaves interval and count at theirs.
+    if value is None or value is False:
         return []
     args = ["-ka"]
     if isinstance(value, Mapping):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pydantic import Field
 
 from walbctr.model import Model
+from walbctr.values import PlainPath, first_outside
 
 # Docker's own rule for a context name.
 _CONTEXT_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.+-]*$")
@@ -17,9 +18,9 @@ ENGINE_SCHEMES = ("ssh://", "tcp://", "unix://")
 class TlsSpec(Model):
     """Client TLS for a tcp:// engine (dockerd --tlsverify)."""
 
-    ca: str = Field(description="CA certificate that signed the engine's certificate")
-    cert: str = Field(description="client certificate")
-    key: str = Field(description="client key")
+    ca: PlainPath = Field(description="CA certificate that signed the engine's certificate")
+    cert: PlainPath = Field(description="client certificate")
+    key: PlainPath = Field(description="client key")
     verify: bool = Field(True, description="verify the engine's certificate against ca")
 
 
@@ -50,11 +51,23 @@ class Host:
         return self.engine or "local"
 
 
+# What engine references use: URL parts, host names, IPv6 brackets, socket paths.
+_ENGINE_CHAR = re.compile(r"[A-Za-z0-9._@:/\[\]+-]")
+_ADDRESS_CHAR = re.compile(r"[A-Za-z0-9.-]")
+
+
 def engine_problem(engine: str) -> str | None:
     """Why `engine` is not an engine reference, or None when it is one."""
+    ch = first_outside(engine, _ENGINE_CHAR)
+    if ch is not None:
+        return f"has the character {ch!r}, which no engine reference needs"
     if engine.startswith(ENGINE_SCHEMES):
         rest = engine.split("://", 1)[1]
-        return None if rest else "names a scheme but no host or path"
+        if not rest:
+            return "names a scheme but no host or path"
+        if engine.startswith("unix://") and not rest.startswith("/"):
+            return "names a relative socket path (write unix:///path/to/docker.sock)"
+        return None
     if "://" in engine:
         return "has a scheme walbctr does not know (use ssh://, tcp:// or unix://)"
     if not _CONTEXT_RE.match(engine):
@@ -67,6 +80,10 @@ def address_problem(address: str) -> str | None:
     if ":" in address:
         return "is an IPv6 literal or has a port; walb-tools takes HOST:PORT with no brackets, " \
             "so give a host name that resolves to it"
+    ch = first_outside(address, _ADDRESS_CHAR)
+    if ch is not None:
+        return f"has the character {ch!r}, which no host name or IPv4 address holds"
     if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$", address):
         return "is not a host name or IPv4 address"
     return None
+

@@ -7,13 +7,14 @@ file system; `read_layout` is the thin edge that reads the file.
 from __future__ import annotations
 
 import difflib
+import functools
 import string
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from walbctr import validation
 from walbctr.archive import ArchiveOptions, ArchiveSpec
@@ -21,9 +22,12 @@ from walbctr.errors import LayoutError, Problem, WalbctrError
 from walbctr.host import Host, HostSpec
 from walbctr.imagetag import DEFAULT_IMAGE
 from walbctr.model import Model
+from walbctr.monitor import MonitorSpec
+from walbctr.monitor import problems as monitor_problems
 from walbctr.proxy import ProxyOptions, ProxySpec
 from walbctr.server import START_ORDER, CommonOptions, KeepAlive, Role, Server
 from walbctr.storage import StorageOptions, StorageSpec
+from walbctr.values import PLACEHOLDERS, GroupName, show
 from walbctr.yamlsource import Loc, Source, format_loc, load
 
 DEFAULT_LAYOUT_PATH = "layout.yaml"
@@ -38,9 +42,8 @@ BUILTIN_DEFAULTS: Mapping[str, Any] = {
     "stop_grace_period": 120,
     "nofile": 65536,
 }
-PLACEHOLDERS = ("id", "host", "role", "group")
-
-GroupName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
+# An archive listens only after vgs/lvs and recovering every volume: minutes on a large one.
+START_PERIOD_S: Mapping[Role, int] = {Role.ARCHIVE: 600, Role.PROXY: 60, Role.STORAGE: 120}
 
 ROLE_SPECS: Mapping[Role, type[ArchiveSpec | ProxySpec | StorageSpec]] = {
     Role.ARCHIVE: ArchiveSpec,
@@ -100,6 +103,9 @@ class LayoutSpec(Model):
         default_factory=list, description="proxy servers, highest priority first"
     )
     storages: list[StorageSpec] = Field(default_factory=list, description="storage servers")
+    monitor: MonitorSpec | None = Field(
+        None, description="a keeper that watches the group: metrics, and walb's recovery "
+        "kicks after a server restarts (off unless given)")
 
     def specs(self, role: Role) -> list[ArchiveSpec] | list[ProxySpec] | list[StorageSpec]:
         if role is Role.ARCHIVE:
@@ -201,6 +207,7 @@ def load_layout(text: str, name: str = DEFAULT_LAYOUT_PATH) -> Layout:
     servers = tuple(_resolve_servers(spec, hosts, problems))
     layout = Layout(name, spec, servers, hosts)
     problems += validation.check(layout)
+    problems += monitor_problems(layout)
     problems = list(dict.fromkeys(problems))  # a bad default is reported once, not per server
     errors = [_locate(p, src) for p in problems if not isinstance(p, validation.Advisory)]
     if errors:
@@ -290,6 +297,7 @@ def _resolve_servers(
                 publish=("127.0.0.1" if publish is True else publish) if bridge and publish
                 else None,
                 stop_grace_period=merged["stop_grace_period"],
+                start_period=merged.get("start_period") or START_PERIOD_S[role],
                 privileged=role is not Role.PROXY and merged.get("privileged", True),
                 nofile=merged["nofile"],
                 origins={k: format_loc(v) for k, v in origin.items() if len(v) > 1},
@@ -365,16 +373,8 @@ def _describe(e: Any, loc: Loc, data: Any) -> tuple[str, str]:
         if key == "group":
             return "required: the backup group's name", "add e.g. 'group: backup0'"
         return f"required field {key!r} is missing", ""
-    if kind == "string_pattern_mismatch":
-        if key == "id":
-            return (f"{value!r} cannot be a container name or walb id",
-                    "use letters, digits, '-' and '_', starting with a letter or digit, "
-                    "at most 63 characters")
-        if key == "group":
-            return (f"{value!r} cannot name a compose project",
-                    "use lower-case letters, digits, '-' and '_', at most 40 characters")
-        if key in ("vg", "thinpool"):
-            return f"{value!r} is not a valid LVM name", "see 'VALID NAMES' in lvm(8)"
+    if kind == "walbctr_value":  # a rule of walbctr.values: its own words and fix
+        return str(e["ctx"]["message"]), str(e["ctx"]["fix"])
     if kind in ("int_type", "int_parsing") and isinstance(value, str):
         return f"must be a whole number, not the string {value!r}", "remove the quotes"
     if kind in ("model_type", "dict_type"):
@@ -384,8 +384,25 @@ def _describe(e: Any, loc: Loc, data: Any) -> tuple[str, str]:
     msg = str(e["msg"])
     msg = msg.replace("Input should be", "must be").replace("Value error, ", "")
     if value is not None and not isinstance(value, dict | list):
-        msg += f", got {value!r}"
-    return msg, ""
+        msg += f", got {show(value) if isinstance(value, str) else value!r}"
+    fix = ""
+    if kind in ("greater_than_equal", "less_than_equal") and str(key) in _number_ranges():
+        low, high = _number_ranges()[str(key)]
+        fix = f"use {low} to {high}" if high is not None else f"use {low} or more"
+    return msg, fix
+
+
+@functools.cache
+def _number_ranges() -> dict[str, tuple[int | float, int | float | None]]:
+    """Setting name -> (minimum, maximum or None), as the schema says, for fixes."""
+    out: dict[str, tuple[int | float, int | float | None]] = {}
+    models: list[type[BaseModel]] = [*ROLE_OPTIONS.values(), KeepAlive]
+    for model in models:
+        for name, prop in model.model_json_schema()["properties"].items():
+            for option in prop.get("anyOf", [prop]):
+                if "minimum" in option:
+                    out[name] = (option["minimum"], option.get("maximum"))
+    return out
 
 
 def _kind(value: Any) -> str:
@@ -426,6 +443,8 @@ def _allowed_keys(loc: Loc) -> list[str]:
         model = Defaults
     elif parent == ("network",):
         model = NetworkSpec
+    elif parent == ("monitor",):
+        model = MonitorSpec
     elif len(parent) == 2 and parent[0] == "hosts":
         model = HostSpec
     elif len(parent) == 2 and parent[0] == "defaults":

@@ -6,17 +6,30 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from walbctr.server import CommonOptions, PositiveInt, Seconds, ServerSpec
+from walbctr.server import (
+    CommonOptions,
+    DelaySeconds,
+    MebiBytes,
+    NonNegativeInt,
+    PositiveInt,
+    ServerSpec,
+)
 
 
 class ProxyOptions(CommonOptions):
+    # bg, wd and wn must not be 0 (binsrc/walb-proxy.cpp:69-72).
     bg: PositiveInt | None = Field(None, description="max concurrent background tasks (-bg)")
     stop: bool | None = Field(None, description="start with every volume stopped (-stop)")
-    wd: PositiveInt | None = Field(None, description="max MiB of wdiff files to send (-wd)")
+    wd: MebiBytes | None = Field(None, description="max MiB of wdiff files to send (-wd)")
     wn: PositiveInt | None = Field(None, description="max wdiff files to send at once (-wn)")
-    delay: Seconds | None = Field(None, description="min seconds before a retry (-delay)")
-    maxdelay: Seconds | None = Field(None, description="max seconds before a retry")
-    rto: Seconds | None = Field(None, description="retry timeout, total seconds (-rto)")
+    delay: DelaySeconds | None = Field(
+        None, description="min seconds before a retry (-delay; walb's default 1)")
+    # A maxdelay below delay is raised to delay with a warning (binsrc/walb-proxy.cpp:74-78);
+    # validation says so before the server does.
+    maxdelay: DelaySeconds | None = Field(
+        None, description="max seconds before a retry (-maxdelay; walb's default 300)")
+    rto: NonNegativeInt | None = Field(
+        None, description="retry timeout, total seconds (-rto; walb's default 1800)")
 
     FLAGS: ClassVar[tuple[tuple[str, str], ...]] = (
         ("stop", "-stop"),

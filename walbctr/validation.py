@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from walbctr.errors import Problem
 from walbctr.host import address_problem, engine_problem
 from walbctr.server import Role, Server
+from walbctr.values import first_outside, host_name, show
 from walbctr.yamlsource import format_loc
 
 if TYPE_CHECKING:
@@ -41,7 +42,9 @@ def check(layout: Layout) -> list[Problem]:
         *_paths(layout),
         *_ports(layout),
         *_network(layout),
+        *_publish(layout),
         *_image(layout),
+        *_tunables(layout),
     ]
 
 
@@ -102,26 +105,31 @@ def _hosts(layout: Layout) -> Iterator[Problem]:
                 yield Advisory(f"hosts.{name}", f"host {name!r} runs no server")
     slugs: dict[str, str] = {}
     for name, host in layout.hosts.items():
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", name):
-            yield Problem(f"hosts.{name}" if declared else _first_on(layout, name),
-                          f"host name {name!r} cannot name a compose project",
-                          fix="use letters, digits, '.', '-' and '_'")
+        where = (format_loc(("hosts", name)) if declared and name in declared
+                 else _first_on(layout, name))
+        bad_name = host_name(name)
+        if bad_name is not None:
+            # Servers' own host fields are checked with the model; these are hosts' keys.
+            if declared and name in declared:
+                yield Problem(where, bad_name[0], fix=bad_name[1])
             continue
         slug = host_slug(name)
         if slug in slugs:
-            yield Problem(f"hosts.{name}", f"host {name!r} and {slugs[slug]!r} differ only "
+            yield Problem(where, f"host {name!r} and {slugs[slug]!r} differ only "
                           "in case", fix="rename one of them")
         slugs[slug] = name
-        where = f"hosts.{name}" if declared and name in declared else _first_on(layout, name)
         if layout.network_mode == "host" and name in used:
             why = address_problem(host.address)
             if why:
-                yield Problem(f"{where}.address" if declared else where,
-                              f"address {host.address!r} {why}")
+                yield Problem(f"{where}.address" if declared and name in declared else where,
+                              f"address {show(host.address)} {why}",
+                              fix="give the host name or IPv4 address peers reach it by")
         if host.engine is not None:
             why = engine_problem(host.engine)
             if why:
-                yield Problem(f"{where}.engine", f"engine {host.engine!r} {why}")
+                yield Problem(f"{where}.engine", f"engine {show(host.engine)} {why}",
+                              fix="e.g. ssh://user@host, tcp://host:2376, "
+                                  "unix:///var/run/docker.sock or a docker context name")
         if host.tls is not None:
             if not (host.engine or "").startswith("tcp://"):
                 yield Problem(f"{where}.tls", "tls applies to tcp:// engines only",
@@ -235,6 +243,21 @@ def _ports(layout: Layout) -> Iterator[Problem]:
                            "no authentication", fix="publish on 127.0.0.1 or a private address")
 
 
+def _publish(layout: Layout) -> Iterator[Problem]:
+    for s in layout.servers:
+        if s.publish is None:
+            continue
+        try:
+            ipaddress.IPv4Address(s.publish)
+        except ValueError:
+            ch = first_outside(s.publish, re.compile(r"[0-9.]"))
+            why = f" (it has the character {ch!r})" if ch is not None else ""
+            yield Problem(_where(s, "publish"),
+                          f"publish {show(s.publish)} is not an IPv4 address{why}",
+                          fix="true for 127.0.0.1, or an address of the host such as "
+                              "192.0.2.10")
+
+
 def _is_wildcard(address: str) -> bool:
     try:
         return ipaddress.ip_address(address).is_unspecified
@@ -271,5 +294,37 @@ def _is_loopback(address: str) -> bool:
 def _image(layout: Layout) -> Iterator[Problem]:
     image = layout.spec.image
     if image is not None and not _IMAGE_RE.match(image):
-        yield Problem("image", f"{image!r} is not an image reference",
+        ch = first_outside(image, re.compile(r"[A-Za-z0-9._/:@-]"))
+        why = f": it has the character {ch!r}" if ch is not None else ""
+        yield Problem("image", f"{show(image)} is not an image reference{why}",
                       fix="e.g. walbctr/walb-tools:1.0.19-d7295d2 (see 'walbctr build')")
+
+
+# walb's own defaults for the settings compared below (src/constant.hpp:28-29).
+_WALB_DELAY_S = 1
+_WALB_MAXDELAY_S = 300
+_LOGICAL_BLOCK = 512
+
+
+def _tunables(layout: Layout) -> Iterator[Problem]:
+    """Settings walb takes but changes or reads otherwise than written: worth a word."""
+    for s in layout.servers:
+        if s.role is Role.ARCHIVE:
+            continue
+        delay = s.options.get("delay", _WALB_DELAY_S)
+        maxdelay = s.options.get("maxdelay", _WALB_MAXDELAY_S)
+        if delay > maxdelay:
+            # binsrc/walb-proxy.cpp:74-78 and binsrc/walb-storage.cpp:88-92.
+            key = "maxdelay" if "maxdelay" in s.options else "delay"
+            said = "" if "maxdelay" in s.options else " (walb's default)"
+            yield Advisory(_where(s, key),
+                           f"{s.id}: maxdelay {maxdelay}{said} is below delay {delay}; walb "
+                           "raises it to delay and logs a warning",
+                           fix="set maxdelay to at least delay")
+        fst = s.options.get("fst")
+        if fst is not None and 0 < fst < _LOGICAL_BLOCK:
+            # fst is turned into 512-byte blocks per second (src/storage.cpp:485), where 0
+            # means unlimited (src/storage.hpp:244).
+            yield Advisory(_where(s, "fst"),
+                           f"{s.id}: fst {fst} rounds down to 0 blocks/s, which walb takes as "
+                           "unlimited", fix="use 0 for unlimited, or at least 512")

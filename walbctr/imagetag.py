@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 
 REPOSITORY = "walbctr/walb-tools"
+# The keeper's image: the walb-tools image's runtime plus Python (the Dockerfile's `keeper`
+# target), built together with it and tagged alike.
+KEEPER_REPOSITORY = "walbctr/walb-keeper"
 
 # The walb-tools release walbctr builds by default: upstream's latest tag.
 UPSTREAM_URL = "https://github.com/walb-linux/walb-tools"
@@ -28,3 +31,11 @@ def short_revision(revision: str) -> str:
 
 
 DEFAULT_IMAGE = image_tag(UPSTREAM_VERSION, UPSTREAM_COMMIT)
+
+
+def keeper_image(server_image: str) -> str:
+    """The keeper image that goes with `server_image`: the same tag, the keeper's name."""
+    _name, sep, tag = server_image.rpartition(":")
+    if not sep or "/" in tag:  # no tag (a ':' of a registry port is not one)
+        return f"{KEEPER_REPOSITORY}:latest"
+    return f"{KEEPER_REPOSITORY}:{tag}"

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
 from walbctr.server import CommonOptions, NonNegativeInt, PositiveInt, ServerSpec
-from walbctr.values import CompressOpt, LvName, VgName
+from walbctr.values import CompressOpt, Finding, LvName, VgName, checked, pattern, show
+
+# A loop file's size as truncate(1) and the lab VG take it: whole MiB, GiB or TiB.
+LAB_VG_SIZE_PATTERN = r"^[1-9][0-9]{0,6}[MGT]$"
+LAB_VG_MIN_MIB = 64  # room for LVM's metadata and a few walb volumes
+_MIB = {"M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+def lab_vg_size(value: str) -> Finding:
+    fix = f"write a size such as 512M, 2G or 1T; at least {LAB_VG_MIN_MIB}M"
+    if not re.fullmatch(LAB_VG_SIZE_PATTERN, value):
+        return f"{show(value)} is not a size in M, G or T", fix
+    if int(value[:-1]) * _MIB[value[-1]] < LAB_VG_MIN_MIB:
+        return f"{show(value)} is too small for a volume group", fix
+    return None
+
+
+LabVgSize = Annotated[str, checked(lab_vg_size), pattern(LAB_VG_SIZE_PATTERN)]
 
 
 class ArchiveOptions(CommonOptions):
@@ -69,3 +87,10 @@ class ArchiveOptions(CommonOptions):
 
 class ArchiveSpec(ServerSpec, ArchiveOptions):
     """An archive server entry; the first one in `archives` is the primary archive."""
+
+    # Per entry, not a default: each lab VG is one archive's volume group.
+    lab_vg_size: LabVgSize | None = Field(
+        None, description="labs and tests only: when the volume group `vg` does not exist, "
+        "walbctr up makes it on a sparse loop file of this size (e.g. '1G') in its state "
+        "directory, and 'walbctr down --purge-lab' removes it; never for real data"
+    )

@@ -45,6 +45,7 @@ def check(layout: Layout) -> list[Problem]:
         *_publish(layout),
         *_image(layout),
         *_tunables(layout),
+        *_lab_vgs(layout),
     ]
 
 
@@ -328,3 +329,22 @@ def _tunables(layout: Layout) -> Iterator[Problem]:
             yield Advisory(_where(s, "fst"),
                            f"{s.id}: fst {fst} rounds down to 0 blocks/s, which walb takes as "
                            "unlimited", fix="use 0 for unlimited, or at least 512")
+
+
+def _lab_vgs(layout: Layout) -> Iterator[Problem]:
+    """A lab VG is a loop file under this machine's state directory, plain LVM."""
+    for s, entry in zip(layout.of_role(Role.ARCHIVE), layout.spec.archives, strict=True):
+        if entry.lab_vg_size is None:
+            continue
+        where = format_loc((*s.loc, "lab_vg_size"))
+        engine = layout.hosts[s.host].engine
+        if engine is not None:
+            yield Problem(where, f"{s.id}: a lab VG is made on this machine's engine, but "
+                          f"host {s.host} uses the engine {engine}",
+                          fix=f"create volume group {s.options.get('vg')} on {s.host} "
+                          "yourself with vgcreate, and remove lab_vg_size")
+        if "thinpool" in s.options:
+            yield Problem(where, f"{s.id}: a lab VG has no thin pool, so thinpool "
+                          f"{s.options['thinpool']} would be missing",
+                          fix="remove thinpool; or remove lab_vg_size and make the VG and "
+                          "its thin pool yourself")

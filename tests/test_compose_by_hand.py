@@ -83,6 +83,9 @@ def lab_layout(group: str, image: str, vg: str, data: Path, port: int) -> str:
     text = replace_once(text, "    vg: vg0\n", f"    vg: {vg}\n")
     text = replace_once(text, "  base_dir: /var/lib/walb-lab/{id}\n",
                         f"  base_dir: {data}/{{id}}\n")
+    # The keeper (monitor:) needs an image of its own and a fixed port; its tests are
+    # elsewhere. These are about the walb servers' file.
+    text = re.sub(r"^monitor:\n(?:[ \t].*\n)*", "", text, flags=re.MULTILINE)
     # Every server gets the port (each has its own network namespace); the proxy's is
     # published on 127.0.0.1, so a free one keeps parallel runs apart.
     return replace_once(text, "  nofile: 16384\n", f"  nofile: 16384\n  port: {port}\n")

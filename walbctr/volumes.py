@@ -1,0 +1,471 @@
+"""What walb servers say about their volumes: parsers of walbc's answers, one batch query per
+server, and the problems an operator must act on, with walb's remedy.
+
+Pure: no I/O. The formats are walb-tools v1.0.19's (file:line at tag v1.0.19):
+- `get vol`, `archive-info list VOL`: one name a line, nothing when empty;
+- `get state VOL`: one word (`Clear` for an unknown volume);
+- `get is-overflow VOL`, `get is-wdiff-send-error VOL ARCHIVE`: `0` or `1`;
+- `get num-action VOL ACTION`: a count;
+- `get ts-delta` (src/ts_delta.hpp:29-59): LTSV `name dest kind dest_kind gid ts dest_gid
+  dest_ts ts_delta`, or `... ts dest_ts: dest_gid: ts_delta:` when the destination has no
+  snapshot yet; times `YYYY-MM-DDTHH:MM:SS` in UTC (include/time.hpp:81);
+- `get base-all` (src/archive.cpp:1696-1707): LTSV `name metastate`, the MetaState
+  `<|GID|>-YYYYMMDDHHMMSS`, `<|B,E|>-...` or, while applying, `<|B|-->|E|>-...`
+  (src/meta.hpp:135-146, 335-346);
+- `get restorable VOL` (src/archive.cpp:545-556): `GID TIME 0|1` (explicit snapshot);
+- `get all-actions` (src/archive.cpp:1594-1605, src/server_util.cpp:73-85): per active
+  volume `VOL Merge N TIME Apply N TIME Restore N TIME ReplSyncAsClient N TIME Resize N TIME`;
+- errors: `ERROR walbc error: c2xGetClient:FUNCTION:bad state:...` on stderr, exit 1,
+  followed by `<<<STACKTRACE>>>` lines (binsrc/walbc.cpp:354-356).
+
+This module is also copied alone into the keeper's image: it imports the stdlib only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+ROLES = ("storage", "proxy", "archive")
+ARCHIVE_ACTIONS = ("Merge", "Apply", "Restore", "ReplSyncAsClient", "Resize")
+ERROR_PREFIX = "ERROR walbc error: "
+
+# --- single answers ---------------------------------------------------------------------------
+
+
+def parse_names(text: str) -> list[str]:
+    """`get vol` or `archive-info list VOL`: one name a line; nothing means none."""
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    for name in names:
+        if any(c.isspace() for c in name):
+            raise ValueError(f"not a volume or archive name: {name!r}")
+    return names
+
+
+def parse_state(text: str) -> str:
+    """`get state VOL`: one word."""
+    words = text.split()
+    if len(words) != 1 or not words[0].isalpha():
+        raise ValueError(f"not a walb state: {text.strip()!r}")
+    return words[0]
+
+
+def parse_flag(text: str) -> bool:
+    """`get is-overflow VOL` or `get is-wdiff-send-error VOL ARCHIVE`: 0 or 1."""
+    value = text.strip()
+    if value not in ("0", "1"):
+        raise ValueError(f"expected 0 or 1, got {value!r}")
+    return value == "1"
+
+
+def parse_count(text: str) -> int:
+    """`get num-action VOL ACTION` (and other counts): a non-negative integer."""
+    value = text.strip()
+    if not value.isdigit():
+        raise ValueError(f"expected a count, got {value!r}")
+    return int(value)
+
+
+def parse_time(text: str) -> datetime | None:
+    """walb's printable time, `YYYY-MM-DDTHH:MM:SS` in UTC; `---` (never) is None."""
+    if text == "---":
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    except ValueError:
+        raise ValueError(f"not a walb time: {text!r}") from None
+
+
+def parse_ltsv(line: str) -> dict[str, str]:
+    """One LTSV record: `label:value` fields separated by tabs (a value may hold ':')."""
+    record: dict[str, str] = {}
+    for item in line.split("\t"):
+        label, sep, value = item.partition(":")
+        if not sep or not label:
+            raise ValueError(f"not an LTSV field: {item!r} in {line!r}")
+        record[label] = value
+    return record
+
+
+@dataclass(frozen=True)
+class TsDelta:
+    """One line of `get ts-delta`: how far `dest` is behind this server for a volume."""
+
+    name: str
+    dest: str
+    kind: str  # 'storage' or 'archive': the server that answered
+    dest_kind: str  # always 'archive'
+    gid: int  # latest snapshot here
+    ts: datetime
+    dest_gid: int | None  # None: the destination has no snapshot of the volume yet
+    dest_ts: datetime | None
+    delta_s: int | None  # ts - dest_ts, seconds
+
+
+def parse_ts_delta(text: str) -> list[TsDelta]:
+    out = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        r = parse_ltsv(line)
+        try:
+            ts = parse_time(r["ts"])
+            if ts is None:
+                raise ValueError("ts is '---'")
+            known = r["ts_delta"] != ""
+            out.append(TsDelta(
+                name=r["name"], dest=r["dest"], kind=r["kind"], dest_kind=r["dest_kind"],
+                gid=int(r["gid"]), ts=ts,
+                dest_gid=int(r["dest_gid"]) if known else None,
+                dest_ts=parse_time(r["dest_ts"]) if known else None,
+                delta_s=int(r["ts_delta"]) if known else None))
+        except KeyError as err:
+            raise ValueError(f"ts-delta line without {err}: {line!r}") from None
+        except ValueError as err:
+            raise ValueError(f"bad ts-delta line ({err}): {line!r}") from None
+    return out
+
+
+_META_STATE = re.compile(r"<\|(\d+)(?:,(\d+))?\|(?:-->\|(\d+)(?:,(\d+))?\|)?>-(\d{14})")
+
+
+@dataclass(frozen=True)
+class BaseState:
+    """One line of `get base-all`: the base image's MetaState of an archived volume."""
+
+    name: str
+    metastate: str  # as printed, e.g. '<|3|>-20231114221320'
+    gid: int  # the base snapshot's first gid
+    applying_to: int | None  # while an apply runs: the gid being applied up to
+    timestamp: datetime
+
+
+def parse_metastate(text: str) -> tuple[int, int | None, datetime]:
+    m = _META_STATE.fullmatch(text)
+    if not m:
+        raise ValueError(f"not a walb MetaState: {text!r}")
+    stamp = datetime.strptime(m.group(5), "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+    return int(m.group(1)), int(m.group(3)) if m.group(3) else None, stamp
+
+
+def parse_base_all(text: str) -> list[BaseState]:
+    out = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        r = parse_ltsv(line)
+        if "name" not in r or "metastate" not in r:
+            raise ValueError(f"base-all line without name or metastate: {line!r}")
+        gid, applying, stamp = parse_metastate(r["metastate"])
+        out.append(BaseState(r["name"], r["metastate"], gid, applying, stamp))
+    return out
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One line of `get restorable VOL`."""
+
+    gid: int
+    time: datetime | None
+    explicit: bool
+
+
+def parse_restorable(text: str) -> list[Snapshot]:
+    out = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 3 or not parts[0].isdigit() or parts[2] not in ("0", "1"):
+            raise ValueError(f"not a restorable snapshot line (GID TIME 0|1): {line!r}")
+        out.append(Snapshot(int(parts[0]), parse_time(parts[1]), parts[2] == "1"))
+    return out
+
+
+def parse_all_actions(text: str) -> dict[str, dict[str, int]]:
+    """`get all-actions`: volume -> action -> number running (active volumes only)."""
+    out: dict[str, dict[str, int]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if (len(parts) - 1) % 3 != 0:
+            raise ValueError(f"not an all-actions line (VOL ACTION N TIME...): {line!r}")
+        counts = {}
+        for i in range(1, len(parts), 3):
+            action, count, _since = parts[i:i + 3]
+            counts[action] = parse_count(count)
+        out[parts[0]] = counts
+    return out
+
+
+def walbc_error(stderr: str) -> str:
+    """The message of walbc's error, without 'ERROR walbc error: ' and stack traces."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    for line in lines:
+        if line.startswith(ERROR_PREFIX):
+            return line[len(ERROR_PREFIX):]
+    useful = [ln for ln in lines if not ln.startswith("<<<STACKTRACE>>>")]
+    return useful[-1] if useful else "no message"
+
+
+# --- one batch query per server --------------------------------------------------------------
+#
+# One process per server gathers every volume's facts: a constant POSIX sh script that runs
+# walbc against ADDRESS PORT (passed as arguments, never pasted into the script) and prints
+# one section per query:  '@@ KEY' / the query's output (stdout and stderr) / '@@rc STATUS',
+# and '@@end' last, so that a cut-off answer is noticed. Queries that take -retry get
+# '-retry 0' (walbc's default retries would print errors twice); archive-info takes none.
+
+_PRELUDE = r"""set -f
+a=$1 p=$2
+sec() { printf '@@ %s\n' "$1"; [ -n "$2" ] && printf '%s\n' "$2"; printf '@@rc %s\n' "$3"; }
+g() { k=$1; shift; o=$(walbc -a "$a" -p "$p" -to 10 -retry 0 get "$@" 2>&1); sec "$k" "$o" $?; }
+vols=$(walbc -a "$a" -p "$p" -to 10 -retry 0 get vol 2>&1); rc=$?
+sec vol "$vols" $rc
+[ $rc = 0 ] || { echo @@end; exit 0; }
+"""
+
+_PER_ROLE = {
+    "storage": r"""g ts-delta ts-delta
+for v in $vols; do
+  g "state $v" state "$v"
+  g "overflow $v" is-overflow "$v"
+done
+""",
+    "proxy": r"""for v in $vols; do
+  g "state $v" state "$v"
+  x=$(walbc -a "$a" -p "$p" -to 10 archive-info list "$v" 2>&1); rc=$?
+  sec "archive-info $v" "$x" $rc
+  [ $rc = 0 ] || continue
+  for y in $x; do g "send-error $v $y" is-wdiff-send-error "$v" "$y"; done
+done
+""",
+    "archive": r"""g ts-delta ts-delta
+g base-all base-all
+g all-actions all-actions
+for v in $vols; do
+  g "state $v" state "$v"
+  g "restorable $v" restorable "$v"
+done
+""",
+}
+
+BATCH_SCRIPTS = {role: _PRELUDE + body + "echo @@end\n" for role, body in _PER_ROLE.items()}
+
+
+def batch_argv(role: str, address: str, port: int) -> list[str]:
+    """The argv (for `docker exec`, or run next to walbc) that queries every volume of one
+    server at ADDRESS:PORT in a single process. Values are arguments, not script text."""
+    if role not in BATCH_SCRIPTS:
+        raise ValueError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
+    return ["sh", "-c", BATCH_SCRIPTS[role], "sh", address, str(port)]
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    text: str  # stdout and stderr of the walbc call
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+    @property
+    def error(self) -> str:
+        return walbc_error(self.text)
+
+
+def split_sections(text: str) -> dict[str, Answer]:
+    sections: dict[str, Answer] = {}
+    key: str | None = None
+    body: list[str] = []
+    ended = False
+    for line in text.splitlines():
+        if line.startswith("@@rc "):
+            status = line[5:].strip()
+            if key is None or not status.isdigit():
+                raise ValueError(f"batch output: stray {line!r}")
+            sections[key] = Answer(int(status), "\n".join(body))
+            key, body = None, []
+        elif line.startswith("@@ "):
+            if key is not None:
+                raise ValueError(f"batch output: section {key!r} has no status")
+            key = line[3:]
+        elif line == "@@end":
+            ended = True
+        elif key is not None:
+            body.append(line)
+        elif line.strip():
+            raise ValueError(f"batch output: text outside a section: {line!r}")
+    if not ended or key is not None:
+        raise ValueError("batch output is cut off (no '@@end'): the query did not finish")
+    return sections
+
+
+# section kind -> the walbc command it ran, for messages
+_COMMANDS = {"state": "get state", "overflow": "get is-overflow", "restorable": "get restorable",
+             "send-error": "get is-wdiff-send-error", "archive-info": "archive-info list"}
+
+
+@dataclass(frozen=True)
+class VolumeRecord:
+    """What one server says about one of its volumes. None: not asked, or not known."""
+
+    name: str
+    role: str
+    state: str | None = None
+    overflow: bool | None = None  # storage
+    archives: tuple[str, ...] = ()  # proxy: its archive infos
+    send_error: Mapping[str, bool] = field(default_factory=dict)  # proxy: archive -> flag
+    ts_deltas: tuple[TsDelta, ...] = ()  # storage, archive
+    running_actions: Mapping[str, int] = field(default_factory=dict)  # archive, > 0 only
+    restorable: int | None = None  # archive: restorable snapshots
+    latest_snapshot: datetime | None = None  # archive: newest restorable; storage: ts-delta ts
+    base: BaseState | None = None  # archive
+    errors: tuple[tuple[str, str], ...] = ()  # (walbc command, walbc's error message)
+
+    @property
+    def ts_delta_s(self) -> int | None:
+        """The largest known lag of this volume to any destination, seconds."""
+        known = [d.delta_s for d in self.ts_deltas if d.delta_s is not None]
+        return max(known) if known else None
+
+
+def parse_batch(role: str, text: str) -> list[VolumeRecord]:
+    """The records of every volume from the output of `batch_argv(role, ...)`'s command.
+    A failed server-wide query (get vol) raises ValueError with walbc's message."""
+    if role not in BATCH_SCRIPTS:
+        raise ValueError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
+    sections = split_sections(text)
+    vol = sections.get("vol")
+    if vol is None:
+        raise ValueError("batch output has no 'get vol' section")
+    if not vol.ok:
+        raise ValueError(f"get vol failed: {vol.error}")
+    names = parse_names(vol.text)
+
+    common_errors: list[tuple[str, str]] = []
+    deltas: dict[str, list[TsDelta]] = {}
+    bases: dict[str, BaseState] = {}
+    actions: dict[str, dict[str, int]] = {}
+    if role in ("storage", "archive"):
+        answer = sections.get("ts-delta")
+        if answer is not None and answer.ok:
+            for d in parse_ts_delta(answer.text):
+                deltas.setdefault(d.name, []).append(d)
+        elif answer is not None:
+            common_errors.append(("get ts-delta", answer.error))
+    if role == "archive":
+        for key in ("base-all", "all-actions"):
+            answer = sections.get(key)
+            if answer is None:
+                continue
+            if not answer.ok:
+                common_errors.append((f"get {key}", answer.error))
+            elif key == "base-all":
+                bases = {b.name: b for b in parse_base_all(answer.text)}
+            else:
+                actions = parse_all_actions(answer.text)
+
+    records = []
+    for name in names:
+        errors = list(common_errors)
+
+        def ask(kind: str, extra: str = "", name: str = name,
+                errors: list[tuple[str, str]] = errors) -> Answer | None:
+            """The answer to KIND VOL [EXTRA], if it succeeded; a failure goes to errors."""
+            got = sections.get(f"{kind} {name} {extra}".rstrip())
+            if got is not None and not got.ok:
+                errors.append((f"{_COMMANDS[kind]} {name} {extra}".rstrip(), got.error))
+            return got if got is not None and got.ok else None
+
+        got = ask("state")
+        record = VolumeRecord(name=name, role=role, state=parse_state(got.text) if got else None,
+                              ts_deltas=tuple(deltas.get(name, ())))
+        if role == "storage":
+            got = ask("overflow")
+            times = [d.ts for d in record.ts_deltas]
+            record = replace(record, overflow=parse_flag(got.text) if got else None,
+                             latest_snapshot=max(times) if times else None)
+        elif role == "proxy":
+            got = ask("archive-info")
+            archives = tuple(parse_names(got.text)) if got else ()
+            flags = {}
+            for arch in archives:
+                got = ask("send-error", arch)
+                if got is not None:
+                    flags[arch] = parse_flag(got.text)
+            record = replace(record, archives=archives, send_error=flags)
+        else:
+            got = ask("restorable")
+            snaps = parse_restorable(got.text) if got else None
+            stamps = [s.time for s in snaps or () if s.time is not None]
+            record = replace(
+                record, restorable=len(snaps) if snaps is not None else None,
+                latest_snapshot=max(stamps) if stamps else None, base=bases.get(name),
+                running_actions={a: n for a, n in actions.get(name, {}).items() if n})
+        records.append(replace(record, errors=tuple(errors)))
+    return records
+
+
+# --- problems, in words, with walb's remedy --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VolumeProblem:
+    kind: str  # overflow, send_error, lag, no_snapshot, action, query
+    severity: str  # 'error' (act now), 'warning' (watch), 'info'
+    text: str
+
+
+def problems(record: VolumeRecord, lag_threshold_s: float) -> list[VolumeProblem]:
+    """What an operator should know about a volume, with walb's remedy (doc/recover.md)."""
+    out: list[VolumeProblem] = []
+    vol = record.name
+    if record.overflow:
+        out.append(VolumeProblem(
+            "overflow", "error",
+            f"{vol}: the walb log device overflowed, continuous backup of this volume has "
+            f"stopped: run a hash backup on this storage ('walbc ... hash-bkp {vol}'); the "
+            f"volume synchronizes again after it"))
+    for arch, flag in sorted(record.send_error.items()):
+        if flag:
+            out.append(VolumeProblem(
+                "send_error", "error",
+                f"{vol}: the proxy stopped sending wdiffs to archive {arch} (send error): "
+                f"once {arch} answers, kick the proxy ('walbc ... kick {vol} {arch}')"))
+    for d in record.ts_deltas:
+        if d.delta_s is None:
+            out.append(VolumeProblem(
+                "no_snapshot", "warning",
+                f"{vol}: {d.dest} has no snapshot of this volume yet (ts-delta unknown)"))
+        elif d.delta_s > lag_threshold_s:
+            remedy = ("check that its proxies and the archive run, kick the proxies "
+                      "('walbc ... kick') and the storage ('walbc ... kick')"
+                      if d.kind == "storage" else f"check the replication to {d.dest}")
+            out.append(VolumeProblem(
+                "lag", "warning",
+                f"{vol}: backup lag {d.delta_s} s to {d.dest} is above {lag_threshold_s:g} s: "
+                f"{remedy}"))
+    if record.running_actions:
+        running = ", ".join(f"{a} {n}" for a, n in sorted(record.running_actions.items()))
+        out.append(VolumeProblem(
+            "action", "info",
+            f"{vol}: running {running}: a graceful shutdown of this archive waits for it"))
+    for query, message in record.errors:
+        if "bad state" in message and record.state == "Clear":
+            continue  # a volume gone between `get vol` and the query: nothing to report
+        out.append(VolumeProblem("query", "warning", f"{vol}: '{query}' failed: {message}"))
+    return out
+
+
+def summarize(records: Sequence[VolumeRecord], lag_threshold_s: float) -> dict[str, int]:
+    """Counts of problem kinds over many records (for a one-line status)."""
+    counts: dict[str, int] = {}
+    for record in records:
+        for p in problems(record, lag_threshold_s):
+            counts[p.kind] = counts.get(p.kind, 0) + 1
+    return counts

@@ -119,7 +119,8 @@ def desired_hashes(layout: Layout, hosts: Iterable[str]) -> dict[str, str]:
 
 def config_hash(svc: Mapping[str, Any]) -> str:
     """A digest of everything that defines the service, for drift detection."""
-    text = json.dumps(svc, sort_keys=True, separators=(",", ":"), default=list)
+    # Hashed as written (escaped), so the escaping itself never reads as drift.
+    text = json.dumps(escape(svc), sort_keys=True, separators=(",", ":"), default=list)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -174,10 +175,11 @@ def _volumes(server: Server) -> list[dict[str, Any]]:
 
 
 def healthcheck(server: Server) -> dict[str, Any]:
-    # upstream's own readiness check: cheap, touches no device. '$$' is compose's escape.
+    # upstream's own readiness check: cheap, touches no device. dump() writes the '$' as
+    # '$$', compose's escape, so the shell gets the command substitution.
     probe = f"walbc -a 127.0.0.1 -p {server.port} -to 3 -retry 0 get host-type"
     return {
-        "test": ["CMD-SHELL", f'test "$$({probe})" = {server.role.value}'],
+        "test": ["CMD-SHELL", f'test "$({probe})" = {server.role.value}'],
         "interval": f"{HEALTH_INTERVAL_S}s",
         "timeout": "5s",
         "retries": 3,
@@ -205,9 +207,28 @@ def _flow_list(dumper: Any, data: FlowList) -> Any:
 _Dumper.add_representer(FlowList, _flow_list)
 
 
+def escape(value: Any) -> Any:
+    """`value` with every string as Compose must read it literally: Compose interpolates
+    '$VAR', '${VAR}' and '$$' in every value of a file, and '$$' is one '$'."""
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, FlowList):
+        return FlowList(escape(v) for v in value)
+    if isinstance(value, list):
+        return [escape(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: escape(v) for k, v in value.items()}
+    return value
+
+
+def comment_text(text: str) -> str:
+    """`text` fit for a one-line comment: no line breaks, nothing outside ASCII."""
+    return ascii(text)[1:-1]
+
+
 def dump(layout: Layout, project: Mapping[str, Any]) -> str:
     head = (
-        f"{GENERATED}{layout.source} by walbctr; do not edit.\n"
+        f"{GENERATED}{comment_text(layout.source)} by walbctr; do not edit.\n"
         f"# host {_host_of(project)} of backup group {layout.group!r}; "
         "'walbctr up' applies it in tier order across hosts.\n"
     )
@@ -215,7 +236,7 @@ def dump(layout: Layout, project: Mapping[str, Any]) -> str:
         head += (f"# bridge mode: the network {network_name(layout)} is created by "
                  "'walbctr up' (by hand: docker network create "
                  f"{network_name(layout)}).\n")
-    body = yaml.dump(project, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+    body = yaml.dump(escape(project), Dumper=_Dumper, sort_keys=False, default_flow_style=False,
                      width=1000, allow_unicode=True)
     return head + body
 

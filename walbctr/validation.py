@@ -30,8 +30,13 @@ SYSTEM_DIRS = frozenset({
     "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib",
     "/var/log", "/var/run", "/var/tmp",
 })
-_IMAGE_RE = re.compile(r"^[a-z0-9]+([._/-][a-z0-9]+)*(:\d+)?(/[a-z0-9._-]+)*"
-                       r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+# Docker's reference grammar (distribution/reference): an optional registry, path
+# components joined by '.', '_', '__' or dashes, an optional tag and digest.
+_REF_DOMAIN = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_REF_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_RE = re.compile(
+    rf"^(?:{_REF_DOMAIN}(?:\.{_REF_DOMAIN})*(?::[0-9]+)?/)?{_REF_COMPONENT}(?:/{_REF_COMPONENT})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$")
 
 
 def check(layout: Layout) -> list[Problem]:

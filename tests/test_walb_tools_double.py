@@ -477,3 +477,394 @@ def test_relative_log_path_is_under_base_dir(
     assert res.returncode == 0 and srv.proc.wait(timeout=2) == 0
     assert "shutdown" in read_text(log)
     assert os.listdir(base) == ["name.log"], "nothing but the log is written to the base dir"
+
+
+# ----------------------------------------------------------------- volumes, in containers
+#
+# The volume-level commands (issues 9, 10, 15) run in containers of the image built from
+# the double, as walbctr runs them. Expected texts are those of real walb-tools v1.0.19
+# (/work/shared/walb-samples.md and upstream's sources, see the double's README).
+
+STACK = "<<<STACKTRACE>>>"
+
+
+class Box:
+    """One double server in a container of the built image, on a private network."""
+
+    def __init__(self, container: Any) -> None:
+        self.container = container
+
+    def walbc(self, *args: str) -> tuple[int, str, str]:
+        cmd = ["walbc", "-a", "127.0.0.1", "-p", "10000", "-to", "5", *args]
+        code, (out, err) = self.container.exec_run(cmd, demux=True)
+        return code, (out or b"").decode(), (err or b"").decode()
+
+    def ok(self, *args: str) -> str:
+        code, out, err = self.walbc(*args)
+        assert code == 0, f"walbc {' '.join(args)}: exit {code}: {err}"
+        return out
+
+    def error(self, *args: str) -> str:
+        """walbc's error line; asserts exit 1, nothing on stdout, upstream's error form."""
+        code, out, err = self.walbc(*args)
+        assert (code, out) == (1, ""), (args, code, out, err)
+        lines = err.splitlines()
+        assert lines[0].startswith("ERROR walbc error: "), err
+        assert all(line.startswith(STACK) for line in lines[1:]), err
+        return lines[0]
+
+    def logs(self) -> str:
+        """The server's log, without what the image's entrypoint adds around it."""
+        text: bytes = self.container.logs(stdout=True, stderr=True)
+        lines = text.decode().splitlines(keepends=True)
+        return "".join(ln for ln in lines if not ln.startswith("walb-entrypoint"))
+
+    def signal(self, name: str) -> None:
+        """Send a signal to the server process itself (whatever runs as PID 1)."""
+        pid = self.ok("get", "pid").strip()
+        code, _ = self.container.exec_run(["sh", "-c", f"kill -{name} {pid}"])
+        assert code == 0
+
+    def wait_exit(self, timeout: float = 20) -> int:
+        result = self.container.wait(timeout=timeout)
+        return int(result["StatusCode"])
+
+    def restart(self) -> None:
+        self.container.start()
+        assert wait_until(lambda: self.walbc("get", "host-type")[0] == 0, 20), self.logs()
+
+
+class Boxes:
+    def __init__(self, engine: Any, image: str, tmp: Path) -> None:
+        import secrets
+
+        self.engine, self.image, self.tmp = engine, image, tmp
+        self.name = f"walbctr-dbltest-{secrets.token_hex(3)}"
+        self.network = engine.networks.create(self.name, labels={"io.walbctr.test": "double"})
+        self.made: list[Any] = []
+
+    def start(self, sid: str, command: list[str], wait: bool = True, **kwargs: Any) -> Box:
+        base = self.tmp / "base" / sid
+        base.mkdir(parents=True, exist_ok=True)
+        volumes = {str(self.tmp / "base"): {"bind": "/var/walb", "mode": "rw"},
+                   **kwargs.pop("volumes", {})}
+        container = self.engine.containers.run(
+            self.image, command, detach=True, name=f"{self.name}-{sid}", hostname=sid,
+            network=self.name, volumes=volumes, labels={"io.walbctr.test": "double"}, **kwargs)
+        self.made.append(container)
+        self.network.reload()
+        box = Box(container)
+        if wait:
+            ok = wait_until(lambda: box.walbc("get", "host-type")[0] == 0, 30, 0.2)
+            assert ok, f"{sid} does not answer: {box.logs()}"
+        return box
+
+    def archive(self, vg: str) -> Box:
+        # what `vgs` needs to see a VG on a loop device (as tests/harness/loopvg.py)
+        return self.start("a0", ["walb-archive", "-p", "10000", "-b", "/var/walb/a0", "-id", "a0",
+                                 "-vg", vg], cap_add=["SYS_ADMIN"],
+                          device_cgroup_rules=["b 7:* rmw", "c 10:237 rmw"],
+                          volumes={"/dev": {"bind": "/dev", "mode": "rw"}})
+
+    def proxy(self, *extra: str) -> Box:
+        return self.start("p0", ["walb-proxy", "-p", "10000", "-b", "/var/walb/p0", "-id", "p0",
+                                 *extra])
+
+    def storage(self) -> Box:
+        # No archive runs here: 'a0' resolves to the container itself, where no archive
+        # listens on 10009, so the ts-delta `dest` is the -archive host name.
+        return self.start("s0", ["walb-storage", "-p", "10000", "-b", "/var/walb/s0", "-id", "s0",
+                                 "-archive", "a0:10009", "-proxy", "s0:10000"],
+                          extra_hosts={"a0": "127.0.0.1"})
+
+    def close(self) -> None:
+        import contextlib
+
+        for container in self.made:
+            with contextlib.suppress(Exception):  # already gone
+                container.remove(force=True)
+        self.network.remove()
+
+
+@pytest.fixture
+def boxes(engine: Any, double_image: str, tmp_path: Path) -> Iterator[Boxes]:
+    if os.environ.get("WALBCTR_TEST_IMAGE"):
+        pytest.skip("these tests use the double's test hooks, which real walb-tools lacks")
+    made = Boxes(engine, double_image, tmp_path)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def volume_file(boxes: Boxes, sid: str, vol: str) -> str:
+    return read_text(boxes.tmp / "base" / sid / vol / "double-volume")
+
+
+def test_archive_volumes_answer_as_walb_tools_does(boxes: Boxes, loop_vg: str) -> None:
+    a0 = boxes.archive(loop_vg)
+    # The samples recorded from real v1.0.19, byte for byte.
+    assert a0.ok("get", "vol") == ""
+    assert a0.ok("init-vol", "vol0") == ""
+    assert a0.ok("get", "vol") == "vol0\n"
+    assert a0.ok("get", "state", "vol0") == "SyncReady\n"
+    assert a0.ok("get", "state", "nosuchvol") == "Clear\n"
+    for empty in (["get", "base-all"], ["get", "restorable", "vol0"], ["get", "ts-delta"]):
+        assert a0.ok(*empty) == "", empty
+    for zero in ("total-diff-size", "num-diff", "exists-base-image", "progress"):
+        assert a0.ok("get", zero, "vol0") == "0\n", zero
+    for action in ("Merge", "Apply", "Restore", "ReplSyncAsClient", "Resize"):
+        assert a0.ok("get", "num-action", "vol0", action) == "0\n"
+    assert a0.error("get", "base", "vol0") == (
+        "ERROR walbc error: c2xGetClient:getBase:bad state:vol0:SyncReady")
+    assert a0.error("init-vol", "vol0") == (
+        "ERROR walbc error: c2xInitVolClient:c2aInitVolServer:StateMachineTransaction:"
+        "bad state:SyncReady:Clear:InitVol")
+    assert a0.error("get", "num-action", "vol0", "Nap").endswith(
+        "c2xGetClient:getNumAction:no such action:Nap")
+    assert a0.error("get", "num-action", "nosuchvol", "Merge").endswith(
+        "c2xGetClient:getNumAction:bad state:nosuchvol:Merge:Clear")
+    status = a0.ok("status").splitlines()
+    assert status[status.index("-----Volume-----") + 1:] == [
+        "volume vol0 state SyncReady totalNumAction 0 stopState NotStopping lastSyncTime --- "
+        "lastWdiffReceivedTime --- numDiff 0 baseLv NOT FOUND"]
+
+    # An archived volume with snapshots (dbg-set-state is upstream's; double-* are hooks).
+    a0.ok("dbg-set-state", "vol0", "Archived")
+    a0.ok("double-snapshot", "vol0", "5", "1700000600")
+    a0.ok("double-snapshot", "vol0", "3", "1700000000")
+    assert a0.ok("get", "restorable", "vol0") == (
+        "3 2023-11-14T22:13:20 1\n5 2023-11-14T22:23:20 1\n")
+    assert a0.ok("get", "base-all") == "name:vol0\tmetastate:<|3|>-20231114221320\n"
+    assert a0.ok("get", "base", "vol0") == "<|3|>-20231114221320\n"
+    a0.ok("double-ts-delta", "vol0", "90", "a1")
+    assert a0.ok("get", "ts-delta") == (
+        "name:vol0\tdest:a1\tkind:archive\tdest_kind:archive\tgid:5\tts:2023-11-14T22:23:20\t"
+        "dest_gid:4\tdest_ts:2023-11-14T22:21:50\tts_delta:90\n")
+    a0.ok("double-ts-delta", "vol0", "-", "a1")
+    assert a0.ok("get", "ts-delta").endswith(
+        "ts:2023-11-14T22:23:20\tdest_ts:\tdest_gid:\tts_delta:\n")
+    a0.ok("init-vol", "vol1")  # SyncReady: not in base-all, restorable empty
+    assert a0.ok("get", "vol") == "vol0\nvol1\n"
+    assert a0.ok("get", "base-all").count("\n") == 1
+
+    # A simulated running action counts while it runs.
+    a0.ok("double-action", "vol0", "Merge", "2")
+    assert a0.ok("get", "num-action", "vol0", "Merge") == "1\n"
+    assert a0.ok("get", "num-action", "vol0", "Apply") == "0\n"
+    assert " totalNumAction 1 " in a0.ok("status")
+    assert re.fullmatch(r"vol0 Merge 1 \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d Apply 0 --- Restore 0 --- "
+                        r"ReplSyncAsClient 0 --- Resize 0 ---\n", a0.ok("get", "all-actions"))
+    assert wait_until(lambda: a0.ok("get", "num-action", "vol0", "Merge") == "0\n", 10)
+    assert "action Merge on vol0 finished" in a0.logs()
+    for bad in (["double-action", "vol0", "Nap", "3"], ["double-action", "vol9", "Merge", "3"],
+                ["double-overflow", "vol0", "1"], ["dbg-set-state", "vol0", "Target"]):
+        assert a0.walbc(*bad)[0] == 1, bad
+
+    # Volumes live in BASE_DIR/VOL and survive a restart.
+    assert "state Archived" in volume_file(boxes, "a0", "vol0")
+    a0.container.restart(timeout=20)
+    assert wait_until(lambda: a0.walbc("get", "host-type")[0] == 0, 30, 0.2), a0.logs()
+    assert a0.ok("get", "vol") == "vol0\nvol1\n"
+    assert a0.ok("get", "state", "vol0") == "Archived\n"
+    assert a0.ok("get", "restorable", "vol0").count("\n") == 2
+    assert a0.ok("get", "num-action", "vol0", "Merge") == "0\n"
+
+
+def test_proxy_archive_info_start_send_error_and_kicks(boxes: Boxes) -> None:
+    p0 = boxes.proxy()
+    assert p0.ok("get", "vol") == ""
+    assert p0.ok("archive-info", "add", "vol0", "a0", "a0:10000") == ""
+    assert p0.ok("archive-info", "list", "vol0") == "a0\n"
+    assert p0.ok("get", "state", "vol0") == "Stopped\n"
+    assert p0.error("kick", "vol0", "a0").endswith("c2xKickClient:c2pKickServer:bad state:Stopped")
+    assert p0.ok("start", "vol0") == ""
+    assert p0.ok("get", "state", "vol0") == "Started\n"
+    assert p0.error("start", "vol0").endswith("c2xStartClient:bad state:Started")
+    assert p0.ok("get", "is-wdiff-send-error", "vol0", "a0") == "0\n"
+    assert p0.error("get", "is-wdiff-send-error", "vol0", "a9") == (
+        "ERROR walbc error: c2xGetClient:isWdiffSendError:bad archive name:vol0:a9")
+    assert p0.error("get", "is-wdiff-send-error", "vol7", "a0").endswith(
+        "isWdiffSendError:bad state:vol7:Clear")
+    assert p0.ok("kick") == "" and p0.ok("kick", "vol0", "a0") == ""
+    assert "kick requested: all volumes" in p0.logs()
+    assert "kick requested: vol0 a0" in p0.logs()
+    assert p0.error("kick", "vol0", "a9").endswith("c2pKickServer:archive does not exist:a9")
+    status = p0.ok("status").splitlines()
+    assert status[status.index("-----Volume-----") + 1:] == [
+        "volume vol0 state Started numDiff 0 totalSize 0 timestamp ---",
+        "  archive a0 action None numDiff 0 totalSize 0 minGid 0 maxGid 0 ---"]
+
+    # A send error stays until a kick that covers it (as a successful retry would).
+    p0.ok("archive-info", "add", "vol1", "a0", "a0:10000")
+    p0.ok("archive-info", "add", "vol1", "a1", "a1:10000")
+    p0.ok("start", "vol1")
+    p0.ok("double-send-error", "vol1", "a0", "1")
+    p0.ok("double-send-error", "vol1", "a1", "1")
+    assert p0.ok("get", "is-wdiff-send-error", "vol1", "a0") == "1\n"
+    p0.ok("kick", "vol1", "a1")
+    assert p0.ok("get", "is-wdiff-send-error", "vol1", "a1") == "0\n"
+    assert p0.ok("get", "is-wdiff-send-error", "vol1", "a0") == "1\n", "only the kicked archive"
+    assert "kick vol1 a1: wdiff-send error cleared" in p0.logs()
+    p0.ok("kick")
+    assert p0.ok("get", "is-wdiff-send-error", "vol1", "a0") == "0\n"
+    p0.ok("double-send-error", "vol1", "a0", "1")
+
+    # A restarted proxy starts every volume it finds (as walb-proxy does), facts kept.
+    p0.ok("stop", "vol0")
+    assert p0.ok("get", "state", "vol0") == "Stopped\n"
+    assert p0.ok("stop", "vol0") == "", "stop is accepted before the state is checked"
+    assert "stop vol0 failed: stopProxyVol:bad state:Stopped" in p0.logs()
+    p0.container.restart(timeout=20)
+    assert wait_until(lambda: p0.walbc("get", "host-type")[0] == 0, 30, 0.2), p0.logs()
+    assert p0.ok("get", "vol") == "vol0\nvol1\n"
+    assert p0.ok("get", "state", "vol0") == "Started\n"
+    assert p0.ok("get", "is-wdiff-send-error", "vol1", "a0") == "1\n"
+    assert p0.ok("archive-info", "list", "vol1") == "a0\na1\n"
+
+    # Deleting the last archive info makes the volume Clear again.
+    p0.ok("stop", "vol0")
+    p0.ok("archive-info", "delete", "vol0", "a0")
+    assert p0.ok("get", "state", "vol0") == "Clear\n"
+    assert p0.ok("get", "vol") == "vol1\n"
+    assert not (boxes.tmp / "base" / "p0" / "vol0").exists()
+
+
+def test_a_proxy_started_with_stop_leaves_its_volumes_stopped(boxes: Boxes) -> None:
+    base = boxes.tmp / "base" / "p0" / "vol0"
+    base.mkdir(parents=True)
+    (base / "double-volume").write_text("state Started\narchive a0 a0:10000\n")
+    p0 = boxes.proxy("-stop")
+    assert p0.ok("get", "state", "vol0") == "Stopped\n"
+    assert "found volume vol0 (Stopped)" in p0.logs()
+
+
+def test_storage_overflow_ts_delta_and_kick(boxes: Boxes) -> None:
+    s0 = boxes.storage()
+    assert s0.ok("get", "vol") == ""
+    assert s0.ok("get", "state", "vol0") == "Clear\n"
+    assert s0.ok("get", "ts-delta") == ""
+    assert s0.ok("kick") == ""
+    assert "kick requested: all volumes" in s0.logs()
+    assert s0.error("get", "is-overflow", "vol0") == (
+        "ERROR walbc error: c2xGetClient:isOverflow:bad state:Clear")
+    assert s0.walbc("init-vol", "vol0", "/dev/walb/vol0")[0] == 1, "no walb devices here"
+
+    s0.ok("double-set-state", "vol0", "Target")
+    s0.ok("double-set-state", "vol1", "SyncReady")
+    assert s0.ok("get", "vol") == "vol0\nvol1\n"
+    assert s0.ok("get", "state", "vol0") == "Target\n"
+    assert s0.ok("get", "is-overflow", "vol0") == "0\n"
+    s0.ok("double-overflow", "vol0", "1")
+    assert s0.ok("get", "is-overflow", "vol0") == "1\n"
+    s0.ok("double-snapshot", "vol0", "7", "1700000000")
+    s0.ok("double-ts-delta", "vol0", "120")
+    assert s0.ok("get", "ts-delta") == (  # only Target volumes, dest: the archive
+        "name:vol0\tdest:a0\tkind:storage\tdest_kind:archive\tgid:7\tts:2023-11-14T22:13:20\t"
+        "dest_gid:6\tdest_ts:2023-11-14T22:11:20\tts_delta:120\n")
+    status = s0.ok("status").splitlines()
+    assert status[status.index("-----Volume-----") + 1:] == [
+        "volume vol0 state Target logUsagePb 0 logCapacityPb 0 oldestGid 0 latestGid 7 "
+        "oldestLsid 0 permanentLsid 0",
+        "volume vol1 state SyncReady logUsagePb 0 logCapacityPb 0 oldestGid 0 latestGid 0 "
+        "oldestLsid 0 permanentLsid 0"]
+    assert s0.walbc("double-set-state", "vol0", "Archived")[0] == 1, "not a storage state"
+    assert s0.walbc("double-send-error", "vol0", "a0", "1")[0] == 1, "a proxy hook"
+    assert "test hook (not upstream): double-overflow vol0 1" in s0.logs()
+
+    s0.container.restart(timeout=20)
+    assert wait_until(lambda: s0.walbc("get", "host-type")[0] == 0, 30, 0.2), s0.logs()
+    assert s0.ok("get", "is-overflow", "vol0") == "1\n"
+    assert "ts_delta:120" in s0.ok("get", "ts-delta")
+    s0.ok("double-overflow", "vol0", "0")
+    s0.ok("double-set-state", "vol1", "Clear")
+    assert s0.ok("get", "vol") == "vol0\n"
+
+
+def test_graceful_shutdown_waits_for_a_running_action(boxes: Boxes, loop_vg: str) -> None:
+    a0 = boxes.archive(loop_vg)
+    a0.ok("init-vol", "vol0")
+    a0.ok("double-action", "vol0", "Apply", "3")
+    start = time.monotonic()
+    assert a0.ok("shutdown", "graceful") == ""
+    assert a0.wait_exit(30) == 0
+    assert time.monotonic() - start >= 2.5, "it waited for the action"
+    text = a0.logs()
+    lines = text.splitlines()
+    assert "graceful shutdown (walbc shutdown graceful): waiting for 1 running action(s)" in text
+    assert "action Apply on vol0 finished" in lines[-2]
+    assert lines[-1].endswith("shutdown (graceful: walbc shutdown graceful)")
+    assert "forced" not in a0.logs()
+
+
+@pytest.mark.parametrize("sig", ["TERM", "INT", "QUIT", "ABRT"])
+def test_a_signal_is_a_forced_shutdown_that_aborts_running_actions(
+        boxes: Boxes, loop_vg: str, sig: str) -> None:
+    a0 = boxes.archive(loop_vg)
+    a0.ok("init-vol", "vol0")
+    a0.ok("double-action", "vol0", "Merge", "60")
+    a0.signal(sig)
+    assert a0.wait_exit(15) == 0
+    lines = a0.logs().splitlines()
+    assert f"forced shutdown (SIG{sig} received): aborting 1 running action(s)" in lines[-3]
+    assert "action Merge on vol0 aborted by the forced shutdown" in lines[-2]
+    assert lines[-1].endswith(f"shutdown (force: SIG{sig} received)")
+    assert "graceful" not in a0.logs()
+
+
+def test_walbc_shutdown_force_aborts_running_actions(boxes: Boxes, loop_vg: str) -> None:
+    a0 = boxes.archive(loop_vg)
+    a0.ok("init-vol", "vol0")
+    a0.ok("double-action", "vol0", "Restore", "60")
+    a0.ok("shutdown", "force")
+    assert a0.wait_exit(15) == 0
+    last = a0.logs().splitlines()[-1]
+    assert last.endswith("shutdown (force: walbc shutdown force)")
+    a0.restart()
+    assert a0.ok("get", "num-action", "vol0", "Restore") == "0\n", "actions do not survive"
+    assert a0.ok("get", "state", "vol0") == "SyncReady\n"
+
+
+def test_archive_prints_a_long_banner_then_fails_on_a_missing_vg(boxes: Boxes) -> None:
+    a0 = boxes.start("a0", ["walb-archive", "-p", "10000", "-b", "/var/walb/a0", "-id", "a0",
+                            "-vg", "no_such_vg"], wait=False)
+    assert a0.wait_exit(60) == 1
+    lines = a0.logs().splitlines()
+    banner = [x for x in lines if re.fullmatch(r"[a-z-]+=\S* \((set|default)\)", x)]
+    assert len(banner) >= 25, lines
+    assert "vg=no_such_vg (set)" in banner and "discard=ignore (default)" in banner
+    assert " ERROR a0 " in lines[-1] and "no_such_vg" in lines[-1], lines[-1]
+    assert lines.index(banner[-1]) < len(lines) - 1, "the error comes after the banner"
+    assert not any("starting" in x for x in lines[-20:]), "the banner pushes the start out"
+
+
+def test_servers_exit_at_start_when_asked_to_fail(boxes: Boxes) -> None:
+    p0 = boxes.start("p0", ["walb-proxy", "-p", "10000", "-b", "/var/walb/p0", "-id", "p0"],
+                     wait=False, environment={"WALB_DOUBLE_FAIL_AT_START": "archive,proxy"})
+    assert p0.wait_exit(30) == 1
+    last = p0.logs().splitlines()[-1]
+    assert " ERROR p0 " in last and "exits at start on purpose" in last, last
+    s0 = boxes.start("s0", ["walb-storage", "-p", "10000", "-b", "/var/walb/s0",
+                            "-archive", "s0:10009", "-proxy", "s0:10000"],
+                     environment={"WALB_DOUBLE_FAIL_AT_START": "archive,proxy"})
+    assert s0.ok("get", "host-type") == "storage\n", "a role not named starts"
+
+
+def test_a_fail_at_start_file_builds_servers_that_exit_at_start(tmp_path: Path) -> None:
+    for tool in ("make", "g++"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"cannot build the walb-tools double: '{tool}' is not on PATH")
+    tree = tmp_path / "walb-tools-double"
+    shutil.copytree(DOUBLE_SRC, tree, ignore=shutil.ignore_patterns("binsrc", "obj"))
+    (tree / "FAIL_AT_START").write_text("storage\n")
+    build = run(["make", "-j2", "core"], timeout=600, cwd=tree)
+    assert build.returncode == 0, build.stderr
+    base = tmp_path / "s"
+    cmd = [tree / "binsrc" / "walb-storage", "-p", free_port(), "-b", base,
+           "-archive", "127.0.0.1:1", "-proxy", "127.0.0.1:2"]
+    res = run(cmd, timeout=20)
+    assert res.returncode == 1
+    assert "exits at start on purpose" in res.stderr.splitlines()[-1]
+    assert "proxy=127.0.0.1:2 (set)" in res.stderr, "after the banner"
+    res = run([tree / "binsrc" / "walb-proxy", "-h"])
+    assert res.returncode == 0

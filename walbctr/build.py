@@ -21,11 +21,13 @@ from walbctr.debian_base import BaseSpec, base_specs, import_changes, mmdebstrap
 from walbctr.display import BuildDisplay, ProgressMode
 from walbctr.engine import Engine
 from walbctr.errors import WalbctrError, explain
-from walbctr.imagetag import image_tag
+from walbctr.imagetag import image_tag, keeper_image
 from walbctr.recipe import recipe_dir
 from walbctr.source import SourceTree, copy_tree, describe, resolve
 
 STOCK_BASE = "debian:bookworm-slim"
+# What the keeper image runs: walbctr/keeper.py and the stdlib-only modules it imports.
+KEEPER_MODULES = ("__init__.py", "keeper.py", "metrics.py", "volumes.py")
 Echo = Callable[[str], None]
 
 
@@ -36,6 +38,7 @@ class Built:
     size: int
     seconds: float
     source: SourceTree
+    keeper_tag: str = ""
 
 
 def labels_for(src: SourceTree, base: str, target: str) -> dict[str, str]:
@@ -183,16 +186,41 @@ def build(
         lines = _run_build(engine, context, [tag, *extra_tags], args,
                            labels_for(src, runtime_base, target), no_cache, log)
         _show(lines, log, progress, echo)
-    failed = log.failed
-    if failed is not None or engine.image_or_none(tag) is None:
-        raise _build_error(log)
+        if log.failed is not None or engine.image_or_none(tag) is None:
+            raise _build_error(log)
+        keeper = _build_keeper(engine, context, tag, args, labels_for(src, runtime_base,
+                                                                      target),
+                               no_cache, progress, echo)
     image = engine.api.images.get(tag)
     return Built(tag, image.id, int(image.attrs.get("Size", 0)), time.monotonic() - started,
-                 src)
+                 src, keeper)
+
+
+def _build_keeper(engine: Engine, context: Path, server_tag: str, args: dict[str, str],
+                  labels: dict[str, str], no_cache: bool, progress: ProgressMode,
+                  echo: Echo) -> str:
+    """The keeper image: the `keeper` target, on the server image's layers (all cached)."""
+    package = Path(__file__).resolve().parent
+    (context / "keeper").mkdir()
+    for name in KEEPER_MODULES:
+        shutil.copy2(package / name, context / "keeper" / name)
+    tag = keeper_image(server_tag)
+    labels = {**labels, "org.opencontainers.image.title": "walb-keeper",
+              "org.opencontainers.image.description":
+                  "walbctr's keeper: walb group metrics and recovery kicks"}
+    labels.pop("io.walbctr.make-target", None)
+    echo(f"building {tag} (the keeper) on {server_tag}'s runtime")
+    log = BuildLog()
+    _show(_run_build(engine, context, [tag], args, labels, no_cache, log, stage="keeper"),
+          log, progress, echo)
+    if log.failed is not None or engine.image_or_none(tag) is None:
+        raise _build_error(log)
+    return tag
 
 
 def _run_build(engine: Engine, context: Path, tags: list[str], args: dict[str, str],
-               labels: dict[str, str], no_cache: bool, log: BuildLog) -> Iterable[str]:
+               labels: dict[str, str], no_cache: bool, log: BuildLog,
+               stage: str = "runtime") -> Iterable[str]:
     """Lines of build output; BuildKit through buildx when present, else the classic API.
 
     WALBCTR_BUILDER=classic forces the classic builder (for a broken buildx).
@@ -202,6 +230,7 @@ def _run_build(engine: Engine, context: Path, tags: list[str], args: dict[str, s
             try:
                 stream = engine.cli.buildx.build(
                     context, tags=tags, build_args=args, labels=labels, cache=not no_cache,
+                    target=stage,
                     load=True, progress="plain", stream_logs=True)
                 yield from cast(Iterator[str], stream)
             except CliError as err:
@@ -213,6 +242,7 @@ def _run_build(engine: Engine, context: Path, tags: list[str], args: dict[str, s
         try:
             for chunk in engine.api.api.build(path=str(context), tag=tags[0], buildargs=args,
                                               labels=labels, nocache=no_cache, rm=True,
+                                              target=stage,
                                               decode=True):
                 if "stream" in chunk:
                     yield from chunk["stream"].splitlines()

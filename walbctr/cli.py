@@ -271,6 +271,8 @@ def build(source: str | None, ref: str | None, base_image: str | None, all_tools
                       no_cache=no_cache, pull=not no_pull, progress=mode, echo=echo)
     click.echo(f"{built.tag} {built.image_id} {human_size(built.size)} "
                f"(built in {built.seconds:.1f} s)")
+    if built.keeper_tag:
+        click.echo(f"{built.keeper_tag} (the keeper, for layouts with a monitor block)")
 
 
 @main.command()
@@ -417,18 +419,32 @@ def restart(args: tuple[str, ...], host: str | None, timeout: int, plain: bool,
 @layout_argument
 @host_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--volumes", is_flag=True,
+              help="One row per (server, volume): walb state, overflow, send errors, backup "
+                   "lag, running actions, snapshots, and problems with walb's remedy.")
+@click.option("--lag-threshold", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="With --volumes: backup lag (ts-delta) that counts as a problem. Default: "
+                   "the monitor block's lag_threshold, else 600.")
 @friendly
-def status(layout: str, host: str | None, as_json: bool) -> None:
+def status(layout: str, host: str | None, as_json: bool, volumes: bool,
+           lag_threshold: float | None) -> None:
     """One row per server: state, health, image, walb version, uptime.
 
     A host whose engine cannot be reached shows its servers as 'unknown' instead of
     failing the whole command. DRIFT marks a container whose configuration differs from
     the layout's ('walbctr up' would recreate it). Exit status 1 when any server is not
     running and healthy.
+
+    With --volumes: one walbc batch per server (all at once), one row per volume; a
+    server that cannot be asked shows 'unknown'. Exit status 1 when any volume has a
+    problem to act on or any server's volumes are unknown.
     """
     from walbctr.status import format_uptime, rows_json, status_rows
 
     lay = load(layout)
+    if volumes:
+        _volume_status(lay, host, as_json, lag_threshold)
+        return
     rows = status_rows(lay, host)
     if as_json:
         click.echo(rows_json(rows), nl=False)
@@ -453,6 +469,33 @@ def status(layout: str, host: str | None, as_json: bool) -> None:
 
 
 main.add_command(status, "ps")
+
+
+def _volume_status(lay: Layout, host: str | None, as_json: bool,
+                   lag_threshold: float | None) -> None:
+    from walbctr import volume_status as vs
+
+    rows = vs.volume_rows(lay, host, vs.lag_threshold(lay, lag_threshold))
+    if as_json:
+        click.echo(vs.rows_json(rows), nl=False)
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(box=None, padding=(0, 2), show_edge=False)
+        cells = [vs.table_cells(r) for r in rows]
+        columns = [c for c in vs.table_cells(vs.VolumeRow("", "", "", "", "")) if
+                   c in ("SERVER", "ROLE", "VOLUME", "STATE", "PROBLEM") or
+                   any(cell[c] for cell in cells)]
+        for col in columns:
+            table.add_column(col)
+        for cell in cells:
+            table.add_row(*(cell[c] for c in columns))
+        Console(width=200).print(table)
+        for line in vs.problem_lines(rows):
+            click.echo(line, err=True)
+    if any(r.needs_attention for r in rows):
+        sys.exit(1)
 
 
 @main.command()

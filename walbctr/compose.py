@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from walbctr.cmdline import server_args
+from walbctr.monitor import KEEPER_SERVICE, keeper_service, monitor_of
 from walbctr.server import Role, Server
 from walbctr.validation import host_slug
 
@@ -66,6 +67,11 @@ def compose_project(layout: Layout, host: str) -> dict[str, Any]:
         "name": project_name(layout, host),
         "services": {s.id: service(layout, s, servers) for s in servers},
     }
+    monitor = monitor_of(layout)
+    if monitor is not None and monitor.host == host:
+        keeper = keeper_service(layout, "walb" if bridge else None)
+        keeper["labels"][f"{LABEL}.config-hash"] = config_hash(keeper)
+        project["services"][KEEPER_SERVICE] = keeper
     if bridge:
         project["networks"] = {"walb": {"name": network_name(layout), "external": True}}
     return project

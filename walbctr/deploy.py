@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from walbctr import keeper_service
 from walbctr.compose import LABEL, desired_hashes, network_name, project_name
 from walbctr.containers import Observed, group_containers
 from walbctr.display import ServerBoard
@@ -117,11 +118,15 @@ def up(layout: Layout, *, only_host: str | None, timeout: float,
                  "group (its data stays)")
         wanted = desired_hashes(layout, fleet.hosts)
         servers = [s for s in layout.servers if s.host in fleet.hosts]
-        if _all_current(fleet, layout, servers, before, wanted):
+        if _all_current(fleet, layout, servers, before, wanted) and \
+                keeper_service.current(layout, fleet):
             return Outcome(unchanged=[s.id for s in servers],
                            seconds=time.monotonic() - started)
         require_compose()
         preflight(layout, fleet, before)
+        no_keeper = keeper_service.missing_image(layout, fleet)
+        if no_keeper:
+            raise WalbctrError(f"nothing was started:\n  {no_keeper}")
 
         paths = write_compose_files(layout, fleet.hosts)
         if layout.network_mode == "bridge":
@@ -134,6 +139,7 @@ def up(layout: Layout, *, only_host: str | None, timeout: float,
                             timeout)
             if layout.network_mode == "bridge":
                 _restart_stale_storages(layout, fleet, outcome, board, timeout)
+        keeper_service.start(layout, fleet, paths)  # last: it kicks what is up
         outcome.seconds = time.monotonic() - started
         return outcome
 
@@ -324,6 +330,8 @@ def down(layout: Layout, ids: list[str] | None, *, only_host: str | None,
         layout.server(sid)  # an unknown id is an error before anything stops
     with GroupLock(layout.group, "down"):
         observed = fleet.observe()
+        if ids is None:  # first, so that it does not report the servers' stops as outages
+            keeper_service.remove(layout, fleet)
         stopped = stop_servers(layout, fleet, ids, mode, observed)
         stopped_ids: list[str] = []
         for s in stopped:

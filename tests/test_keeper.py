@@ -1,0 +1,259 @@
+"""The keeper on the real engine: a group with a monitor block, servers killed with
+SIGKILL, walb's recovery kicks seen in the servers' logs, and the keeper's metrics read
+back through a real Prometheus server (Debian's package) that scrapes it.
+
+Prometheus runs through pytest-docker's fixture machinery, like every helper service of
+the suite: a compose project whose one service is Debian's /usr/bin/prometheus (bound
+read-only from this machine's `prometheus` package) in the test image, on the host
+network, listening on loopback, with its configuration and storage in the test's tmp dir.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pytest_docker.plugin import DockerComposeExecutor, Services, get_docker_services
+
+from tests.test_deploy import Group, free_ports
+from walbctr.imagetag import keeper_image
+
+INTERVAL = 2.0  # the keeper's volume scan
+PROBE = 0.25  # its reachability probe
+KEEPER_LABEL = "io.walbctr.keeper"
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 30,
+             pause: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(pause)
+
+
+class KeptGroup(Group):
+    """A bridge-mode lab group (a0, p0, s0) with a keeper on hostA0."""
+
+    def __init__(self, tmp: Path, engine: Any, image: str, vg: str) -> None:
+        self.metrics_port = free_ports(1)[0]
+        super().__init__(tmp, engine, image, vg, "bridge", extra=(
+            f"monitor: {{host: hostA0, port: {self.metrics_port}, interval: {INTERVAL}, "
+            f"probe_interval: {PROBE}, lag_threshold: 300}}\n"))
+
+    def container(self, sid: str) -> Any:
+        return self.engine.containers.get(f"walbctr-{self.name}-{sid}")
+
+    def keeper(self) -> Any:
+        found = self.engine.containers.list(all=True,
+                                            filters={"label": f"{KEEPER_LABEL}={self.name}"})
+        assert len(found) == 1, [c.name for c in found]
+        return found[0]
+
+    def walbc(self, sid: str, *args: str) -> str:
+        port = self.ports[sid]
+        result = self.container(sid).exec_run(["walbc", "-a", "127.0.0.1", "-p", str(port),
+                                               "-retry", "0", *args])
+        assert result.exit_code == 0, (sid, args, result.output.decode())
+        return str(result.output.decode())
+
+    def kill9(self, sid: str, program: str) -> float:
+        """SIGKILL the server process inside its container (no graceful anything)."""
+        script = ('for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = "$1" ] && '
+                  'kill -9 "${p#/proc/}" && echo killed; done; true')
+        when = time.time()
+        out = self.container(sid).exec_run(["sh", "-c", script, "sh", program])
+        assert b"killed" in out.output, out.output
+        return when
+
+    def log_since(self, sid: str, since: float) -> str:
+        raw: bytes = self.container(sid).logs(since=int(since) - 1, timestamps=True)
+        lines = []
+        for line in raw.decode(errors="replace").splitlines():
+            stamp, _, text = line.partition(" ")
+            if datetime.fromisoformat(stamp[:26] + "+00:00").timestamp() >= since:
+                lines.append(text)
+        return "\n".join(lines)
+
+    def cleanup(self) -> None:
+        super().cleanup()
+        for c in self.engine.containers.list(all=True,
+                                             filters={"label": f"{KEEPER_LABEL}={self.name}"}):
+            c.remove(force=True)
+
+
+@pytest.fixture
+def kept(tmp_path: Path, engine: Any, double_image: str, loop_vg: str) -> Iterator[KeptGroup]:
+    if engine.images.list(name=keeper_image(double_image)) == []:
+        pytest.skip(f"no keeper image {keeper_image(double_image)} next to {double_image} "
+                    "(an image built elsewhere, WALBCTR_TEST_IMAGE, without its keeper)")
+    group = KeptGroup(tmp_path / "g", engine, double_image, loop_vg)
+    try:
+        run = group.up()
+        assert run.returncode == 0, run.stderr[-3000:]
+        yield group
+    finally:
+        group.cleanup()
+
+
+# --- a real Prometheus, through pytest-docker -------------------------------------------
+
+
+class Prometheus:
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+
+    def query(self, expr: str) -> dict[tuple[tuple[str, str], ...], float]:
+        """Instant query through the HTTP API: labels (without __name__) -> value."""
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        return {tuple(sorted((k, v) for k, v in r["metric"].items() if k != "__name__")):
+                float(r["value"][1]) for r in body["data"]["result"]}
+
+    def value(self, expr: str) -> float | None:
+        found = self.query(expr)
+        return next(iter(found.values())) if found else None
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+
+@pytest.fixture
+def prometheus(kept: KeptGroup, tmp_path: Path, double_image: str) -> Iterator[Prometheus]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("Debian's prometheus package is not installed (apt-get install "
+                    "prometheus; .ci/install-host-tools does it)")
+    port = free_ports(1)[0]
+    home = tmp_path / "prometheus"
+    (home / "data").mkdir(parents=True)
+    rules = Path(__file__).resolve().parent.parent / "monitoring" / "walb-alerts.yml"
+    shutil.copy(rules, home / "walb-alerts.yml")
+    (home / "prometheus.yml").write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": ["/etc/prometheus-test/walb-alerts.yml"],
+        "scrape_configs": [{"job_name": "walb-keeper", "static_configs": [
+            {"targets": [f"127.0.0.1:{kept.metrics_port}"]}]}]}))
+    project = f"{kept.name}-prometheus"
+    compose_file = home / "compose.yaml"
+    compose_file.write_text(yaml.safe_dump({"services": {"prometheus": {
+        "image": double_image,
+        "pull_policy": "never",
+        "entrypoint": ["/usr/bin/prometheus"],
+        "command": ["--config.file=/etc/prometheus-test/prometheus.yml",
+                    "--storage.tsdb.path=/prometheus",
+                    "--storage.tsdb.retention.time=1h",
+                    f"--web.listen-address=127.0.0.1:{port}"],
+        "network_mode": "host",
+        "read_only": True,
+        "volumes": [f"{Path(binary).resolve()}:/usr/bin/prometheus:ro",
+                    f"{home}:/etc/prometheus-test:ro", f"{home / 'data'}:/prometheus"],
+        "mem_limit": "512m",
+    }}}))
+    command = "docker compose"
+    bring_up = get_docker_services(command, str(compose_file), project, ["up -d"],
+                                   ["down -v"])
+    try:
+        services: Services = bring_up.__enter__()
+    except BaseException:  # pytest-docker's setup is outside its own try/finally
+        DockerComposeExecutor(command, str(compose_file), project).execute("down -v")
+        raise
+    try:
+        prom = Prometheus(port)
+        services.wait_until_responsive(check=prom.ready, timeout=30, pause=0.2)
+        yield prom
+    finally:
+        bring_up.__exit__(None, None, None)
+
+
+# --- the tests ----------------------------------------------------------------------------
+
+
+def test_the_keeper_runs_unprivileged_read_only_without_the_docker_socket(
+        kept: KeptGroup) -> None:
+    keeper = kept.keeper()
+    host = keeper.attrs["HostConfig"]
+    assert keeper.status == "running"
+    assert host["ReadonlyRootfs"] is True
+    assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd")
+    assert host["Privileged"] is False
+    assert "no-new-privileges:true" in host["SecurityOpt"]
+    assert not any("docker.sock" in m["Source"] for m in keeper.attrs["Mounts"])
+    assert keeper.attrs["Config"]["User"] == "65534:65534"
+
+
+def test_killed_archive_gets_the_proxies_kicked_and_prometheus_sees_it(
+        kept: KeptGroup, prometheus: Prometheus) -> None:
+    wait_for(lambda: prometheus.value('sum(walb_server_up{job="walb-keeper"})') == 3,
+             "Prometheus to see the three servers up through the keeper")
+    killed = kept.kill9("a0", "walb-archive")
+    kicked = wait_for(lambda: "kick requested" in kept.log_since("p0", killed) and time.time(),
+                      "the keeper to kick p0", timeout=30)
+    assert kicked - killed <= 2 * INTERVAL + 2, f"kick {kicked - killed:.1f} s after the kill"
+    keeper_log = kept.keeper().logs().decode()
+    assert "kick p0: done. Why: archive a0 answers again" in keeper_log
+    wait_for(lambda: (prometheus.value(
+        'walb_keeper_kicks_total{target="p0",reason="archive_restart"}') or 0) >= 1,
+        "Prometheus to count the keeper's kick of p0")
+    assert (prometheus.value('walb_server_restarts_total{server="a0"}') or 0) >= 1
+    assert prometheus.value('walb_server_restarts_total{server="p0"}') == 0
+
+
+def test_killed_proxy_gets_the_storages_kicked(kept: KeptGroup) -> None:
+    wait_for(lambda: "watching group" in kept.keeper().logs().decode(), "the keeper")
+    time.sleep(3 * PROBE)
+    killed = kept.kill9("p0", "walb-proxy")
+    kicked = wait_for(lambda: "kick requested" in kept.log_since("s0", killed) and time.time(),
+                      "the keeper to kick s0", timeout=30)
+    assert kicked - killed <= 2 * INTERVAL + 2, f"kick {kicked - killed:.1f} s after the kill"
+    assert "kick s0: done. Why: proxy p0 answers again" in kept.keeper().logs().decode()
+    # a proxy's restart is no reason to kick the other proxies
+    assert "kick requested" not in kept.log_since("p0", killed + 0.01)
+
+
+def test_a_send_error_is_kicked_and_its_metrics_reach_prometheus(
+        kept: KeptGroup, prometheus: Prometheus) -> None:
+    a0 = f"a0:{kept.ports['a0']}"
+    kept.walbc("a0", "init-vol", "vol0")
+    kept.walbc("p0", "archive-info", "add", "vol0", "a0", a0)
+    kept.walbc("p0", "start", "vol0")
+    kept.walbc("s0", "double-set-state", "vol0", "Target")
+    kept.walbc("s0", "double-overflow", "vol0", "1")
+    kept.walbc("s0", "double-ts-delta", "vol0", "900")
+    wait_for(lambda: prometheus.value('walb_volume_overflow{server="s0",volume="vol0"}') == 1,
+             "Prometheus to see s0's overflow", timeout=30)
+    assert prometheus.value('walb_volume_ts_delta_seconds{server="s0",volume="vol0"}') == 900
+    assert prometheus.value('walb_volume_lagging{server="s0",volume="vol0"}') == 1
+    assert prometheus.value('walb_volume_state{server="p0",volume="vol0",state="Started"}') == 1
+    assert prometheus.value('walb_volume_wdiff_send_error{server="p0",volume="vol0"}') == 0
+
+    set_at = time.time()
+    kept.walbc("p0", "double-send-error", "vol0", "a0", "1")
+    kicked = wait_for(lambda: "kick requested: vol0 a0" in kept.log_since("p0", set_at)
+                      and time.time(), "the keeper to kick p0's vol0 transfer", timeout=30)
+    assert kicked - set_at <= 2 * INTERVAL + 1
+    assert kept.walbc("p0", "get", "is-wdiff-send-error", "vol0", "a0").strip() == "0"
+    wait_for(lambda: (prometheus.value(
+        'walb_keeper_kicks_total{target="p0",reason="send_error"}') or 0) >= 1,
+        "Prometheus to count the send-error kick")
+    # the alert rules are loaded and the overflow fires
+    wait_for(lambda: prometheus.query('ALERTS{alertname="WalbVolumeOverflow"}'),
+             "the WalbVolumeOverflow alert", timeout=20)

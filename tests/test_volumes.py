@@ -33,6 +33,52 @@ ERROR walbc error: c2xGetClient:isWdiffSendError:bad archive name:vol0:a9
 """
 
 
+SAMPLE_ARCHIVE_STATUS = """\
+-----ArchiveGlobal-----
+nodeId a0
+baseDir /var/walb/a0
+volumeGroup vg0
+maxConnections 10
+maxForegroundTasks 2
+socketTimeout 10
+keepAlive OFF
+doAutoResize 0
+keepOneColdSnapshot 0
+-----Volume-----
+volume vol0 state SyncReady totalNumAction 0 stopState NotStopping lastSyncTime --- \
+lastWdiffReceivedTime --- numDiff 0 baseLv NOT FOUND
+"""
+SAMPLE_PROXY_STATUS = """\
+-----ProxyGlobal-----
+nodeId p0
+baseDir /var/walb/p0
+maxWdiffSendMb 128
+minDelaySecForRetry 1
+maxDelaySecForRetry 300
+retryTimeout 1800
+maxConnections 10
+maxForegroundTasks 2
+maxBackgroundTasks 1
+socketTimeout 10
+keepAlive OFF
+-----TaskQueue 0-----
+-----Volume-----
+volume vol0 state Started numDiff 0 totalSize 0 timestamp ---
+  archive a0 action None numDiff 0 totalSize 0 minGid 0 maxGid 0 ---
+"""
+SAMPLE_STORAGE_STATUS = """\
+-----StorageGlobal-----
+nodeId s0
+baseDir /var/walb/s0
+-----Archive-----
+host 172.18.0.2:10000:10000
+-----Proxy-----
+host 172.18.0.3:10000:10000 isAvailable 1 timeToNextCheck 6
+-----TaskQueue-----
+-----Volume-----
+"""
+
+
 def t(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
 
@@ -51,6 +97,22 @@ def test_samples_of_single_answers_parse_as_real_servers_print_them() -> None:
     assert v.parse_restorable("") == []
     assert v.parse_ts_delta("") == []
     assert v.parse_base_all("") == []
+
+
+def test_status_samples_give_each_volumes_state_and_archives() -> None:
+    (a,) = v.parse_status_volumes(SAMPLE_ARCHIVE_STATUS).values()
+    assert (a.name, a.state, a.fields["totalNumAction"], a.archives) == ("vol0", "SyncReady",
+                                                                          "0", ())
+    (p,) = v.parse_status_volumes(SAMPLE_PROXY_STATUS).values()
+    assert (p.name, p.state, p.archives) == ("vol0", "Started", ("a0",))
+    assert v.parse_status_volumes(SAMPLE_STORAGE_STATUS) == {}
+    # a TaskQueue line "volume X archive Y timeDiffMs N" is not a volume line
+    queued = SAMPLE_PROXY_STATUS.replace("-----TaskQueue 0-----\n",
+                                         "-----TaskQueue 1-----\nvolume vol0 archive a0 "
+                                         "timeDiffMs 100\n")
+    assert v.parse_status_volumes(queued) == v.parse_status_volumes(SAMPLE_PROXY_STATUS)
+    with pytest.raises(ValueError, match="not a status volume line"):
+        v.parse_status_volumes("-----Volume-----\nvolume vol0 Started\n")
 
 
 def test_walbc_errors_are_read_without_prefix_or_stack_traces() -> None:
@@ -165,8 +227,8 @@ def test_a_storage_batch_becomes_records_with_overflow_and_lag() -> None:
 
 
 def test_a_proxy_batch_reports_send_errors_per_archive() -> None:
-    text = sections(("vol", 0, "vol0"), ("state vol0", 0, "Started"),
-                    ("archive-info vol0", 0, "a0\na1"), ("send-error vol0 a0", 0, "0"),
+    status = SAMPLE_PROXY_STATUS + "  archive a1 action None numDiff 0 totalSize 0 ---\n"
+    text = sections(("vol", 0, "vol0"), ("status", 0, status), ("send-error vol0 a0", 0, "0"),
                     ("send-error vol0 a1", 0, "1"))
     (r,) = v.parse_batch("proxy", text)
     assert (r.state, r.archives, dict(r.send_error)) == ("Started", ("a0", "a1"),
@@ -182,9 +244,10 @@ def test_an_archive_batch_counts_snapshots_actions_and_base() -> None:
         ("base-all", 0, "name:vol0\tmetastate:<|3|>-20231114221320"),
         ("all-actions", 0, "vol0 Merge 1 2023-11-14T22:13:20 Apply 0 --- Restore 0 --- "
                            "ReplSyncAsClient 0 --- Resize 0 ---"),
-        ("state vol0", 0, "Archived"),
+        ("status", 0, SAMPLE_ARCHIVE_STATUS.replace("vol0 state SyncReady", "vol1 state SyncReady")
+         + "volume vol0 state Archived totalNumAction 1 stopState NotStopping\n"),
         ("restorable vol0", 0, "3 2023-11-14T22:13:20 1\n5 2023-11-14T22:23:20 1"),
-        ("state vol1", 0, "SyncReady"), ("restorable vol1", 0, ""))
+        ("restorable vol1", 0, ""))
     r0, r1 = v.parse_batch("archive", text)
     assert (r0.state, r0.restorable, dict(r0.running_actions)) == ("Archived", 2, {"Merge": 1})
     assert r0.latest_snapshot == t("2023-11-14T22:23:20")
@@ -208,9 +271,20 @@ def test_a_failed_or_cut_off_batch_is_an_error_not_an_empty_list() -> None:
     assert v.parse_batch("storage", sections(("vol", 0, ""), ("ts-delta", 0, ""))) == []
 
 
+def test_a_volume_missing_from_status_is_clear_and_a_failed_status_is_reported() -> None:
+    text = sections(("vol", 0, "vol0\nvol1"), ("status", 0, SAMPLE_PROXY_STATUS),
+                    ("send-error vol0 a0", 0, "0"))
+    r0, r1 = v.parse_batch("proxy", text)
+    assert (r0.state, r1.state, r1.archives) == ("Started", "Clear", ())
+    failed = sections(("vol", 0, "vol0"), ("status", 1, "ERROR walbc error: timeout"))
+    (r,) = v.parse_batch("archive", failed)
+    assert r.state is None and ("status", "timeout") in r.errors
+    assert [p.text for p in v.problems(r, 600)] == ["vol0: 'status' failed: timeout"]
+
+
 def test_query_failures_become_warnings_naming_the_command() -> None:
-    text = sections(("vol", 0, "vol0"), ("state vol0", 0, "Started"),
-                    ("archive-info vol0", 0, "a9"),
+    status = SAMPLE_PROXY_STATUS.replace("archive a0", "archive a9")
+    text = sections(("vol", 0, "vol0"), ("status", 0, status),
                     ("send-error vol0 a9", 1, SAMPLE_BAD_ARCHIVE.rstrip()))
     (r,) = v.parse_batch("proxy", text)
     (p,) = v.problems(r, 600)

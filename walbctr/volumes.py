@@ -201,13 +201,52 @@ def parse_all_actions(text: str) -> dict[str, dict[str, int]]:
     return out
 
 
+@dataclass(frozen=True)
+class StatusVolume:
+    """A volume line of `walbc status` (and, on a proxy, its archive lines)."""
+
+    name: str
+    state: str
+    fields: Mapping[str, str]  # the other 'key value' pairs of the line
+    archives: tuple[str, ...] = ()  # proxy
+
+
+def parse_status_volumes(text: str) -> dict[str, StatusVolume]:
+    """The "-----Volume-----" section of `walbc status` (src/archive.cpp:1446-1483,
+    src/proxy.cpp:691-723, src/storage.cpp:607-632): `volume NAME state STATE key value...`
+    per volume that is not Clear; on a proxy, `  archive ID action ...` lines follow."""
+    out: dict[str, StatusVolume] = {}
+    inside = False
+    current: str | None = None
+    for line in text.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if words[0].startswith("-----"):
+            inside = words[0] == "-----Volume-----"
+            continue
+        if not inside:
+            continue
+        if words[0] == "volume":
+            if len(words) < 4 or words[2] != "state":
+                raise ValueError(f"not a status volume line: {line!r}")
+            pairs = dict(zip(words[4::2], words[5::2], strict=False))
+            out[words[1]] = StatusVolume(words[1], words[3], pairs)
+            current = words[1]
+        elif words[0] == "archive" and current is not None and len(words) >= 2:
+            vol = out[current]
+            out[current] = replace(vol, archives=(*vol.archives, words[1]))
+    return out
+
+
 def walbc_error(stderr: str) -> str:
     """The message of walbc's error, without 'ERROR walbc error: ' and stack traces."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     for line in lines:
         if line.startswith(ERROR_PREFIX):
             return line[len(ERROR_PREFIX):]
-    useful = [ln for ln in lines if not ln.startswith("<<<STACKTRACE>>>")]
+    useful = [ln for ln in lines
+              if not ln.startswith("<<<STACKTRACE>>>") and not re.fullmatch(r"retry \d+", ln)]
     return useful[-1] if useful else "no message"
 
 
@@ -217,12 +256,18 @@ def walbc_error(stderr: str) -> str:
 # walbc against ADDRESS PORT (passed as arguments, never pasted into the script) and prints
 # one section per query:  '@@ KEY' / the query's output (stdout and stderr) / '@@rc STATUS',
 # and '@@end' last, so that a cut-off answer is noticed. Queries that take -retry get
-# '-retry 0' (walbc's default retries would print errors twice); archive-info takes none.
+# '-retry 0' (walbc's default retries would print errors twice).
+# Every walbc call costs a process and a connection, so proxies and archives read their
+# volumes' states (and a proxy its archive infos) from one `status` (upstream's
+# "-----Volume-----" section, which leaves out Clear volumes) instead of one call per
+# volume; storages are asked per volume, as their status touches every walb device.
 
 _PRELUDE = r"""set -f
 a=$1 p=$2
 sec() { printf '@@ %s\n' "$1"; [ -n "$2" ] && printf '%s\n' "$2"; printf '@@rc %s\n' "$3"; }
-g() { k=$1; shift; o=$(walbc -a "$a" -p "$p" -to 10 -retry 0 get "$@" 2>&1); sec "$k" "$o" $?; }
+q() { printf '@@ %s\n' "$1"; shift; walbc -a "$a" -p "$p" -to 10 -retry 0 "$@" 2>&1
+      printf '@@rc %s\n' "$?"; }
+g() { k=$1; shift; q "$k" get "$@"; }
 vols=$(walbc -a "$a" -p "$p" -to 10 -retry 0 get vol 2>&1); rc=$?
 sec vol "$vols" $rc
 [ $rc = 0 ] || { echo @@end; exit 0; }
@@ -235,19 +280,24 @@ for v in $vols; do
   g "overflow $v" is-overflow "$v"
 done
 """,
-    "proxy": r"""for v in $vols; do
-  g "state $v" state "$v"
-  x=$(walbc -a "$a" -p "$p" -to 10 archive-info list "$v" 2>&1); rc=$?
-  sec "archive-info $v" "$x" $rc
-  [ $rc = 0 ] || continue
-  for y in $x; do g "send-error $v $y" is-wdiff-send-error "$v" "$y"; done
-done
+    "proxy": r"""[ -n "$vols" ] || { echo @@end; exit 0; }
+st=$(walbc -a "$a" -p "$p" -to 10 -retry 0 status 2>&1); rc=$?
+sec status "$st" $rc
+[ $rc = 0 ] && printf '%s\n' "$st" | { in=; v=
+  while read -r w1 w2 rest; do
+    case $w1 in -----Volume-----) in=1; continue;; -----*) in=; continue;; esac
+    [ -n "$in" ] || continue
+    case $w1 in
+      volume) v=$w2;;
+      archive) g "send-error $v $w2" is-wdiff-send-error "$v" "$w2";;
+    esac
+  done; }
 """,
     "archive": r"""g ts-delta ts-delta
 g base-all base-all
 g all-actions all-actions
+[ -n "$vols" ] && q status status
 for v in $vols; do
-  g "state $v" state "$v"
   g "restorable $v" restorable "$v"
 done
 """,
@@ -307,7 +357,7 @@ def split_sections(text: str) -> dict[str, Answer]:
 
 # section kind -> the walbc command it ran, for messages
 _COMMANDS = {"state": "get state", "overflow": "get is-overflow", "restorable": "get restorable",
-             "send-error": "get is-wdiff-send-error", "archive-info": "archive-info list"}
+             "send-error": "get is-wdiff-send-error"}
 
 
 @dataclass(frozen=True)
@@ -318,7 +368,7 @@ class VolumeRecord:
     role: str
     state: str | None = None
     overflow: bool | None = None  # storage
-    archives: tuple[str, ...] = ()  # proxy: its archive infos
+    archives: tuple[str, ...] = ()  # proxy: its archive infos (from status)
     send_error: Mapping[str, bool] = field(default_factory=dict)  # proxy: archive -> flag
     ts_deltas: tuple[TsDelta, ...] = ()  # storage, archive
     running_actions: Mapping[str, int] = field(default_factory=dict)  # archive, > 0 only
@@ -370,6 +420,14 @@ def parse_batch(role: str, text: str) -> list[VolumeRecord]:
             else:
                 actions = parse_all_actions(answer.text)
 
+    listed: dict[str, StatusVolume] | None = None
+    if role in ("proxy", "archive") and names:
+        status = sections.get("status")
+        if status is not None and status.ok:
+            listed = parse_status_volumes(status.text)
+        elif status is not None:
+            common_errors.append(("status", status.error))
+
     records = []
     for name in names:
         errors = list(common_errors)
@@ -382,8 +440,12 @@ def parse_batch(role: str, text: str) -> list[VolumeRecord]:
                 errors.append((f"{_COMMANDS[kind]} {name} {extra}".rstrip(), got.error))
             return got if got is not None and got.ok else None
 
-        got = ask("state")
-        record = VolumeRecord(name=name, role=role, state=parse_state(got.text) if got else None,
+        if role == "storage":
+            got = ask("state")
+            state = parse_state(got.text) if got else None
+        else:  # status lists every volume but the Clear ones
+            state = None if listed is None else listed[name].state if name in listed else "Clear"
+        record = VolumeRecord(name=name, role=role, state=state,
                               ts_deltas=tuple(deltas.get(name, ())))
         if role == "storage":
             got = ask("overflow")
@@ -391,8 +453,7 @@ def parse_batch(role: str, text: str) -> list[VolumeRecord]:
             record = replace(record, overflow=parse_flag(got.text) if got else None,
                              latest_snapshot=max(times) if times else None)
         elif role == "proxy":
-            got = ask("archive-info")
-            archives = tuple(parse_names(got.text)) if got else ()
+            archives = listed[name].archives if listed and name in listed else ()
             flags = {}
             for arch in archives:
                 got = ask("send-error", arch)

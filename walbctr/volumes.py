@@ -375,7 +375,9 @@ class VolumeRecord:
     restorable: int | None = None  # archive: restorable snapshots
     latest_snapshot: datetime | None = None  # archive: newest restorable; storage: ts-delta ts
     base: BaseState | None = None  # archive
-    errors: tuple[tuple[str, str], ...] = ()  # (walbc command, walbc's error message)
+    # (query, walbc's error message); query is 'ts-delta', 'base-all', 'all-actions' or
+    # 'status' for a server-wide query, else the walbc command ('get is-overflow VOL', ...)
+    errors: tuple[tuple[str, str], ...] = ()
 
     @property
     def ts_delta_s(self) -> int | None:
@@ -407,14 +409,14 @@ def parse_batch(role: str, text: str) -> list[VolumeRecord]:
             for d in parse_ts_delta(answer.text):
                 deltas.setdefault(d.name, []).append(d)
         elif answer is not None:
-            common_errors.append(("get ts-delta", answer.error))
+            common_errors.append(("ts-delta", answer.error))
     if role == "archive":
         for key in ("base-all", "all-actions"):
             answer = sections.get(key)
             if answer is None:
                 continue
             if not answer.ok:
-                common_errors.append((f"get {key}", answer.error))
+                common_errors.append((key, answer.error))
             elif key == "base-all":
                 bases = {b.name: b for b in parse_base_all(answer.text)}
             else:

@@ -780,6 +780,12 @@ def test_storage_overflow_ts_delta_and_kick(boxes: Boxes) -> None:
     s0.ok("double-set-state", "vol1", "Clear")
     assert s0.ok("get", "vol") == "vol0\n"
 
+    # A new container on the same base dir (as after an image upgrade) finds the volume.
+    s0.container.remove(force=True)
+    s0 = boxes.storage()
+    assert (s0.ok("get", "vol"), s0.ok("get", "state", "vol0")) == ("vol0\n", "Target\n")
+    assert "found volume vol0 (Target)" in s0.logs()
+
 
 def test_graceful_shutdown_waits_for_a_running_action(boxes: Boxes, loop_vg: str) -> None:
     a0 = boxes.archive(loop_vg)

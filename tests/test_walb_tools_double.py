@@ -2,7 +2,9 @@
 
 The double stands in for walb-tools in CI image builds, so it must keep the build
 contract (``make core`` -> binsrc/*) and the command-line contract of the servers,
-walbc and wdevc.  These tests build it natively and exercise that contract.
+walbc and wdevc.  The first tests build it natively and exercise that contract; the
+volume-level commands, test hooks and shutdown modes are then tested in containers of the
+image built from it (conftest's ``double_image``), as walbctr runs them.
 """
 
 import os

@@ -61,6 +61,8 @@ def engine_problem(engine: str) -> str | None:
     ch = first_outside(engine, _ENGINE_CHAR)
     if ch is not None:
         return f"has the character {ch!r}, which no engine reference needs"
+    if len(engine) > 4095:
+        return f"has {len(engine)} characters, more than any engine reference needs"
     if engine.startswith(ENGINE_SCHEMES):
         rest = engine.split("://", 1)[1]
         if not rest:
@@ -83,6 +85,8 @@ def address_problem(address: str) -> str | None:
     ch = first_outside(address, _ADDRESS_CHAR)
     if ch is not None:
         return f"has the character {ch!r}, which no host name or IPv4 address holds"
+    if len(address) > 253:  # the most a DNS name may have (RFC 1035)
+        return f"has {len(address)} characters; a host name has at most 253"
     if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$", address):
         return "is not a host name or IPv4 address"
     return None

@@ -28,7 +28,7 @@ from walbctr.proxy import ProxyOptions, ProxySpec
 from walbctr.server import START_ORDER, CommonOptions, KeepAlive, Role, Server
 from walbctr.storage import StorageOptions, StorageSpec
 from walbctr.values import PLACEHOLDERS, GroupName, show
-from walbctr.yamlsource import Loc, Source, format_loc, load
+from walbctr.yamlsource import MAX_BYTES, Loc, Source, format_loc, load
 
 DEFAULT_LAYOUT_PATH = "layout.yaml"
 
@@ -179,14 +179,27 @@ def read_layout(path: str | Path) -> Layout:
     """Read and validate the layout file at `path`."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)  # a device or a huge file is not read to its end
     except FileNotFoundError:
         raise WalbctrError(
             f"layout file {str(p)!r} not found",
             "pass the layout's path, or run where a layout.yaml is; examples/ has templates",
         ) from None
-    except (OSError, UnicodeDecodeError) as err:
+    except OSError as err:
         raise WalbctrError(f"cannot read layout file {str(p)!r}: {err}") from None
+    if len(raw) > MAX_BYTES:
+        raise LayoutError(str(p), [Problem(
+            "", f"the file is larger than {MAX_BYTES} bytes, the most a layout may have",
+            fix="a layout of thousands of servers fits in far less; is this the layout?")])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise LayoutError(str(p), [Problem(
+            "", f"the file is not UTF-8 text: byte 0x{raw[err.start]:02x} cannot start or "
+            "continue a character", line,
+            "save it as UTF-8, e.g. iconv -f latin1 -t utf-8 OLD > NEW")]) from None
     return load_layout(text, str(p))
 
 

@@ -182,9 +182,7 @@ def _paths(layout: Layout) -> Iterator[Problem]:
     for s in layout.servers:
         by_host.setdefault(s.host, []).append(s)
     for host, servers in by_host.items():
-        for i, s in enumerate(servers):
-            for other in servers[:i]:
-                yield from _path_clash(host, other, s)
+        yield from _path_clashes(host, servers)
 
 
 def path_form(path: str, where: str, key: str) -> list[Problem]:
@@ -200,29 +198,56 @@ def path_form(path: str, where: str, key: str) -> list[Problem]:
     return []
 
 
-def _inside(path: str, parent: str) -> bool:
-    return path.startswith(parent.rstrip("/") + "/")
+def _ancestors(path: str) -> Iterator[str]:
+    """The directories above `path`, nearest first ('/a/b/c' -> '/a/b', '/a')."""
+    while True:
+        path = posixpath.dirname(path)
+        if path in ("/", ""):
+            return
+        yield path
 
 
-def _path_clash(host: str, a: Server, b: Server) -> Iterator[Problem]:
+def _path_clashes(host: str, servers: list[Server]) -> Iterator[Problem]:
+    """Servers of one host sharing or nesting base dirs or sharing a log file. Lookups by
+    path, not pairs of servers, so that thousands of servers on a host stay quick."""
     on = f"on host {host!r}"
-    if a.base_dir == b.base_dir:
-        yield Problem(_where(b, "base_dir"),
-                      f"{b.id} and {a.id} share base dir {b.base_dir} {on}",
-                      fix="give each server its own, e.g. base_dir: /var/walb/{id}")
-    elif _inside(b.base_dir, a.base_dir) or _inside(a.base_dir, b.base_dir):
-        yield Problem(_where(b, "base_dir"),
-                      f"base dirs of {a.id} ({a.base_dir}) and {b.id} ({b.base_dir}) are "
-                      f"nested {on}; walb reads every directory in a base dir as a volume",
-                      fix="use sibling directories, e.g. /var/walb/{id}")
-    for x, y in ((a, b), (b, a)):
-        if x.logs_to_file and (x.log_path == y.base_dir or _inside(y.base_dir, x.log_path)):
+    order = {id(s): i for i, s in enumerate(servers)}
+    by_base: dict[str, Server] = {}
+    for b in servers:
+        a = by_base.setdefault(b.base_dir, b)
+        if a is not b:
+            yield Problem(_where(b, "base_dir"),
+                          f"{b.id} and {a.id} share base dir {b.base_dir} {on}",
+                          fix="give each server its own, e.g. base_dir: /var/walb/{id}")
+    # A directory -> up to two servers whose base dirs are inside it: one that is not the
+    # server whose log path is being checked is enough.
+    below: dict[str, list[Server]] = {}
+    for s in servers:
+        for parent in _ancestors(s.base_dir):
+            inside = below.setdefault(parent, [])
+            if len(inside) < 2:
+                inside.append(s)
+            outer = by_base.get(parent)
+            if outer is not None:
+                a, b = sorted((outer, s), key=lambda x: order[id(x)])
+                yield Problem(_where(b, "base_dir"),
+                              f"base dirs of {a.id} ({a.base_dir}) and {b.id} ({b.base_dir}) "
+                              f"are nested {on}; walb reads every directory in a base dir as a "
+                              "volume", fix="use sibling directories, e.g. /var/walb/{id}")
+    by_log: dict[str, Server] = {}
+    for x in servers:
+        if not x.logs_to_file:
+            continue
+        candidates = [by_base[x.log_path]] if x.log_path in by_base else []
+        y = next((c for c in candidates + below.get(x.log_path, []) if c is not x), None)
+        if y is not None:
             yield Problem(_where(x, "log_path"),
                           f"{x.id}'s log {x.log_path} is {y.id}'s base dir {on}")
-    if a.logs_to_file and a.log_path == b.log_path:
-        yield Problem(_where(b, "log_path"),
-                      f"{b.id} and {a.id} would write one log file {b.log_path} {on}",
-                      fix="give each server its own, e.g. log_path: /var/walb/{id}.log")
+        a = by_log.setdefault(x.log_path, x)
+        if a is not x:
+            yield Problem(_where(x, "log_path"),
+                          f"{x.id} and {a.id} would write one log file {x.log_path} {on}",
+                          fix="give each server its own, e.g. log_path: /var/walb/{id}.log")
 
 
 def _ports(layout: Layout) -> Iterator[Problem]:

@@ -7,6 +7,7 @@ deployments use, and a refusal names the first character that is not allowed and
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Annotated
@@ -32,22 +33,43 @@ def show(value: str, limit: int = 60) -> str:
 
 
 def first_outside(value: str, allowed: re.Pattern[str]) -> str | None:
-    """The first character of `value` that `allowed` does not match, or None."""
-    for ch in value:
-        if not allowed.fullmatch(ch):
-            return ch
-    return None
+    """The first character of `value` outside `allowed`, a character class such as
+    '[a-z0-9]', or None."""
+    found = _negated(allowed.pattern).search(value)
+    return found.group() if found else None
+
+
+@functools.cache
+def _negated(char_class: str) -> re.Pattern[str]:
+    assert char_class.startswith("[") and char_class.endswith("]"), char_class
+    return re.compile("[^" + char_class[1:])
 
 
 def bad_char(value: str, ch: str, what: str) -> str:
     return f"{show(value)} has the character {ch!r}, which {what} may not hold"
 
 
+# Linux's PATH_MAX and NAME_MAX (limits.h): longer paths cannot be opened or bound.
+PATH_MAX = 4095
+NAME_MAX = 255
+
+
+def path_length(value: str) -> Finding:
+    if len(value) > PATH_MAX:
+        return (f"the path has {len(value)} characters; Linux takes at most {PATH_MAX}",
+                "use a shorter path")
+    longest = max(value.split("/"), key=len)
+    if len(longest) > NAME_MAX:
+        return (f"a part of the path has {len(longest)} characters; Linux takes at most "
+                f"{NAME_MAX}", "use shorter names")
+    return None
+
+
 def path_template(value: str) -> Finding:
     """A base_dir or log_path as written: safe characters and {placeholders}."""
     ch = first_outside(_PLACEHOLDER.sub("", value), _PATH_CHAR)
     if ch is None:
-        return None
+        return path_length(value)
     if ch in "{}":
         return (bad_char(value, ch, "a path outside a placeholder"),
                 f"braces only form the placeholders {PLACEHOLDER_TEXT}")
@@ -63,7 +85,7 @@ def plain_path(value: str) -> Finding:
     """A path walbctr reads itself (TLS files): no placeholders."""
     ch = first_outside(value, _PATH_CHAR)
     if ch is None:
-        return None
+        return path_length(value)
     return bad_char(value, ch, "this path"), f"use {PATH_CHARS}"
 
 

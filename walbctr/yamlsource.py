@@ -3,6 +3,11 @@
 PyYAML's C loader builds the node tree (fast enough for layouts of thousands of servers);
 we walk that tree once to index lines by field path and to reject duplicate keys, which
 PyYAML would otherwise silently overwrite.
+
+A layout file may come from anywhere, so its shape is bounded before any tree is built:
+size, nesting and the number of values aliases expand to (an "alias bomb" of nested
+anchors is a few lines that stand for billions of values). A layout of thousands of
+servers stays far inside these bounds.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from walbctr.errors import LayoutError, Problem
 Loc = tuple[str | int, ...]
 
 _Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_MAX_DEPTH = 64
+MAX_BYTES = 1 << 20
+MAX_DEPTH = 64
+MAX_VALUES = 20_000  # scalars and collections, aliases counted as what they stand for
 
 
 @dataclass
@@ -49,18 +56,27 @@ def format_loc(loc: Loc) -> str:
 
 
 def load(text: str, name: str) -> Source:
-    """Parse `text`; raise LayoutError for syntax errors and duplicate keys."""
-    loader = _Loader(text)
+    """Parse `text`; raise LayoutError for syntax errors, duplicate keys and files too
+    large, deep or (through aliases) too big to be a layout."""
+    if len(text) > MAX_BYTES:
+        raise LayoutError(name, [Problem(
+            "", f"the file has {len(text)} characters; a layout has at most {MAX_BYTES}",
+            fix="a layout of thousands of servers fits in far less; is this the layout?")])
     try:
-        node = loader.get_single_node()
-        if node is None:
-            raise LayoutError(name, [Problem("", "the file is empty", fix=_EMPTY_FIX)])
-        problems: list[Problem] = []
-        lines: dict[Loc, int] = {(): node.start_mark.line + 1}
-        _index(node, (), lines, problems, 0)
-        if problems:
-            raise LayoutError(name, problems)
-        data = loader.construct_document(node)
+        _check_shape(text, name)
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                raise LayoutError(name, [Problem("", "the file is empty", fix=_EMPTY_FIX)])
+            problems: list[Problem] = []
+            lines: dict[Loc, int] = {(): node.start_mark.line + 1}
+            _index(node, (), lines, problems, [], [MAX_VALUES])
+            if problems:
+                raise LayoutError(name, problems)
+            data = loader.construct_document(node)
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -68,20 +84,98 @@ def load(text: str, name: str) -> Source:
         raise LayoutError(
             name, [Problem("", f"YAML syntax error: {what}", line, _SYNTAX_FIX)]
         ) from None
+    except yaml.reader.ReaderError as err:
+        line = text.count("\n", 0, err.position) + 1
+        char = chr(err.character) if isinstance(err.character, int) else str(err.character)
+        raise LayoutError(name, [Problem(
+            "", f"YAML error: unacceptable character {char!r}: YAML text holds no control "
+            "characters", line, "remove it; the file may not be a text file")]) from None
     except yaml.YAMLError as err:
-        raise LayoutError(name, [Problem("", f"YAML error: {err}", fix=_SYNTAX_FIX)]) from None
+        what = " ".join(str(err).split())
+        raise LayoutError(name, [Problem("", f"YAML error: {what}", fix=_SYNTAX_FIX)]) from None
+    except ValueError as err:  # e.g. an integer of more digits than Python converts
+        what = str(err).split(";")[0]
+        raise LayoutError(name, [Problem("", f"a value cannot be read: {what}",
+                                         fix="write numbers as walb takes them")]) from None
+    return Source(name, data, lines)
+
+
+def _check_shape(text: str, name: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH and more than MAX_VALUES values once aliases
+    are expanded, from the event stream alone: nothing is built, nothing recurses."""
+    loader = _Loader(text)
+    try:
+        open_sizes: list[int] = []  # values inside each open collection so far
+        open_anchors: list[str | None] = []
+        sizes: dict[str, int] = {}  # anchor -> the values it stands for
+        total = 0
+        aliases = 0
+        while True:
+            event = loader.get_event()
+            grown = 0  # values the event adds to its collection
+            new = 0  # values it adds to the total (a collection's own were counted)
+            if isinstance(event, yaml.ScalarEvent):
+                grown = new = 1
+                if event.anchor:
+                    sizes[event.anchor] = 1
+            elif isinstance(event, yaml.AliasEvent):
+                # An anchor still open is a recursive alias; _index refuses it.
+                grown = new = sizes.get(event.anchor or "", 1)
+                aliases += 1
+            elif isinstance(event, yaml.CollectionStartEvent):
+                if len(open_sizes) >= MAX_DEPTH:
+                    raise LayoutError(name, [Problem(
+                        "", f"values are nested more than {MAX_DEPTH} levels deep",
+                        _line(event), "a layout needs a handful of levels")])
+                open_sizes.append(0)
+                open_anchors.append(event.anchor)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                grown = open_sizes.pop() + 1
+                new = 1
+                anchor = open_anchors.pop()
+                if anchor:
+                    sizes[anchor] = grown
+            elif isinstance(event, yaml.StreamEndEvent):
+                return
+            if grown:
+                if open_sizes:
+                    open_sizes[-1] += grown
+                total += new
+                if total > MAX_VALUES:
+                    through = f", {aliases} aliases expanded" if aliases else ""
+                    raise LayoutError(name, [Problem(
+                        "", f"the file stands for more than {MAX_VALUES} values{through}",
+                        _line(event),
+                        "a layout needs far fewer; an anchor used inside another that is "
+                        "used many times multiplies (an 'alias bomb')")])
     finally:
         loader.dispose()
-    return Source(name, data, lines)
+
+
+def _line(event: Any) -> int | None:
+    mark = event.start_mark
+    return None if mark is None else int(mark.line) + 1
 
 
 _EMPTY_FIX = "start from one of the files in examples/, e.g. examples/minimal.yaml"
 _SYNTAX_FIX = "check indentation and quoting on that line and the one before it"
 
 
-def _index(node: Any, loc: Loc, lines: dict[Loc, int], problems: list[Problem], depth: int) -> None:
-    if depth > _MAX_DEPTH:
-        problems.append(Problem(format_loc(loc), "nesting is too deep (recursive alias?)"))
+def _index(node: Any, loc: Loc, lines: dict[Loc, int], problems: list[Problem],
+           parents: list[Any], budget: list[int]) -> None:
+    # _check_shape bounded depth and size, but an alias of an anchor that is still open
+    # refers to itself: the tree is then endless. `parents` finds it, `budget` bounds the
+    # walk whatever happens.
+    if any(node is p for p in parents):
+        problems.append(Problem(format_loc(loc), "an alias refers to the value it is in",
+                                node.start_mark.line + 1, "layouts have no recursive values"))
+        return
+    budget[0] -= 1
+    if budget[0] < 0 or len(parents) > 2 * MAX_DEPTH:
+        if budget[0] == -1 or len(parents) > 2 * MAX_DEPTH:
+            problems.append(Problem(format_loc(loc), "the file's values are too many or too "
+                                    "deep once aliases are expanded",
+                                    node.start_mark.line + 1, "use fewer aliases"))
         return
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
@@ -100,8 +194,8 @@ def _index(node: Any, loc: Loc, lines: dict[Loc, int], problems: list[Problem], 
                 continue
             seen[key] = line
             lines[(*loc, key)] = line
-            _index(value_node, (*loc, key), lines, problems, depth + 1)
+            _index(value_node, (*loc, key), lines, problems, [*parents, node], budget)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             lines[(*loc, i)] = item.start_mark.line + 1
-            _index(item, (*loc, i), lines, problems, depth + 1)
+            _index(item, (*loc, i), lines, problems, [*parents, node], budget)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import types
+import warnings
 from typing import Any
 
+import pytest
+
 from tests.conftest import EXAMPLES
-from walbctr.layout import load_layout, read_layout
+from walbctr.layout import Layout, load_layout, read_layout
 from walbctr.walblib import walblib_config
 
 
@@ -77,3 +81,86 @@ def test_ids_that_are_not_identifiers() -> None:
     scope = run_config(walblib_config(load_layout(text)))
     assert scope["s_0a_x"].args[0][0] == "0a-x"
     assert scope["s_0a_x_"].args[0][0] == "0a_x"
+
+
+# --- valid Python 2 whatever the ids (issue 11) -------------------------------------------
+
+# Python 2.7's keywords, written out here rather than taken from walbctr, so that the test
+# checks the rule instead of repeating it.
+PYTHON2_KEYWORDS = [
+    "and", "as", "assert", "break", "class", "continue", "def", "del", "elif", "else",
+    "except", "exec", "finally", "for", "from", "global", "if", "import", "in", "is",
+    "lambda", "not", "or", "pass", "print", "raise", "return", "try", "while", "with",
+    "yield",
+]
+# Assignable in Python 2 (True, False) or not (None), and never to be a server there.
+CONSTANTS = ["None", "True", "False"]
+# Ids whose derived names meet: 's' wants 'sc' for its connection, which is 'sc' itself;
+# 'exe' + 'c' is a keyword; names the script uses after the servers.
+COLLIDING = [["s", "sc"], ["sc", "s"], ["exe"], ["a-0", "a_0"], ["0a", "s_0a"],
+             ["walbc", "sLayout", "binDir", "Controller", "K_ARCHIVE", "walbcPath"],
+             ["elif", "elifc", "elif_"], ["nonlocal", "async", "await"]]
+
+ASSIGNMENT = re.compile(r"^([^\s=#]+) = ", re.M)
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def python2_problems(text: str) -> list[str]:
+    """What Python 2.7 would refuse in `text`, by its grammar (lib2to3's Python 2 grammar,
+    with print and exec statements) and by the rules its grammar leaves to the compiler."""
+    problems = []
+    if not text.isascii():
+        problems.append("non-ASCII text without an encoding declaration")
+    names = ASSIGNMENT.findall(text)
+    for name in names:
+        if not IDENTIFIER.match(name):
+            problems.append(f"{name!r} is not an identifier")
+        if name in PYTHON2_KEYWORDS or name in CONSTANTS:
+            problems.append(f"{name!r} is assigned")
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        problems.append(f"assigned twice: {sorted(dupes)}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from lib2to3 import pygram, pytree
+            from lib2to3.pgen2 import driver, parse
+    except ImportError:  # removed in Python 3.13; the rules above still hold
+        return problems
+    grammar = driver.Driver(pygram.python_grammar, convert=pytree.convert)
+    try:
+        grammar.parse_string(text if text.endswith("\n") else text + "\n")
+    except parse.ParseError as err:
+        problems.append(f"Python 2 grammar: {err}")
+    return problems
+
+
+def layout_with_ids(ids: list[str]) -> Layout:
+    entries = "".join(f"  - {{id: {sid!r}, host: h{i}, vg: v}}\n" for i, sid in enumerate(ids))
+    return load_layout(f"group: g\narchives:\n{entries}", "t.yaml")
+
+
+def test_the_python2_check_can_fail() -> None:
+    assert python2_problems("print = 1\n")
+    assert python2_problems("None = 1\n")
+    assert python2_problems("x = 1\nx = 2\n")
+    assert python2_problems("x = '\u00e9'\n")
+    assert python2_problems('print "ok"\nexec "x = 1"\n') == []
+
+
+@pytest.mark.parametrize("ids", [PYTHON2_KEYWORDS, CONSTANTS, *COLLIDING],
+                         ids=["py2-keywords", "constants",
+                              *("-".join(c) for c in COLLIDING)])
+def test_any_valid_ids_give_valid_python2_with_distinct_names(ids: list[str]) -> None:
+    text = walblib_config(layout_with_ids(ids))
+    assert python2_problems(text) == []
+    scope = run_config(text)
+    archives = scope["sLayout"].lists[2]
+    assert [a.args[0][0] for a in archives] == ids
+    assert len({id(a) for a in archives}) == len(ids)
+    assert scope["walbc"].path == "/usr/local/bin/walbc"  # the script's own names survive
+
+
+def test_examples_give_valid_python2() -> None:
+    for example in sorted(EXAMPLES.glob("*.yaml")):
+        assert python2_problems(walblib_config(read_layout(example))) == [], example.name

@@ -20,24 +20,44 @@ _KIND = {Role.ARCHIVE: "K_ARCHIVE", Role.PROXY: "K_PROXY", Role.STORAGE: "K_STOR
 
 
 def _py(value: str | None) -> str:
-    """A Python 2 literal: repr of str is the same in both for ASCII text."""
-    return "None" if value is None else repr(value)
+    """A literal both Pythons read alike: ascii() escapes anything outside ASCII, which
+    Python 2 refuses in a file that declares no encoding."""
+    return "None" if value is None else ascii(value)
+
+
+# Python 2.7's keywords (its Lib/keyword.py); Python 3's are added below so the script
+# also compiles where it is checked.
+PY2_KEYWORDS = frozenset({
+    "and", "as", "assert", "break", "class", "continue", "def", "del", "elif", "else",
+    "except", "exec", "finally", "for", "from", "global", "if", "import", "in", "is",
+    "lambda", "not", "or", "pass", "print", "raise", "return", "try", "while", "with",
+    "yield",
+})
+# Names the script itself defines or uses after the servers: a server variable named like
+# one would break it (None cannot be assigned at all; True and False can be in Python 2,
+# which would turn isDebug=False into a server).
+_RESERVED = frozenset({
+    "binDir", "walbcPath", "wdevcPath", "sLayout", "walbc", "ServerConnectionParam",
+    "ServerStartupParam", "ServerLayout", "Controller", "K_ARCHIVE", "K_PROXY", "K_STORAGE",
+    "None", "True", "False",
+})
+TAKEN = PY2_KEYWORDS | frozenset(keyword.kwlist) | _RESERVED
 
 
 def _variables(ids: list[str]) -> dict[str, str]:
-    """Python names for server ids ('a-0' is an id but not an identifier)."""
+    """Python names for server ids: ID for the startup parameters, IDc for the connection
+    ('a-0' is an id but not an identifier; ids 's' and 'sc' would both want 'sc')."""
     out: dict[str, str] = {}
+    taken = set(TAKEN)
     for sid in ids:
-        name = re.sub(r"\W", "_", sid)
+        name = re.sub(r"[^A-Za-z0-9_]", "_", sid)
         if name[0].isdigit():
             name = "s_" + name
-        while name in out.values() or keyword.iskeyword(name) or name in _RESERVED:
+        while name in taken or name + "c" in taken:
             name += "_"
+        taken |= {name, name + "c"}
         out[sid] = name
     return out
-
-
-_RESERVED = frozenset({"binDir", "walbcPath", "wdevcPath", "sLayout", "walbc"})
 
 
 def walblib_config(layout: Layout, bin_dir: str = "/usr/local/bin/") -> str:
@@ -45,7 +65,7 @@ def walblib_config(layout: Layout, bin_dir: str = "/usr/local/bin/") -> str:
         bin_dir += "/"
     lines = [
         "#!/usr/bin/env python",
-        f"# generated from {layout.source} by walbctr; do not edit.",
+        f"# generated from {ascii(layout.source)[1:-1]} by walbctr; do not edit.",
         f"# Backup group {layout.group!r} for walb-tools' walblib (Python 2):",
         "#   python> execfile('walb-config.py')",
     ]

@@ -61,14 +61,22 @@ FIRST_HOST_OCTET = 11  # hosts get .11, .12, ... in the order given
 INNER_BIP = "10.232.0.1/24"
 INNER_POOL = "base=10.233.0.0/16,size=24"
 INNER_SOCK = "/run/walbctrh/docker.sock"
+# Where `docker` on the host itself looks by default: what `ssh HOST docker system
+# dial-stdio` (ssh:// engines) reaches, owned by the docker group as on a real host.
+DEFAULT_SOCK = "/var/run/docker.sock"
+# Run on the host before its dockerd when a `prepare` hook wrote it (e.g. to start sshd).
+BOOT_SCRIPT = "/run/walbctrh/boot"
 
 DOCKERFILE = """\
 FROM {base}
 RUN apt-get update \\
  && apt-get install -y --no-install-recommends docker.io iptables iproute2 procps \\
-    fuse-overlayfs {packages} \\
+    fuse-overlayfs openssh-server {packages} \\
  && rm -rf /var/lib/apt/lists/*
 """
+
+
+Prepare = Callable[["HostEngine", Path], list[str]]
 
 
 class HarnessUnavailableError(RuntimeError):
@@ -338,12 +346,16 @@ def _create_network(main: docker.DockerClient, run: str, labels: dict[str, str])
 
 def start_hosts(names: list[str], workdir: Path, *, main: docker.DockerClient | None = None,
                 base: str | None = None, packages: Iterable[str] = (),
-                share_dev: bool = True, timeout: float = 60) -> dict[str, HostEngine]:
+                share_dev: bool = True, timeout: float = 60,
+                prepare: Prepare | None = None) -> dict[str, HostEngine]:
     """Start one engine per name; return them by name (ready for API calls).
 
     workdir holds each engine's data root (workdir/NAME). share_dev gives each host the
     machine's /dev (loop devices etc.) as a real host has its own; inner containers that
-    bind /dev then see it. Raises HarnessUnavailableError when a prerequisite is missing.
+    bind /dev then see it. prepare(host, state_dir) runs before each host is created: it
+    may write files into state_dir (the host's /run/walbctrh, including BOOT_SCRIPT) and
+    returns extra dockerd arguments (tests/harness/ssh.py and tls.py use it). Raises
+    HarnessUnavailableError when a prerequisite is missing.
     """
     if not names or len(set(n.lower() for n in names)) != len(names):
         raise ValueError(f"host names must be non-empty and unique (ignoring case): {names}")
@@ -374,7 +386,8 @@ def start_hosts(names: list[str], workdir: Path, *, main: docker.DockerClient | 
             host = HostEngine(name=name, address=addresses[name], url=f"unix://{sock}/docker.sock",
                               container=f"{PREFIX}-{run}-{name.lower()}", network=net.name,
                               run=run, data_dir=data)
-            _create_host_container(main, host, image, addresses, labels, share_dev)
+            extra = prepare(host, sock) if prepare is not None else []
+            _create_host_container(main, host, image, addresses, labels, share_dev, extra)
             hosts[name] = host
         for host in hosts.values():
             main.containers.get(host.container).start()
@@ -392,7 +405,7 @@ def start_hosts(names: list[str], workdir: Path, *, main: docker.DockerClient | 
 
 def _create_host_container(main: docker.DockerClient, host: HostEngine, image: str,
                            addresses: Mapping[str, str], labels: Mapping[str, str],
-                           share_dev: bool) -> None:
+                           share_dev: bool, extra: list[str]) -> None:
     binds = [
         f"{host.data_dir / 'docker'}:/var/lib/docker",
         f"{Path(host.url.removeprefix('unix://')).parent}:{Path(INNER_SOCK).parent}",
@@ -421,9 +434,10 @@ def _create_host_container(main: docker.DockerClient, host: HostEngine, image: s
             ipv4_address=host.address, aliases=[host.name]),
     })
     dockerd = [
-        "dockerd", "-H", f"unix://{INNER_SOCK}",
+        "sh", "-c", f'[ -x {BOOT_SCRIPT} ] && {BOOT_SCRIPT}; exec "$@"', "boot",
+        "dockerd", "-H", f"unix://{INNER_SOCK}", "-H", f"unix://{DEFAULT_SOCK}",
         "--cgroup-parent", f"/{host.container}",
-        "--bip", INNER_BIP, "--default-address-pool", INNER_POOL,
+        "--bip", INNER_BIP, "--default-address-pool", INNER_POOL, *extra,
     ]
     main.api.create_container(
         image, command=dockerd, name=host.container, hostname=host.name,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 from dataclasses import dataclass
 from functools import cached_property
@@ -21,11 +22,23 @@ from docker.context import ContextAPI
 from docker.errors import DockerException, ImageNotFound
 from docker.tls import TLSConfig
 
+try:
+    from docker.transport import sshconn
+except ImportError:  # no paramiko: docker-py refuses ssh:// engines itself and says why
+    sshconn = None
+
 from walbctr.errors import WalbctrError, last_line
 from walbctr.host import TlsSpec
 
 if TYPE_CHECKING:
     from python_on_whales import DockerClient
+
+# Bounds on finding out that a host cannot be used (README, "Remote engines"): an SSH
+# login plus `docker version` on the host (ssh's own ConnectTimeout may end it sooner),
+# and a TCP connect to a tcp:// engine. Without them a host that drops packets would
+# hold walbctr for the kernel's TCP timeout, about two minutes.
+SSH_CHECK_TIMEOUT_S = 15
+TCP_CONNECT_TIMEOUT_S = 10
 
 
 @dataclass
@@ -58,9 +71,11 @@ class Engine:
                 if ctx is None:
                     raise WalbctrError(f"host {self.label}: no docker context named "
                                        f"{self.engine!r}", "list them with 'docker context ls'")
+                self._check_reachable(str(ctx.Host))
                 client = docker.DockerClient(base_url=ctx.Host, tls=ctx.TLSConfig, timeout=60,
                                              use_ssh_client=True)
             else:
+                self._check_reachable(self.engine)
                 client = docker.DockerClient(base_url=self.engine, timeout=60,
                                              tls=self._tls_config(),
                                              use_ssh_client=self.engine.startswith("ssh://"))
@@ -69,11 +84,77 @@ class Engine:
             raise self.unreachable(err) from None
         return client
 
+    def _check_reachable(self, url: str) -> None:
+        """Fail within a bounded time, and in the operator's words, when the engine at
+        `url` cannot be used; docker-py would wait minutes on a silent host, and over SSH
+        it leaves ssh's own complaint on the terminal and says only 'connection aborted'."""
+        if url.startswith("ssh://"):
+            self._check_ssh(url)
+        elif url.startswith("tcp://"):
+            self._check_tls_files()
+            self._check_tcp(url)
+
+    def _check_ssh(self, url: str) -> None:
+        _use_ssh_client_quietly()
+        user, host, port = ssh_target(url)
+        argv = ["ssh", "-o", "BatchMode=yes"]  # a password prompt would hang walbctr
+        argv += ["-l", user] if user else []
+        argv += ["-p", port] if port else []
+        argv += ["--", host, "docker", "version", "--format", "{{.Server.Version}}"]
+        try:
+            run = subprocess.run(argv, capture_output=True, text=True, check=False,
+                                 stdin=subprocess.DEVNULL, timeout=SSH_CHECK_TIMEOUT_S)
+        except FileNotFoundError:
+            raise WalbctrError(f"host {self.label}: {url} needs the ssh command, which is not "
+                               "installed here", "install the OpenSSH client "
+                               "(apt-get install openssh-client)") from None
+        except subprocess.TimeoutExpired:
+            what, fix = ssh_failure(user, host, port, None, "")
+            raise WalbctrError(f"host {self.label}: {what}", fix) from None
+        if run.returncode != 0:
+            what, fix = ssh_failure(user, host, port, run.returncode, run.stderr + run.stdout)
+            raise WalbctrError(f"host {self.label}: {what}", fix)
+
+    def _check_tls_files(self) -> None:
+        if self.tls is None:
+            return
+        for key in ("ca", "cert", "key"):
+            path = getattr(self.tls, key)
+            if not os.path.isfile(path) or not os.access(path, os.R_OK):
+                why = "cannot be read" if os.path.isfile(path) else "does not exist"
+                raise WalbctrError(
+                    f"host {self.label}: hosts.{self.label}.tls.{key}: {path} {why}",
+                    f"give the path of the {TLS_FILES[key]} (a PEM file) in "
+                    f"hosts.{self.label}.tls.{key}, or copy it there")
+
+    def _check_tcp(self, url: str) -> None:
+        hostport = url.removeprefix("tcp://").split("/")[0]
+        host, _, port = hostport.rpartition(":")
+        if not host:
+            host, port = hostport, "2376" if self.tls is not None else "2375"
+        try:
+            socket.create_connection((host, int(port)), timeout=TCP_CONNECT_TIMEOUT_S).close()
+        except ConnectionRefusedError:
+            raise WalbctrError(
+                f"host {self.label}: {host} refused the connection to port {port} ({url})",
+                f"start dockerd there with -H tcp://0.0.0.0:{port} --tlsverify (see README), "
+                f"or fix the port in hosts.{self.label}.engine") from None
+        except socket.gaierror:
+            raise WalbctrError(f"host {self.label}: this machine cannot resolve {host} ({url})",
+                               f"put its address in hosts.{self.label}.engine, or add the name "
+                               "to DNS or /etc/hosts") from None
+        except OSError as err:  # timeout, no route
+            raise WalbctrError(
+                f"host {self.label}: {host} did not answer on port {port} within "
+                f"{TCP_CONNECT_TIMEOUT_S} s ({err.strerror or 'timed out'})",
+                "check that the host is up and reachable from here, and that no firewall "
+                f"drops port {port}") from None
+
     def _tls_config(self) -> Any:
         if self.tls is None:
             return False
-        return TLSConfig(client_cert=(self.tls.cert, self.tls.key), ca_cert=self.tls.ca,
-                         verify=self.tls.verify)
+        return _LayoutTLS(client_cert=(self.tls.cert, self.tls.key), ca_cert=self.tls.ca,
+                          verify=self.tls.verify)
 
     def cli_flags(self) -> list[str]:
         """Global `docker` flags that aim the CLI at this engine."""
@@ -90,6 +171,9 @@ class Engine:
 
     def unreachable(self, err: Exception) -> WalbctrError:
         where = self.engine or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        tls = self.tls_failure(str(err))
+        if tls is not None:
+            return WalbctrError(f"host {self.label}: {where}: {tls[0]}", tls[1])
         return WalbctrError(
             f"host {self.label}: cannot reach its Docker engine at {where}: {_short(err)}",
             "start dockerd there, or fix hosts." + self.label + ".engine in the layout (for "
@@ -156,6 +240,128 @@ class Engine:
             return self.api.images.get(ref)
         except ImageNotFound:
             return None
+
+
+    def tls_failure(self, text: str) -> tuple[str, str] | None:
+        """What went wrong in a TLS handshake with a tcp:// engine, and the fix; None when
+        `text` is no TLS failure."""
+        where = f"hosts.{self.label}"
+        if "Client sent an HTTP request to an HTTPS server" in text:
+            return ("the engine speaks TLS, but the layout gives no certificates for it",
+                    f"add tls: {{ca, cert, key}} to {where} (see README, TLS hosts)")
+        if self.tls is None:
+            return None
+        if "CERTIFICATE_VERIFY_FAILED" in text and "mismatch" in text:
+            return ("the engine's certificate was not made for the name or address in "
+                    f"{where}.engine",
+                    f"use the name or address its certificate lists (subjectAltName) in "
+                    f"{where}.engine, or make it a certificate that lists this one")
+        if "CERTIFICATE_VERIFY_FAILED" in text:
+            return (f"the engine's certificate was not signed by the CA in {where}.tls.ca "
+                    f"({self.tls.ca})",
+                    f"give in {where}.tls.ca the CA certificate that signed the engine's "
+                    "certificate (dockerd's --tlscert there)")
+        if any(word in text for word in ("CERTIFICATE_REQUIRED", "BAD_CERTIFICATE",
+                                         "UNKNOWN_CA", "certificate required",
+                                         "bad certificate", "unknown ca")):
+            return (f"the engine refused the client certificate in {where}.tls.cert "
+                    f"({self.tls.cert})",
+                    f"give in {where}.tls.cert and .key a client certificate signed by the "
+                    "CA that dockerd's --tlscacert names on that host")
+        return None
+
+
+class _LayoutTLS(TLSConfig):  # type: ignore[misc]
+    """The layout's CA, whatever the environment says: requests lets REQUESTS_CA_BUNDLE or
+    CURL_CA_BUNDLE replace a session's CA (psf/requests#3829), and many machines set one
+    for the public CAs, which never signed a dockerd certificate."""
+
+    def configure_client(self, client: Any) -> None:
+        super().configure_client(client)
+        client.trust_env = False
+
+
+TLS_FILES = {"ca": "CA certificate that signed the engine's certificate",
+             "cert": "client certificate", "key": "client certificate's private key"}
+
+
+def ssh_target(url: str) -> tuple[str, str, str]:
+    """user, host and port of ssh://[user@]host[:port], split as docker-py splits them
+    (ssh itself then applies ~/.ssh/config: HostName, User, Port)."""
+    netloc = url.removeprefix("ssh://").split("/")[0]
+    user, _, hostport = netloc.rpartition("@")
+    host, _, port = hostport.partition(":")
+    return user, host, port
+
+
+def ssh_failure(user: str, host: str, port: str, code: int | None,
+                text: str) -> tuple[str, str]:
+    """What failed when `ssh [user@]host docker version` did not work, and the fix.
+    code None: no answer within SSH_CHECK_TIMEOUT_S."""
+    target = f"{user}@{host}" if user else host
+    who = user or "your user"
+    last = last_line(text, "no output")
+    if code is None or any(w in text for w in ("timed out", "No route to host",
+                                                "Network is unreachable")):
+        said = f" ({last})" if code is not None else f" within {SSH_CHECK_TIMEOUT_S} s"
+        return (f"{host} did not answer SSH{said}",
+                "check that the host is up and reachable from here; ssh waits "
+                "ConnectTimeout seconds (set it in ~/.ssh/config) before giving up")
+    if "Connection refused" in text:
+        return (f"{host} refused the SSH connection on port {port or 22}",
+                "start sshd there (systemctl start ssh), or give its port in the engine "
+                "URL (ssh://user@host:PORT) or in ~/.ssh/config")
+    if "Could not resolve hostname" in text:
+        return (f"this machine cannot resolve {host}",
+                f"add it to DNS or /etc/hosts, or give it a 'Host {host}' entry with its "
+                "HostName in ~/.ssh/config")
+    if "IDENTIFICATION HAS CHANGED" in text:
+        return (f"the SSH host key of {host} has changed since known_hosts recorded it",
+                f"if {host} was reinstalled, drop the old key with 'ssh-keygen -R {host}' "
+                f"and accept the new one with 'ssh {target} true'; otherwise find out why")
+    if "Host key verification failed" in text or "host key is known" in text:
+        return (f"ssh does not know the host key of {host} (it is not in known_hosts)",
+                f"run 'ssh {target} true' once and accept the key after checking its "
+                f"fingerprint, or add it with 'ssh-keyscan {host} >> ~/.ssh/known_hosts'")
+    if "docker daemon socket" in text.lower() and "permission denied" in text:
+        return (f"user {who} may not use Docker on {host}",
+                f"add the user to the docker group there (usermod -aG docker {who}), or "
+                f"use root (ssh://root@{host}) in the engine URL")
+    if "Permission denied" in text and code == 255:
+        return (f"{host} refused the key(s) ssh offered for {who} ({last})",
+                "load the key into the agent (ssh-add KEY) or name it with IdentityFile in "
+                f"~/.ssh/config, and put its public key in ~{who}/.ssh/authorized_keys on "
+                f"{host}; walbctr never asks for a password or passphrase")
+    if "Cannot connect to the Docker daemon" in text:
+        return (f"Docker is not running on {host} ({last})",
+                "start it there (systemctl start docker), and check that 'ssh "
+                f"{target} docker version' works")
+    if code == 127 or "command not found" in text:
+        return (f"{host} answers SSH but has no docker command for {who}",
+                "install Docker there (Debian: apt-get install docker.io), on the PATH of "
+                "non-interactive SSH sessions")
+    return (f"'ssh {target} docker version' failed: {last}",
+            "run that command yourself to see why; it must work without a prompt")
+
+
+def _use_ssh_client_quietly() -> None:
+    """docker-py's ssh transport writes to ssh's stdin when it closes a connection; after
+    an exec (walbc) the remote end has already gone, and the write raises BrokenPipeError
+    (docker/docker-py#3218, open). Closing a connection that is gone is not an error."""
+    if sshconn is None:
+        return
+    close = sshconn.SSHSocket.close
+    if getattr(close, "walbctr_quiet", False):
+        return
+
+    def quiet_close(self: Any) -> None:
+        try:
+            close(self)
+        except BrokenPipeError:
+            self.proc.terminate()
+
+    quiet_close.walbctr_quiet = True  # type: ignore[attr-defined]
+    sshconn.SSHSocket.close = quiet_close
 
 
 def _short(err: Exception) -> str:

@@ -570,21 +570,32 @@ def shell(args: tuple[str, ...]) -> None:
 @main.command("check-host")
 @layout_argument
 @host_option
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable output: a list of {host, check, result, detail}.")
 @friendly
-def check_host(layout: str, host: str | None) -> None:
+def check_host(layout: str, host: str | None, as_json: bool) -> None:
     """Check hosts before deploying; report every result together.
 
     \b
     Per host: engine reachable and its version; the image present; privileged
     containers allowed (where servers need them); for archives, the VG (and thin pool)
-    as the archive's own container sees it; for storages, /dev/walb/control (the walb
-    driver; a warning); base dir parents writable; ports free.
+    as the archive's own vgs sees it; for storages, /dev/walb/control (the walb driver;
+    a warning), the WalB device of every volume in the base dir (without it the storage
+    exits at start: a failure) and the kernel against walb-driver's supported range;
+    base dirs and log dirs writable; ports free. Changes nothing on any host.
     Exit status 1 when any check fails (warnings do not fail).
     """
     from walbctr.checkhost import FAIL, check_hosts
 
     checks = check_hosts(load(layout), host)
+    if as_json:
+        import json
+
+        click.echo(json.dumps([{"host": c.host, "check": c.name, "result": c.result,
+                                "detail": c.detail} for c in checks], indent=1))
+        sys.exit(1 if any(c.result == FAIL for c in checks) else 0)
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(box=None, padding=(0, 2), show_edge=False)
@@ -592,7 +603,9 @@ def check_host(layout: str, host: str | None) -> None:
         table.add_column(col)
     style = {"ok": "green", "warn": "yellow", "FAIL": "bold red"}
     for c in checks:
-        table.add_row(c.host, c.name, f"[{style[c.result]}]{c.result}[/]", c.detail)
+        # Layout values and tool output (lvs shows hidden LVs as [name]) are not markup.
+        table.add_row(escape(c.host), escape(c.name), f"[{style[c.result]}]{c.result}[/]",
+                      escape(c.detail))
     Console(width=200).print(table)
     if any(c.result == FAIL for c in checks):
         sys.exit(1)

@@ -37,6 +37,8 @@ UDEV_DIR = "/run/udev"
 ARCHIVE_CAPS = ("SYS_ADMIN", "SYS_RAWIO", "MKNOD", "CHOWN", "DAC_OVERRIDE", "FOWNER",
                 "IPC_LOCK", "SYS_NICE")
 STORAGE_CAPS = ("SYS_ADMIN", "SYS_RAWIO", "MKNOD", "DAC_OVERRIDE")
+# Block devices, and misc character devices (device-mapper, loop-control, walb control).
+DEVICE_RULES = ("b *:* rwm", "c 10:* rwm")
 
 
 def project_name(layout: Layout, host: str) -> str:
@@ -148,7 +150,7 @@ def _privileges(server: Server) -> dict[str, Any]:
         # misc character devices (device-mapper control, loop-control, walb control).
         "cap_drop": ["ALL"],
         "cap_add": list(ARCHIVE_CAPS if server.role is Role.ARCHIVE else STORAGE_CAPS),
-        "device_cgroup_rules": ["b *:* rwm", "c 10:* rwm"],
+        "device_cgroup_rules": list(DEVICE_RULES),
     }
     if server.role is Role.STORAGE:
         # /dev/walb/* and /sys/block/walb!* need device access; the root stays read-only.

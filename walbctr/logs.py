@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from walbctr.compose import container_name
 from walbctr.containers import require_running, server_container
-from walbctr.probe import run_probe
+from walbctr.probe import MissingHostPathError, run_probe, sh
 
 if TYPE_CHECKING:
     from walbctr.engine import Engine
@@ -25,10 +25,14 @@ def log_tail(engine: Engine, layout: Layout, server: Server, lines: int) -> list
     # Read the file through a probe: the host may be another machine, and the server's own
     # container may be restarting.
     log_dir = posixpath.dirname(server.log_path)
-    out = run_probe(engine, layout.image,
-                    ["sh", "-c", 'tail -n "$1" "$2" 2>/dev/null || true', "sh", str(int(lines)),
-                     server.log_path],
-                    purpose="logs", volumes={log_dir: {"bind": log_dir, "mode": "ro"}})
+    try:
+        out = run_probe(engine, layout.image,
+                        sh('tail -n "$1" "$2" 2>/dev/null || true', str(int(lines)),
+                           server.log_path),
+                        purpose="logs", volumes={log_dir: {"bind": log_dir, "mode": "ro"}},
+                        create_missing=False)
+    except MissingHostPathError:  # no log dir yet, so no log; a probe never creates it
+        return []
     return out.splitlines()
 
 

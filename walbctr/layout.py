@@ -28,7 +28,7 @@ from walbctr.proxy import ProxyOptions, ProxySpec
 from walbctr.server import START_ORDER, CommonOptions, KeepAlive, Role, Server
 from walbctr.storage import StorageOptions, StorageSpec
 from walbctr.values import PLACEHOLDERS, GroupName, show
-from walbctr.yamlsource import MAX_BYTES, Loc, Source, format_loc, load
+from walbctr.yamlsource import MAX_BYTES, Loc, Source, format_loc, load, parse_loc
 
 DEFAULT_LAYOUT_PATH = "layout.yaml"
 
@@ -232,14 +232,7 @@ def load_layout(text: str, name: str = DEFAULT_LAYOUT_PATH) -> Layout:
 def _locate(p: Problem, src: Source) -> Problem:
     if p.line is not None:
         return p
-    loc = tuple(int(x) if x.isdigit() else x for x in _split_path(p.path))
-    return type(p)(p.path, p.message, src.line_of(loc), p.fix)
-
-
-def _split_path(path: str) -> Iterator[str]:
-    for part in path.replace("[", ".").replace("]", "").split("."):
-        if part:
-            yield part
+    return type(p)(p.path, p.message, src.line_of(parse_loc(p.path)), p.fix)
 
 
 def _resolve_hosts(spec: LayoutSpec) -> dict[str, Host]:

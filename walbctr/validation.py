@@ -108,7 +108,7 @@ def _hosts(layout: Layout) -> Iterator[Problem]:
                               else f"add '{s.host}:' under hosts")
         for name in declared:
             if name not in used:
-                yield Advisory(f"hosts.{name}", f"host {name!r} runs no server")
+                yield Advisory(format_loc(("hosts", name)), f"host {name!r} runs no server")
     slugs: dict[str, str] = {}
     for name, host in layout.hosts.items():
         where = (format_loc(("hosts", name)) if declared and name in declared
@@ -307,7 +307,7 @@ def _network(layout: Layout) -> Iterator[Problem]:
         for name in layout.used_hosts:
             host = layout.hosts[name]
             if _is_loopback(host.address):
-                yield Problem(f"hosts.{name}.address",
+                yield Problem(format_loc(("hosts", name, "address")),
                               f"{name}'s address {host.address} is a loopback address, but "
                               "servers on other engines must reach it",
                               fix="give the address other hosts reach it by")

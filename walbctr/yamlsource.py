@@ -12,6 +12,8 @@ servers stays far inside these bounds.
 
 from __future__ import annotations
 
+import ast
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,15 +46,35 @@ class Source:
         return None
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_LOC_PART = re.compile(r"\[(\d+)\]|\[('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")\]|\.?([^.\[]+)")
+
+
 def format_loc(loc: Loc) -> str:
-    """("archives", 0, "vg") -> "archives[0].vg"."""
+    """("archives", 0, "vg") -> "archives[0].vg"; a key that is not a plain word is
+    quoted, so that a path stays one line and reads back: hosts['db.example'].engine."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif not _PLAIN_KEY.fullmatch(part):
+            out += f"[{part!a}]"
         else:
             out += f".{part}" if out else part
     return out
+
+
+def parse_loc(path: str) -> Loc:
+    """The inverse of format_loc."""
+    out: list[str | int] = []
+    for index, quoted, plain in _LOC_PART.findall(path):
+        if index:
+            out.append(int(index))
+        elif quoted:
+            out.append(str(ast.literal_eval(quoted)))
+        else:
+            out.append(plain)
+    return tuple(out)
 
 
 def load(text: str, name: str) -> Source:

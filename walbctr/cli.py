@@ -220,9 +220,10 @@ def _progress_mode(plain: bool, quiet: bool) -> ProgressMode:
 
 
 @main.command()
-@click.option("--source", metavar="URL|DIR",
+@click.option("--source", metavar="URL|DIR", envvar="WALBCTR_SOURCE",
               help="walb-tools to compile: a git URL, or a local checkout or unpacked "
-                   "tarball (no .git needed). Default: upstream, pinned.")
+                   "tarball (no .git needed). Default: $WALBCTR_SOURCE, else upstream, "
+                   "pinned.")
 @click.option("--ref", metavar="REF",
               help="Commit, tag or branch to fetch with a URL source. Default: the pinned "
                    "v1.0.19 commit d7295d2.")
@@ -329,11 +330,16 @@ quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print only the 
               help="Seconds a tier may take to become healthy.")
 @click.option("--push", "push_image", is_flag=True,
               help="Copy the image to hosts that lack it first (see 'walbctr push').")
+@click.option("--build", "build_image", is_flag=True,
+              help="Build the image first if this machine lacks it (without asking).")
+@click.option("--source", metavar="URL|DIR", envvar="WALBCTR_SOURCE",
+              help="With a build: the walb-tools to compile (see 'walbctr build'). "
+                   "Default: $WALBCTR_SOURCE, else upstream v1.0.19, pinned.")
 @plain_option
 @quiet_option
 @friendly
-def up(layout: str, host: str | None, timeout: int, push_image: bool, plain: bool,
-       quiet: bool) -> None:
+def up(layout: str, host: str | None, timeout: int, push_image: bool, build_image: bool,
+       source: str | None, plain: bool, quiet: bool) -> None:
     """Bring the group up: archives, then proxies, then storages, healthy.
 
     Validates and renders LAYOUT, checks every host first (engine, image, ports), then
@@ -343,14 +349,24 @@ def up(layout: str, host: str | None, timeout: int, push_image: bool, plain: boo
 
     If a tier fails, the error names the server, its host, why, and its last log lines;
     later tiers are not started and what started is left running for inspection.
+
+    \b
+    On this machine's engine, a missing image is built (on a terminal after asking;
+    with --build without), and an archive with lab_vg_size gets its VG on a loop file.
     """
     from walbctr.deploy import ImageMissingError
     from walbctr.deploy import up as run_up
+    from walbctr.errors import warn
+    from walbctr.firstrun import build_command, next_steps, prepare
 
     lay = load(layout)
     mode = _progress_mode(plain, quiet)
     if push_image:
         _push(lay, host, quiet)
+    prepare(lay, lay.select_hosts(host), build=build_image, source=source,
+            confirm=lambda q: sys.stdin.isatty() and click.confirm(q, default=True, err=True),
+            command=build_command(layout, source, host), progress=mode,
+            echo=(lambda _t: None) if quiet else warn)
     try:
         done = run_up(lay, only_host=host, timeout=timeout, mode=mode)
     except ImageMissingError as err:
@@ -370,29 +386,42 @@ def up(layout: str, host: str | None, timeout: int, push_image: bool, plain: boo
                                          ("unchanged", done.unchanged)) if v]
     click.echo(f"group {lay.group}: {total} servers healthy ({', '.join(parts)}) in "
                f"{done.seconds:.1f} s")
+    if done.created and not quiet:
+        click.echo(next_steps(lay, layout))
 
 
 @main.command()
 @click.argument("args", nargs=-1, metavar="[LAYOUT] [ID]...")
 @host_option
+@click.option("--purge-lab", is_flag=True,
+              help="Also remove the lab VGs walbctr made for the layout's archives "
+                   "(lab_vg_size): VG, loop device and file. Never a VG it did not make.")
 @plain_option
 @quiet_option
 @friendly
-def down(args: tuple[str, ...], host: str | None, plain: bool, quiet: bool) -> None:
+def down(args: tuple[str, ...], host: str | None, purge_lab: bool, plain: bool,
+         quiet: bool) -> None:
     """Stop and remove the group's containers (or only the servers ID...).
 
     Storages stop first, then proxies, then archives; each gets 'walbc shutdown
     graceful', then SIGTERM after its stop_grace_period. Base dirs, log files and LVM
-    volumes are never removed: 'walbctr up' later finds them as they were.
+    volumes are never removed: 'walbctr up' later finds them as they were. With
+    --purge-lab, the lab VGs walbctr made (lab_vg_size) go too, and only those.
     """
     from walbctr.deploy import down as run_down
+    from walbctr.labvg import plan_purge, purge
 
     layout, ids = _split_layout(args)
     lay = load(layout)
+    if purge_lab and (ids or host):
+        raise click.UsageError("--purge-lab takes the whole group down: give no ids or --host")
+    plan = plan_purge(lay) if purge_lab else None  # refuses before anything stops
     mode = _progress_mode(plain, quiet)
     removed = run_down(lay, ids or None, only_host=host, mode=mode)
     kept = ", ".join(sorted({s.base_dir for s in lay.servers if s.id in removed})) or "-"
     click.echo(f"group {lay.group}: removed {len(removed)} containers; data kept in {kept}")
+    for line in purge(lay, plan) if plan is not None else []:
+        click.echo(line)
 
 
 @main.command()

@@ -1,7 +1,8 @@
-"""An LVM volume group on a loop device, made and removed through an image's own lvm2.
+"""A throwaway LVM volume group on a loop device, for the tests and benches.
 
-Archives need an existing VG; on a machine without device-mapper a VG on a loop device
-still satisfies walb-archive's start-up check (vgs/lvs). Used by the tests and benches.
+Archives need an existing VG; on a machine without a spare disk a VG on a loop device
+still satisfies walb-archive's start-up check (vgs/lvs). The work is walbctr's own
+(walbctr/loopvg.py, which also makes lab VGs): the image's lvm2 in a probe container.
 """
 
 from __future__ import annotations
@@ -12,22 +13,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+TEST_TAG = "walbctr-test"  # not a lab tag: `down --purge-lab` must refuse such a VG
+
 
 @contextmanager
 def loop_vg(engine: Any, image: str, workdir: Path, prefix: str = "walbctr_test") -> Iterator[str]:
-    """Yield the name of a fresh 64 MiB VG; remove VG, PV, loop device and file after."""
-    name = f"{prefix}_{secrets.token_hex(3)}"
-    kwargs: dict[str, Any] = {
-        "cap_add": ["SYS_ADMIN"], "device_cgroup_rules": ["b 7:* rmw", "c 10:237 rmw"],
-        "volumes": {"/dev": {"bind": "/dev", "mode": "rw"},
-                    str(workdir): {"bind": "/work", "mode": "rw"}},
-        "remove": True, "labels": {"io.walbctr.probe": "loop-vg"},
-    }
-    script = ("truncate -s 64M /work/pv.img && dev=$(losetup -f --show /work/pv.img) && "
-              f"pvcreate -q $dev >&2 && vgcreate -q {name} $dev >&2 && echo $dev")
-    device = engine.containers.run(image, ["sh", "-c", script], **kwargs).decode().split()[-1]
+    """Yield the name of a fresh 64 MiB VG; remove VG, PV, loop device and file after.
+
+    `engine` is the local engine's docker client, which is where walbctr.loopvg works.
+    """
+    from walbctr import loopvg
+    from walbctr.engine import Engine
+
+    del engine  # the same local engine, reached through walbctr's Engine
+    local = Engine()
+    vg = loopvg.LoopVg(f"{prefix}_{secrets.token_hex(3)}", workdir / "pv.img", "64M", TEST_TAG)
+    loopvg.create(local, image, vg)
     try:
-        yield name
+        yield vg.name
     finally:
-        engine.containers.run(image, ["sh", "-c", f"vgremove -q -f {name}; "
-                                      f"pvremove -q {device}; losetup -d {device}"], **kwargs)
+        loopvg.remove(local, image, vg)

@@ -315,3 +315,14 @@ def test_a_lab_vg_whose_loop_device_went_away_is_attached_again(
     assert loops_on(lab.vg.file) == ""
     assert not lab.vg.file.exists()
     assert vg_tags(engine, double_image, vg) is None
+
+
+def test_check_host_says_up_will_make_a_missing_lab_vg(
+        engine: Any, double_image: str, tmp_path: Path) -> None:
+    vg = f"walbctr_absent_{os.urandom(3).hex()}"
+    path = lab_layout(tmp_path, double_image, vg)
+    run = walbctr_in(tmp_path, "check-host", str(path))
+    row = next(line for line in run.stdout.splitlines() if "a0: volume group" in line)
+    assert " ok " in row
+    assert f"VG {vg} is not there yet: 'walbctr up' makes it on a 128M loop file" in row
+    assert list((tmp_path / "state").glob("*/lab-vg-*.img")) == []  # check-host makes nothing

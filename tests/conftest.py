@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -110,3 +111,47 @@ def proxy_state(status: str, endpoint: str) -> str | None:
         if "is available" in line:
             return "available"
     return None
+
+
+def docker_time(text: str) -> float:
+    """Seconds since the epoch from Docker's RFC 3339 times (nanoseconds cut to micro)."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(text[:26].rstrip("Z") + "+00:00").timestamp()
+
+
+def first_ready(client: Any, container: Any) -> float:
+    """When the server in `container` first answered `walbc get host-type`.
+
+    Two witnesses, both kept by the engine rather than told by walbctr: Docker's own
+    health check log, and the engine's exec events for the readiness probe walbctr runs
+    while it starts a tier (an exec_die with exit code 0 ends after the answer came).
+    """
+    container.reload()
+    health = container.attrs["State"].get("Health") or {}
+    times = [docker_time(e["End"]) for e in health.get("Log") or [] if e["ExitCode"] == 0]
+    since = docker_time(container.attrs["Created"])
+    events = client.api.events(since=since, until=time.time(), decode=True,
+                               filters={"container": container.id,
+                                        "event": ["exec_start", "exec_die"]})
+    probes: set[str] = set()
+    for event in events:
+        action = event.get("Action") or event.get("status") or ""
+        attrs = (event.get("Actor") or {}).get("Attributes") or {}
+        if action.startswith("exec_start") and "get host-type" in action:
+            probes.add(attrs.get("execID", ""))
+        elif action == "exec_die" and attrs.get("execID") in probes \
+                and attrs.get("exitCode") == "0":
+            times.append(event["timeNano"] / 1e9)
+    assert times, f"{container.name} never answered walbc get host-type"
+    return min(times)
+
+
+def answers_walbc(container: Any, port: int) -> bool:
+    """Whether the server in a running container answers the readiness probe now."""
+    container.reload()
+    if container.status != "running":
+        return False
+    result = container.exec_run(["walbc", "-a", "127.0.0.1", "-p", str(port), "-to", "1",
+                                 "-retry", "0", "get", "host-type"])
+    return bool(result.exit_code == 0)

@@ -65,7 +65,23 @@ def test_health_check_speaks_walb_protocol(minimal: Layout) -> None:
     assert "walbc -a 127.0.0.1 -p 10000 -to 3 -retry 0 get host-type" in test[1]
     assert test[1].endswith("= proxy")
     assert "$$(" in test[1]  # escaped for compose interpolation
-    assert svc["a0"]["healthcheck"]["start_period"] == "120s"
+    # An archive recovers every volume before it listens: minutes on a large one.
+    assert svc["a0"]["healthcheck"]["start_period"] == "600s"
+
+
+def test_health_check_is_a_steady_state_check_with_a_quick_start() -> None:
+    layout = load_layout(MINIMAL.replace("{id: a0, host: h1, vg: vg0}",
+                                         "{id: a0, host: h1, vg: vg0, start_period: 1800}"),
+                         "t.yaml")
+    check = compose_project(layout, "h1")["services"]["a0"]["healthcheck"]
+    assert check["interval"] == "30s"  # walbctr probes readiness itself while it starts
+    assert check["start_interval"] == "1s"
+    assert check["start_period"] == "1800s"
+    assert layout.server("a0").start_period == 1800
+    # Engines before API 1.44 refuse start_interval; up renders without it there.
+    old = compose_project(layout, "h1", start_interval=False)["services"]["a0"]["healthcheck"]
+    assert "start_interval" not in old
+    assert old["interval"] == "10s"  # how soon Docker sees a start there
 
 
 def test_proxy_has_least_privilege(minimal: Layout) -> None:

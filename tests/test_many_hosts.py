@@ -15,13 +15,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import proxy_state
+from tests.conftest import docker_time, first_ready, proxy_state
 from tests.harness import hosts as harness
 
 NAMES = ["hostA0", "hostA1", "hostP0", "hostP1", "hostS0", "hostS1"]
@@ -123,11 +122,11 @@ def deploy(tmp_path: Path, fleet: dict[str, harness.HostEngine], double_image: s
 
 
 def _time(text: str) -> float:
-    return datetime.fromisoformat(text[:26].rstrip("Z")).timestamp()
+    return docker_time(text)
 
 
-def first_healthy(c: Any) -> float:
-    return min(_time(e["End"]) for e in c.attrs["State"]["Health"]["Log"] if e["ExitCode"] == 0)
+def first_healthy(d: Any, sid: str) -> float:
+    return first_ready(d.hosts[d.servers[sid]].client(), d.container(sid))
 
 
 def test_push_then_up_minimal_group_across_engines(deploy: Any) -> None:
@@ -139,9 +138,9 @@ def test_push_then_up_minimal_group_across_engines(deploy: Any) -> None:
     assert again.stdout.count("already has") == 3, again.stdout
     up = d.walbctr("up", str(d.path), "--plain")
     assert up.returncode == 0, up.stderr
-    a0, p0, s0 = d.container("a0"), d.container("p0"), d.container("s0")
-    assert _time(p0.attrs["State"]["StartedAt"]) >= first_healthy(a0)
-    assert _time(s0.attrs["State"]["StartedAt"]) >= first_healthy(p0)
+    p0, s0 = d.container("p0"), d.container("s0")
+    assert _time(p0.attrs["State"]["StartedAt"]) >= first_healthy(d, "a0")
+    assert _time(s0.attrs["State"]["StartedAt"]) >= first_healthy(d, "p0")
     assert s0.attrs["Config"]["Cmd"][-4:] == ["-archive", f"hostA0:{PORT}", "-proxy",
                                              f"hostP0:{PORT}"]
     d.wait_storage_says("s0", "hostP0", "available")

@@ -143,8 +143,11 @@ def cmdline(layout: str, host: str | None) -> None:
               type=click.Path(file_okay=False),
               help="Directory to write into; files go to OUTPUT/GROUP/HOST.yaml.")
 @click.option("--stdout", is_flag=True, help="Print the files instead of writing them.")
+@click.option("--no-start-interval", is_flag=True,
+              help="For engines older than Docker 25 (API 1.44), whose Compose refuses the "
+                   "health check's start_interval ('walbctr up' decides this per engine).")
 @friendly
-def render(layout: str, output: str, stdout: bool) -> None:
+def render(layout: str, output: str, stdout: bool, no_start_interval: bool) -> None:
     """Write compose files for LAYOUT: one per host that runs servers.
 
     Each server is a service named by its id, with the walb command line, a walb-protocol
@@ -156,7 +159,7 @@ def render(layout: str, output: str, stdout: bool) -> None:
     from walbctr.compose import render as render_files
 
     lay = load(layout)
-    files = render_files(lay)
+    files = render_files(lay, lay.used_hosts if no_start_interval else ())
     if stdout:
         for text in files.values():
             click.echo(text, nl=False)
@@ -326,8 +329,9 @@ quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print only the 
 @main.command()
 @layout_argument
 @host_option
-@click.option("--timeout", default=300, show_default=True, type=click.IntRange(1),
-              help="Seconds a tier may take to become healthy.")
+@click.option("--timeout", type=click.IntRange(1), metavar="SECONDS",
+              help="Seconds each server may take to answer walbc. Default: its "
+                   "start_period (archive 600, proxy 60, storage 120; set in the layout).")
 @click.option("--push", "push_image", is_flag=True,
               help="Copy the image to hosts that lack it first (see 'walbctr push').")
 @click.option("--build", "build_image", is_flag=True,
@@ -338,17 +342,20 @@ quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print only the 
 @plain_option
 @quiet_option
 @friendly
-def up(layout: str, host: str | None, timeout: int, push_image: bool, build_image: bool,
+def up(layout: str, host: str | None, timeout: int | None, push_image: bool, build_image: bool,
        source: str | None, plain: bool, quiet: bool) -> None:
     """Bring the group up: archives, then proxies, then storages, healthy.
 
     Validates and renders LAYOUT, checks every host first (engine, image, ports), then
-    applies each host's compose file in tiers across all hosts: every archive healthy
-    before any proxy starts, every proxy healthy before any storage starts. Running it
-    again with an unchanged layout changes nothing; a changed server is recreated alone.
+    applies each host's compose file in tiers across all hosts: every archive answers
+    walbc before any proxy starts, every proxy before any storage starts (walbctr asks
+    each started server itself, several times a second). Running it again with an
+    unchanged layout changes nothing; a changed server is recreated alone; a restart
+    policy that an interrupted down or restart left lifted is put back.
 
-    If a tier fails, the error names the server, its host, why, and its last log lines;
-    later tiers are not started and what started is left running for inspection.
+    If a tier fails, the error names the server, its host, the exit status and log lines
+    of the run that failed, and how often it was restarted; later tiers are not started
+    and what started is left running for inspection.
 
     \b
     On this machine's engine, a missing image is built (on a terminal after asking;
@@ -376,6 +383,9 @@ def up(layout: str, host: str | None, timeout: int, push_image: bool, build_imag
         _push(lay, host, quiet)
         done = run_up(lay, only_host=host, timeout=timeout, mode=mode)
     total = len(done.created) + len(done.recreated) + len(done.unchanged)
+    if done.repaired:
+        click.echo(f"restored the restart policy of {', '.join(done.repaired)} (an "
+                   "interrupted down or restart had lifted it)", err=True)
     if not done.created and not done.recreated and not done.restarted:
         click.echo(f"group {lay.group}: {total} servers healthy, nothing to change "
                    f"({done.seconds:.1f} s)")
@@ -427,12 +437,13 @@ def down(args: tuple[str, ...], host: str | None, purge_lab: bool, plain: bool,
 @main.command()
 @click.argument("args", nargs=-1, metavar="[LAYOUT] [ID]...")
 @host_option
-@click.option("--timeout", default=300, show_default=True, type=click.IntRange(1),
-              help="Seconds a tier may take to become healthy again.")
+@click.option("--timeout", type=click.IntRange(1), metavar="SECONDS",
+              help="Seconds each server may take to answer walbc again. Default: its "
+                   "start_period.")
 @plain_option
 @quiet_option
 @friendly
-def restart(args: tuple[str, ...], host: str | None, timeout: int, plain: bool,
+def restart(args: tuple[str, ...], host: str | None, timeout: int | None, plain: bool,
             quiet: bool) -> None:
     """Restart servers (all, or ID...): stopped in reverse order, started in tier order."""
     from walbctr.deploy import restart as run_restart
@@ -457,12 +468,15 @@ def restart(args: tuple[str, ...], host: str | None, timeout: int, plain: bool,
 @friendly
 def status(layout: str, host: str | None, as_json: bool, volumes: bool,
            lag_threshold: float | None) -> None:
-    """One row per server: state, health, image, walb version, uptime.
+    """One row per server: state, health, restarts, last exit, image, walb version, uptime.
 
     A host whose engine cannot be reached shows its servers as 'unknown' instead of
-    failing the whole command. DRIFT marks a container whose configuration differs from
-    the layout's ('walbctr up' would recreate it). Exit status 1 when any server is not
-    running and healthy.
+    failing the whole command. RESTARTS counts the restart policy's restarts; a server
+    that restarted or stopped gets the exit status and last log line of its last run (a
+    crash loop at a glance). DRIFT marks a container whose configuration or restart policy
+    differs from the layout's ('walbctr up' fixes it). HEALTH is Docker's health check;
+    until Docker has run it after a start, status asks the server with the same probe.
+    Exit status 1 when any server is not running and healthy.
 
     With --volumes: one walbc batch per server (all at once), one row per volume; a
     server that cannot be asked shows 'unknown'. Exit status 1 when any volume has a
@@ -482,13 +496,15 @@ def status(layout: str, host: str | None, as_json: bool, volumes: bool,
         from rich.table import Table
 
         table = Table(box=None, padding=(0, 2), show_edge=False)
-        for col in ("ID", "ROLE", "HOST", "ADDRESS", "STATE", "HEALTH", "IMAGE", "WALB",
-                    "UPTIME", "DRIFT"):
+        for col in ("ID", "ROLE", "HOST", "ADDRESS", "STATE", "HEALTH", "RESTARTS",
+                    "LAST EXIT", "IMAGE", "WALB", "UPTIME", "DRIFT"):
             table.add_column(col)
         for r in rows:
             state = r.state + (" (host unreachable)" if r.state == "unknown" else
-                               " (not in the layout)" if r.note else "")
-            table.add_row(r.id, r.role, r.host, r.endpoint, state, r.health, r.image,
+                               " (not in the layout)" if r.role == "?" else "")
+            table.add_row(r.id, r.role, r.host, r.endpoint, state, r.health,
+                          str(r.restarts) if r.restarts else "",
+                          "" if r.last_exit is None else str(r.last_exit), r.image,
                           r.walb_version, format_uptime(r.uptime_s), "yes" if r.drift else "")
         Console(width=200).print(table)
         for note in dict.fromkeys(r.note for r in rows if r.note):

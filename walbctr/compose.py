@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from walbctr.cmdline import server_args
 from walbctr.monitor import KEEPER_SERVICE, keeper_service, monitor_of
+from walbctr.readiness import host_type_argv
 from walbctr.server import Role, Server
 from walbctr.validation import host_slug
 
@@ -24,9 +25,15 @@ if TYPE_CHECKING:
 
 LABEL = "io.walbctr"
 GENERATED = "# generated from "  # every rendered file's first words; pruning relies on them
-HEALTH_INTERVAL_S = 2
-# walb-archive runs vgs and lvs before it listens; with many volumes that takes a while.
-START_PERIOD_S = {Role.ARCHIVE: 120, Role.PROXY: 30, Role.STORAGE: 60}
+# Docker's health check is the steady-state check: walbctr probes readiness itself while
+# it starts servers (readiness.py), so Docker need not ask every 2 s forever. Engines from
+# Docker 25 (API 1.44) on ask every START_INTERVAL_S until the first success, so that
+# `docker compose up --wait` by hand is quick there too; older ones refuse the key.
+# Without start_interval, the interval alone decides how soon Docker (and so `depends_on`
+# by hand) sees a started server healthy, so those engines get a shorter one.
+HEALTH_INTERVAL_S = 30
+OLD_ENGINE_INTERVAL_S = 10
+START_INTERVAL_S = 1
 
 # The archive's LVM passthrough (see README, "LVM inside the archive container"): the host's
 # udev database and locks, so that lvcreate inside the container and lvm on the host take
@@ -57,17 +64,21 @@ def file_name(host: str) -> str:
     return f"{host}.yaml"
 
 
-def render(layout: Layout) -> dict[str, str]:
-    """host -> compose file text, for every host that runs servers."""
-    return {host: dump(layout, compose_project(layout, host)) for host in layout.used_hosts}
+def render(layout: Layout, old_engines: Collection[str] = ()) -> dict[str, str]:
+    """host -> compose file text, for every host that runs servers.
+
+    `old_engines`: hosts whose engine predates API 1.44 (no health start_interval).
+    """
+    return {host: dump(layout, compose_project(layout, host, host not in old_engines))
+            for host in layout.used_hosts}
 
 
-def compose_project(layout: Layout, host: str) -> dict[str, Any]:
+def compose_project(layout: Layout, host: str, start_interval: bool = True) -> dict[str, Any]:
     bridge = layout.network_mode == "bridge"
     servers = layout.servers_on(host)
     project: dict[str, Any] = {
         "name": project_name(layout, host),
-        "services": {s.id: service(layout, s, servers) for s in servers},
+        "services": {s.id: service(layout, s, servers, start_interval) for s in servers},
     }
     monitor = monitor_of(layout)
     if monitor is not None and monitor.host == host:
@@ -79,7 +90,8 @@ def compose_project(layout: Layout, host: str) -> dict[str, Any]:
     return project
 
 
-def service(layout: Layout, server: Server, neighbours: tuple[Server, ...]) -> dict[str, Any]:
+def service(layout: Layout, server: Server, neighbours: tuple[Server, ...],
+            start_interval: bool = True) -> dict[str, Any]:
     svc: dict[str, Any] = {
         "image": layout.image,
         "pull_policy": "never",  # sites without a registry: a missing image is an error
@@ -89,6 +101,9 @@ def service(layout: Layout, server: Server, neighbours: tuple[Server, ...]) -> d
         "restart": "unless-stopped",
         "stop_signal": "SIGTERM",
         "stop_grace_period": f"{server.stop_grace_period}s",
+        # The image's entrypoint turns the stop signal into a graceful shutdown and must
+        # force the server before this period ends, which it cannot read by itself.
+        "environment": {"WALBCTR_STOP_GRACE_S": str(server.stop_grace_period)},
         "ulimits": {"nofile": {"soft": server.nofile, "hard": server.nofile}},
     }
     if layout.network_mode == "bridge":
@@ -101,7 +116,7 @@ def service(layout: Layout, server: Server, neighbours: tuple[Server, ...]) -> d
         svc["network_mode"] = "host"
     svc.update(_privileges(server))
     svc["volumes"] = _volumes(server)
-    svc["healthcheck"] = healthcheck(server)
+    svc["healthcheck"] = healthcheck(server, start_interval)
     svc["logging"] = {"driver": "json-file", "options": {"max-size": "20m", "max-file": "5"}}
     deps = _depends_on(server, neighbours)
     if deps:
@@ -116,11 +131,13 @@ def service(layout: Layout, server: Server, neighbours: tuple[Server, ...]) -> d
     return svc
 
 
-def desired_hashes(layout: Layout, hosts: Iterable[str]) -> dict[str, str]:
+def desired_hashes(layout: Layout, hosts: Iterable[str],
+                   old_engines: Collection[str] = ()) -> dict[str, str]:
     """server id -> the config hash its service would carry, for the given hosts."""
     out = {}
     for host in hosts:
-        for sid, svc in compose_project(layout, host)["services"].items():
+        project = compose_project(layout, host, host not in old_engines)
+        for sid, svc in project["services"].items():
             out[sid] = svc["labels"][f"{LABEL}.config-hash"]
     return out
 
@@ -182,17 +199,21 @@ def _volumes(server: Server) -> list[dict[str, Any]]:
     return sorted(vols, key=lambda v: str(v["target"]))
 
 
-def healthcheck(server: Server) -> dict[str, Any]:
+def healthcheck(server: Server, start_interval: bool = True) -> dict[str, Any]:
     # upstream's own readiness check: cheap, touches no device. dump() writes the '$' as
-    # '$$', compose's escape, so the shell gets the command substitution.
-    probe = f"walbc -a 127.0.0.1 -p {server.port} -to 3 -retry 0 get host-type"
-    return {
+    # '$$', compose's escape, so the shell gets the command substitution;
+    # the port is an int, so nothing from the layout reaches the shell as text.
+    probe = " ".join(host_type_argv(server.port))
+    check: dict[str, Any] = {
         "test": ["CMD-SHELL", f'test "$({probe})" = {server.role.value}'],
-        "interval": f"{HEALTH_INTERVAL_S}s",
+        "interval": f"{HEALTH_INTERVAL_S if start_interval else OLD_ENGINE_INTERVAL_S}s",
         "timeout": "5s",
         "retries": 3,
-        "start_period": f"{START_PERIOD_S[server.role]}s",
+        "start_period": f"{server.start_period}s",
     }
+    if start_interval:
+        check["start_interval"] = f"{START_INTERVAL_S}s"
+    return check
 
 
 def _depends_on(server: Server, neighbours: tuple[Server, ...]) -> dict[str, Any]:

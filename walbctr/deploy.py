@@ -10,16 +10,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from docker.errors import APIError, NotFound
+
 from walbctr import keeper_service
 from walbctr.compose import LABEL, desired_hashes, network_name, project_name
-from walbctr.containers import Observed, group_containers
+from walbctr.containers import (
+    RESTART_POLICY,
+    Observed,
+    answers,
+    inspect,
+    list_group,
+)
 from walbctr.display import ServerBoard
 from walbctr.engine import require_compose
 from walbctr.errors import WalbctrError, explain, warn
 from walbctr.files import write_compose_files
 from walbctr.fleet import Fleet
-from walbctr.logs import log_tail
+from walbctr.logs import failed_run, log_tail
 from walbctr.probe import busy_ports
+from walbctr.readiness import POLL_S
 from walbctr.server import Role, Server
 from walbctr.state import GroupLock
 from walbctr.tiers import start_tiers, stop_tiers, storages_pointing_at
@@ -29,7 +38,8 @@ if TYPE_CHECKING:
     from walbctr.engine import Engine
     from walbctr.layout import Layout
 
-POLL_S = 0.25
+# How often a stop is checked on: a graceful walb shutdown takes about 2 s when idle.
+STOP_POLL_S = 0.25
 
 
 @dataclass
@@ -38,6 +48,7 @@ class Outcome:
     recreated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     restarted: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)  # restart policy put back
     seconds: float = 0.0
 
 
@@ -106,8 +117,9 @@ def ensure_network(layout: Layout, engine: Engine) -> None:
 # --- up -----------------------------------------------------------------------------------
 
 
-def up(layout: Layout, *, only_host: str | None, timeout: float,
+def up(layout: Layout, *, only_host: str | None, timeout: float | None,
        mode: ProgressMode) -> Outcome:
+    """Apply the layout in tiers; `timeout` overrides each server's start_period."""
     started = time.monotonic()
     fleet = Fleet(layout, only_host)
     with GroupLock(layout.group, "up"):
@@ -116,22 +128,25 @@ def up(layout: Layout, *, only_host: str | None, timeout: float,
             warn(f"warning: {sid} ({before[sid].name}) still runs but is no longer in "
                  f"{layout.source}; 'walbctr down {layout.source}' removes it with the "
                  "group (its data stays)")
-        wanted = desired_hashes(layout, fleet.hosts)
+        old = fleet.old_engines()
+        wanted = desired_hashes(layout, fleet.hosts, old)
         servers = [s for s in layout.servers if s.host in fleet.hosts]
+        outcome = Outcome()
+        outcome.repaired = _restore_policies(fleet, servers, before)
         if _all_current(fleet, layout, servers, before, wanted) and \
                 keeper_service.current(layout, fleet):
-            return Outcome(unchanged=[s.id for s in servers],
-                           seconds=time.monotonic() - started)
+            outcome.unchanged = [s.id for s in servers]
+            outcome.seconds = time.monotonic() - started
+            return outcome
         require_compose()
         preflight(layout, fleet, before)
         no_keeper = keeper_service.missing_image(layout, fleet)
         if no_keeper:
             raise WalbctrError(f"nothing was started:\n  {no_keeper}")
 
-        paths = write_compose_files(layout, fleet.hosts)
+        paths = write_compose_files(layout, fleet.hosts, old)
         if layout.network_mode == "bridge":
             ensure_network(layout, fleet.engines[fleet.hosts[0]])
-        outcome = Outcome()
         rows = [(s.id, s.role.value, s.host) for s in servers]
         with ServerBoard(rows, mode) as board:
             for role, by_host in start_tiers(layout, [s.id for s in servers]):
@@ -142,6 +157,18 @@ def up(layout: Layout, *, only_host: str | None, timeout: float,
         keeper_service.start(layout, fleet, paths)  # last: it kicks what is up
         outcome.seconds = time.monotonic() - started
         return outcome
+
+
+def _restore_policies(fleet: Fleet, servers: list[Server],
+                      before: dict[str, Observed]) -> list[str]:
+    """Put back the restart policy a `down` or `restart` lifted and did not restore."""
+    fixed = []
+    for s in servers:
+        obs = before.get(s.id)
+        if obs is not None and obs.policy_drift and obs.status != "removing":
+            _set_policy(fleet.engines[s.host], s, obs.container_id, RESTART_POLICY)
+            fixed.append(s.id)
+    return fixed
 
 
 def _all_current(fleet: Fleet, layout: Layout, servers: list[Server],
@@ -162,7 +189,7 @@ def _all_current(fleet: Fleet, layout: Layout, servers: list[Server],
 
 def _start_tier(layout: Layout, fleet: Fleet, paths: dict[str, Path], role: Role,
                 by_host: dict[str, tuple[Server, ...]], before: dict[str, Observed],
-                outcome: Outcome, board: ServerBoard, timeout: float) -> None:
+                outcome: Outcome, board: ServerBoard, timeout: float | None) -> None:
     """Start one tier on its hosts at once; compose recreates what its config hash says."""
     for servers in by_host.values():
         for s in servers:
@@ -179,7 +206,7 @@ def _start_tier(layout: Layout, fleet: Fleet, paths: dict[str, Path], role: Role
                 board.set(s.id, "failed")
             raise result
     ids = [s.id for servers in by_host.values() for s in servers]
-    now = _wait_healthy(layout, fleet, role, by_host, before, board, timeout)
+    now = wait_ready(layout, fleet, role, by_host, before, board, timeout)
     for sid in ids:
         if sid not in before:
             outcome.created.append(sid)
@@ -189,60 +216,102 @@ def _start_tier(layout: Layout, fleet: Fleet, paths: dict[str, Path], role: Role
             outcome.unchanged.append(sid)
 
 
-def _wait_healthy(layout: Layout, fleet: Fleet, role: Role,
-                  by_host: dict[str, tuple[Server, ...]], before: dict[str, Observed],
-                  board: ServerBoard, timeout: float) -> dict[str, Observed]:
-    """Wait for the tier's servers to be healthy; a restart since `before` is a failure."""
-    deadline = time.monotonic() + timeout
+def wait_ready(layout: Layout, fleet: Fleet, role: Role,
+               by_host: dict[str, tuple[Server, ...]], before: dict[str, Observed],
+               board: ServerBoard, timeout: float | None) -> dict[str, Observed]:
+    """Wait until every server of the tier answers walbc; one that exits or restarts
+    (since `before`) fails the tier, and so does one silent past its start_period.
+
+    walbctr asks the servers itself (readiness.py) instead of waiting for Docker's health
+    check, whose interval is long: a tier moves on within a poll of being ready.
+    """
     pending = {s.id: s for servers in by_host.values() for s in servers}
+    limit = {sid: timeout if timeout is not None else s.start_period
+             for sid, s in pending.items()}
+    started = time.monotonic()
     done: dict[str, Observed] = {}
     engines = {layout.hosts[h].engine_key: h for h in by_host}
     while True:
-        seen: dict[str, Observed] = {}
-        for host in engines.values():
-            seen.update(group_containers(fleet.engines[host], layout.group))
-        failures = []
-        for sid, server in list(pending.items()):
-            obs = seen.get(sid)
-            if obs is None:
-                continue
-            same = sid in before and before[sid].container_id == obs.container_id
-            why = obs.failure(before[sid].restart_count if same else 0)
-            if why is not None:
-                board.set(sid, "failed")
-                failures.append((server, obs, why))
-            elif obs.healthy:
-                board.set(sid, "healthy")
-                done[sid] = obs
-                del pending[sid]
-            else:
+        listed = {}
+        for found in fleet.each(engines.values(), lambda h: list_group(
+                fleet.engines[h], layout.group)).values():
+            if isinstance(found, Exception):
+                raise found
+            listed.update(found)
+        failures: list[tuple[Server, Observed | None, str]] = []
+        running = [sid for sid in pending if sid in listed
+                   and listed[sid].status == "running"]
+        for sid, server in pending.items():
+            if sid in listed and listed[sid].status in ("exited", "dead", "restarting"):
+                obs = inspect(fleet.engines[server.host], listed[sid].container_id)
+                failures.append((server, obs, "exited"))
+        answered = _ask_ready(fleet, {sid: (pending[sid], listed[sid].container_id)
+                                      for sid in running})
+        for sid, ok in answered.items():
+            server = pending[sid]
+            if ok is not True:
                 board.set(sid, "starting")
+                continue
+            obs = inspect(fleet.engines[server.host], listed[sid].container_id)
+            same = sid in before and obs is not None and \
+                before[sid].container_id == obs.container_id
+            expected = before[sid].restart_count if same else 0
+            if obs is None or obs.restart_count > expected:
+                failures.append((server, obs, "exited"))
+                continue
+            if obs.policy_drift:
+                _set_policy(fleet.engines[server.host], server, obs.container_id,
+                            RESTART_POLICY)
+            board.set(sid, "healthy")
+            done[sid] = obs
+            del pending[sid]
         if failures:
+            for server, _, _ in failures:
+                board.set(server.id, "failed")
             raise tier_failure(layout, fleet, role, failures)
         if not pending:
             return done
-        if time.monotonic() > deadline:
-            late = [(s, seen.get(sid), "did not become healthy within "
-                     f"{timeout:.0f} s") for sid, s in pending.items()]
-            for sid in pending:
-                board.set(sid, "failed")
+        waited = time.monotonic() - started
+        late = [(s, None, f"did not answer walbc within {limit[sid]:.0f} s "
+                 "(its start_period)") for sid, s in pending.items() if waited > limit[sid]]
+        if late:
+            for server, _, _ in late:
+                board.set(server.id, "failed")
             raise tier_failure(layout, fleet, role, late)
         board.tick()
         time.sleep(POLL_S)
+
+
+def _ask_ready(fleet: Fleet, targets: dict[str, tuple[Server, str]]
+               ) -> dict[str, bool | Exception]:
+    """Probe every (server, container id) at once."""
+    return fleet.each(targets, lambda sid: answers(
+        fleet.engines[targets[sid][0].host], targets[sid][1], targets[sid][0]))
 
 
 def tier_failure(layout: Layout, fleet: Fleet, role: Role,
                  failures: Sequence[tuple[Server, Observed | None, str]]) -> WalbctrError:
     parts = []
     for server, obs, why in failures:
-        text = f"{server.id} ({server.role.value} on {server.host}) {why}"
-        if obs is not None and obs.health_output and "unhealthy" not in why:
-            text += f"\n    last health check: {obs.health_output}"
+        engine = fleet.engines[server.host]
+        head = f"{server.id} ({server.role.value} on {server.host})"
         try:
-            tail = log_tail(fleet.engines[server.host], layout, server, 20)
+            if why == "exited" and obs is not None:
+                run = failed_run(engine, layout, server, obs)
+                text = f"{head} {run.headline()}"
+                what = "last log lines of the run that failed" if run.bounded else \
+                    "last log lines"
+                tail = run.lines
+            else:
+                text = f"{head} {why}"
+                what = "last log lines"
+                tail = log_tail(engine, layout, server, 20)
         except Exception as err:  # the report must not hide the failure it reports
-            tail = [f"(could not read its log: {err})"]
-        text += "\n    last log lines:\n      " + "\n      ".join(tail or ["(empty)"])
+            text, what, tail = f"{head} {why}", "log", [f"(could not read it: {explain(err)})"]
+        if why.startswith("did not answer") and server.role is Role.ARCHIVE:
+            text += ("\n    an archive answers only after scanning its VG and recovering "
+                     "every volume: a large one may need a longer start_period")
+        text += f"\n    {what}:\n      " + "\n      ".join(tail or ["(empty)"])
         parts.append(text)
     later = " and ".join(r.section for r in role.later) or "nothing else"
     later += " was" if not role.later else " were"
@@ -258,7 +327,7 @@ def tier_failure(layout: Layout, fleet: Fleet, role: Role,
 
 
 def _restart_stale_storages(layout: Layout, fleet: Fleet, outcome: Outcome,
-                            board: ServerBoard, timeout: float) -> None:
+                            board: ServerBoard, timeout: float | None) -> None:
     """On a bridge network a recreated peer has a new address the storages never saw."""
     moved = outcome.recreated
     fresh = set(outcome.created) | set(outcome.recreated)
@@ -268,53 +337,121 @@ def _restart_stale_storages(layout: Layout, fleet: Fleet, outcome: Outcome,
         return
     seen = fleet.observe()
     for s in stale:
-        board.begin(s.id)
+        engine = fleet.engines[s.host]
+        stop_container(engine, s, seen[s.id], board)
+        _start(engine, s, seen[s.id].container_id)
         board.set(s.id, "starting")
-        fleet.engines[s.host].api.containers.get(seen[s.id].container_id).restart(
-            timeout=s.stop_grace_period)
         outcome.restarted.append(s.id)
         outcome.unchanged.remove(s.id)
     by_host: dict[str, tuple[Server, ...]] = {}
     for s in stale:
         by_host[s.host] = (*by_host.get(s.host, ()), s)
-    _wait_healthy(layout, fleet, Role.STORAGE, by_host, seen, board, timeout)
+    wait_ready(layout, fleet, Role.STORAGE, by_host, fleet.observe(), board, timeout)
 
 
-# --- down and restart ---------------------------------------------------------------------
+# --- stopping, in any state ---------------------------------------------------------------
 
 
-def _graceful_stop(engine: Engine, server: Server, obs: Observed, board: ServerBoard) -> None:
-    """walbc shutdown graceful, then SIGTERM after the grace period, then SIGKILL."""
-    container = engine.api.containers.get(obs.container_id)
+def _api_error(server: Server, what: str, err: Exception) -> WalbctrError:
+    return WalbctrError(
+        f"host {server.host}: could not {what} {server.id}: {explain(err)}",
+        "run the command again (walbctr picks up where the container is now); if it "
+        "persists, look at the engine there ('docker ps -a', its daemon log)")
+
+
+def _set_policy(engine: Engine, server: Server, container_id: str, policy: str) -> None:
+    try:
+        engine.api.api.update_container(container_id, restart_policy={"Name": policy})
+    except NotFound:
+        pass
+    except APIError as err:
+        raise _api_error(server, f"set the restart policy ({policy}) of", err) from None
+
+
+def _start(engine: Engine, server: Server, container_id: str) -> None:
+    try:
+        engine.api.api.start(container_id)
+    except APIError as err:
+        raise _api_error(server, "start", err) from None
+    _set_policy(engine, server, container_id, RESTART_POLICY)
+
+
+def stop_container(engine: Engine, server: Server, obs: Observed, board: ServerBoard) -> None:
+    """Stop a server's container whatever state it is in, gracefully where it runs.
+
+    The restart policy is lifted first so that a server that exits on request stays
+    down; `walbc shutdown graceful` lets running work finish (SIGTERM is walb's forced
+    stop); a restarting container is stopped before it can come back. A container that
+    vanished meanwhile counts as stopped.
+    """
+    api = engine.api.api
+    cid = obs.container_id
     board.begin(server.id)
     board.set(server.id, "stopping")
-    # A server that exits on request must stay down, not be restarted by its policy.
-    container.update(restart_policy={"Name": "no"})
-    if obs.status == "running":
-        with contextlib.suppress(Exception):
-            container.exec_run(["walbc", "-a", "127.0.0.1", "-p", str(server.port), "-to",
-                                "10", "shutdown", "graceful"])
-        deadline = time.monotonic() + server.stop_grace_period
-        while time.monotonic() < deadline:
-            container.reload()
-            if container.status != "running":
+    _set_policy(engine, server, cid, "no")
+    deadline = time.monotonic() + server.stop_grace_period
+    asked = False
+    try:
+        while True:
+            now = inspect(engine, cid)
+            if now is None or now.status in ("exited", "dead", "created", "removing"):
                 break
-            time.sleep(POLL_S)
-        else:
-            container.stop(timeout=10)
+            if now.status == "paused":
+                api.unpause(cid)
+            elif now.status == "restarting":
+                api.stop(cid, timeout=10)  # nothing runs: this only cancels the restart
+            elif not asked:
+                asked = True
+                try:
+                    exec_id = api.exec_create(cid, ["walbc", "-a", "127.0.0.1", "-p",
+                                                    str(server.port), "-to", "10",
+                                                    "shutdown", "graceful"])["Id"]
+                    api.exec_start(exec_id)
+                except APIError:
+                    pass  # it is stopping already, or not listening: the stop below does it
+            elif time.monotonic() > deadline:
+                api.stop(cid, timeout=10)
+            time.sleep(STOP_POLL_S)
+    except NotFound:
+        pass
+    except APIError as err:
+        raise _api_error(server, "stop", err) from None
     board.set(server.id, "stopped")
+
+
+def remove_container(engine: Engine, server: Server, container_id: str) -> None:
+    """Remove a stopped server's container; its data (base dir, logs, LVs) stays."""
+    api = engine.api.api
+    for _ in range(40):
+        try:
+            api.remove_container(container_id)
+            return
+        except NotFound:
+            return
+        except APIError as err:
+            text = explain(err)
+            if "already in progress" in text or "is restarting" in text or \
+                    "is running" in text or "Stop the container" in text:
+                # Another removal is under way, or the engine still finishes the stop.
+                time.sleep(STOP_POLL_S)
+                with contextlib.suppress(NotFound, APIError):
+                    api.stop(container_id, timeout=10)
+                continue
+            raise _api_error(server, "remove the container of", err) from None
+    raise WalbctrError(f"host {server.host}: the container of {server.id} could not be "
+                       "removed in 10 s", "run 'walbctr down' again")
 
 
 def stop_servers(layout: Layout, fleet: Fleet, ids: list[str] | None, mode: ProgressMode,
                  observed: dict[str, Observed]) -> list[Server]:
-    """Stop the chosen servers in reverse tier order; return those that were running."""
+    """Stop the chosen servers in reverse tier order; return those that had containers."""
     servers = [s for s in layout.servers if s.host in fleet.hosts
                and (ids is None or s.id in ids) and s.id in observed]
     rows = [(s.id, s.role.value, s.host) for s in reversed(servers)]
     with ServerBoard(rows, mode) as board:
         for _role, by_host in stop_tiers(layout, [s.id for s in servers]):
             tier = [s for group in by_host.values() for s in group]
-            results = fleet.each([s.id for s in tier], lambda sid: _graceful_stop(
+            results = fleet.each([s.id for s in tier], lambda sid: stop_container(
                 fleet.engines[layout.server(sid).host], layout.server(sid), observed[sid],
                 board))
             errors = [r for r in results.values() if isinstance(r, Exception)]
@@ -333,29 +470,40 @@ def down(layout: Layout, ids: list[str] | None, *, only_host: str | None,
         if ids is None:  # first, so that it does not report the servers' stops as outages
             keeper_service.remove(layout, fleet)
         stopped = stop_servers(layout, fleet, ids, mode, observed)
-        stopped_ids: list[str] = []
         for s in stopped:
-            fleet.engines[s.host].api.containers.get(observed[s.id].container_id).remove()
+            remove_container(fleet.engines[s.host], s, observed[s.id].container_id)
+        removed = [s.id for s in stopped]
         whole = ids is None and only_host is None
         if whole:
-            # Servers taken out of the layout since they were started go with the group.
+            # Servers taken out of the layout since they were started go with the group;
+            # the image's stop shim turns Docker's stop into a graceful walb shutdown.
             for engine, obs in fleet.orphans():
-                container = engine.api.containers.get(obs.container_id)
-                container.update(restart_policy={"Name": "no"})
-                container.stop(timeout=30)
-                container.remove()
-                stopped_ids.append(obs.server)
+                _remove_orphan(engine, obs)
+                removed.append(obs.server)
         if whole and layout.network_mode == "bridge":
             engine = fleet.engines[fleet.hosts[0]]
             for net in engine.api.networks.list(names=[network_name(layout)]):
                 net.reload()
                 if not net.attrs.get("Containers"):
                     net.remove()
-        return [s.id for s in stopped] + stopped_ids
+        return removed
+
+
+def _remove_orphan(engine: Engine, obs: Observed) -> None:
+    api = engine.api.api
+    try:
+        api.update_container(obs.container_id, restart_policy={"Name": "no"})
+        api.stop(obs.container_id, timeout=120)
+        api.remove_container(obs.container_id)
+    except NotFound:
+        pass
+    except APIError as err:
+        raise WalbctrError(f"host {engine.label}: could not remove {obs.name} (no longer in "
+                           f"the layout): {explain(err)}", "run 'walbctr down' again") from None
 
 
 def restart(layout: Layout, ids: list[str] | None, *, only_host: str | None,
-            mode: ProgressMode, timeout: float) -> list[str]:
+            mode: ProgressMode, timeout: float | None) -> list[str]:
     fleet = Fleet(layout, only_host)
     for sid in ids or []:
         layout.server(sid)
@@ -367,17 +515,14 @@ def restart(layout: Layout, ids: list[str] | None, *, only_host: str | None,
             raise WalbctrError(f"no container for {', '.join(missing)}",
                                "start them with 'walbctr up'")
         stopped = stop_servers(layout, fleet, ids, mode, observed)
+        after = fleet.observe()
         rows = [(s.id, s.role.value, s.host) for s in stopped]
         with ServerBoard(rows, mode) as board:
             for role, by_host in start_tiers(layout, [s.id for s in stopped]):
                 for servers in by_host.values():
                     for s in servers:
                         board.begin(s.id)
-                        c = fleet.engines[s.host].api.containers.get(
-                            observed[s.id].container_id)
-                        c.update(restart_policy={"Name": "unless-stopped"})
-                        c.start()
+                        _start(fleet.engines[s.host], s, observed[s.id].container_id)
                         board.set(s.id, "starting")
-                _wait_healthy(layout, fleet, role, by_host, observed, board, timeout)
+                wait_ready(layout, fleet, role, by_host, after, board, timeout)
         return [s.id for s in stopped]
-

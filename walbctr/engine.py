@@ -235,6 +235,12 @@ class Engine:
                              capture_output=True, text=True, env=self.env(), check=False)
         return run.returncode == 0
 
+    @property
+    def has_start_interval(self) -> bool:
+        """Whether health checks may say start_interval (Docker 25, API 1.44, and later)."""
+        version = tuple(int(x) for x in str(self.api.api.api_version).split(".")[:2])
+        return version >= (1, 44)
+
     def image_or_none(self, ref: str) -> Any:
         try:
             return self.api.images.get(ref)

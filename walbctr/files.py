@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,9 +37,11 @@ def write_files(directory: Path, files: dict[str, str], *, prune: bool = False,
         raise WalbctrError(f"cannot write compose files to {directory}: {err}", fix) from None
 
 
-def write_compose_files(layout: Layout, hosts: Iterable[str]) -> dict[str, Path]:
+def write_compose_files(layout: Layout, hosts: Iterable[str],
+                        old_engines: Collection[str] = ()) -> dict[str, Path]:
     """host -> its compose file in walbctr's state dir, written where it changed."""
-    texts = {host: dump(layout, compose_project(layout, host)) for host in hosts}
+    texts = {host: dump(layout, compose_project(layout, host, host not in old_engines))
+             for host in hosts}
     paths = write_files(group_dir(layout.group), {file_name(h): t for h, t in texts.items()},
                         fix="set WALBCTR_STATE_DIR to a writable directory")
     return {host: paths[file_name(host)] for host in texts}

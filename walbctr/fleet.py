@@ -48,6 +48,11 @@ class Fleet:
                     results[h] = err
         return results
 
+    def old_engines(self, hosts: Iterable[str] | None = None) -> frozenset[str]:
+        """Hosts whose engine predates health-check start intervals (see compose.py)."""
+        return frozenset(h for h in (self.hosts if hosts is None else hosts)
+                         if not self.engines[h].has_start_interval)
+
     def orphans(self) -> list[tuple[Engine, Observed]]:
         """The group's containers whose server is no longer in the layout."""
         known = {s.id for s in self.layout.servers}

@@ -128,3 +128,12 @@ def test_a_maxdelay_below_delay_is_a_warning_naming_walbs_default() -> None:
     (w,) = load_layout(text, "t.yaml").warnings
     assert (w.path, w.line) == ("proxies[0].delay", 3)
     assert "maxdelay 300 (walb's default) is below delay 600" in w.message
+
+
+def test_a_bad_keepalive_setting_is_reported_as_itself_not_as_a_bad_boolean() -> None:
+    text = "group: g\narchives: [{id: a0, host: h, vg: v, keepalive: {idle: 0}}]\n"
+    with pytest.raises(LayoutError) as err:
+        load_layout(text, "t.yaml")
+    (p,) = err.value.problems
+    assert p.path == "archives[0].keepalive.idle"
+    assert "boolean" not in p.message and p.fix == "use 1 to 86400"

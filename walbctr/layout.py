@@ -339,8 +339,11 @@ for _role, _model in ROLE_OPTIONS.items():
 def _pydantic_problems(err: ValidationError, src: Source) -> list[Problem]:
     merged: dict[Loc, list[str]] = {}
     fixes: dict[Loc, str] = {}
-    for e in err.errors(include_url=False):
-        loc = _data_loc(tuple(e["loc"]), src.data)
+    errors = err.errors(include_url=False)
+    for e in errors:
+        if _other_branch(e, errors):
+            continue
+        loc = _data_loc(tuple(e["loc"]), src.data, e["type"] == "missing")
         message, fix = _describe(e, loc, src.data)
         if message not in merged.setdefault(loc, []):
             merged[loc].append(message)
@@ -352,7 +355,20 @@ def _pydantic_problems(err: ValidationError, src: Source) -> list[Problem]:
     ]
 
 
-def _data_loc(loc: Loc, data: Any) -> Loc:
+_SCALAR_TYPES = ("bool_type", "string_type", "int_type", "float_type")
+
+
+def _other_branch(e: Any, errors: list[Any]) -> bool:
+    """A union's scalar branch refusing a mapping or list that its model branch reports
+    on in detail ('keepalive: {idle: 0}' is not about booleans)."""
+    if e["type"] not in _SCALAR_TYPES or not isinstance(e.get("input"), dict | list):
+        return False
+    field = tuple(e["loc"])[:-1]
+    return any(tuple(o["loc"])[:len(field)] == field and len(o["loc"]) > len(field) + 1
+               for o in errors)
+
+
+def _data_loc(loc: Loc, data: Any, missing: bool = False) -> Loc:
     """Drop the union-member tags pydantic puts in a location, keeping only real keys."""
     out: list[str | int] = []
     node = data
@@ -361,7 +377,7 @@ def _data_loc(loc: Loc, data: Any) -> Loc:
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and part < len(node):
             node = node[part]
-        elif i == len(loc) - 1 and isinstance(node, dict) and isinstance(part, str):
+        elif missing and i == len(loc) - 1 and isinstance(node, dict):
             pass  # a missing key: keep it, it is the field's name
         else:
             continue
@@ -390,8 +406,8 @@ def _describe(e: Any, loc: Loc, data: Any) -> tuple[str, str]:
     msg = str(e["msg"])
     msg = msg.replace("Input should be", "must be").replace("Value error, ", "")
     if value is not None and not isinstance(value, dict | list):
-        msg += f", got {show(value) if isinstance(value, str) else value!r}"
-    fix = ""
+        msg += ", got " + (show(value) if isinstance(value, str) else repr(value))
+    fix = "write a number such as 10 or 0.5" if kind == "finite_number" else ""
     if kind in ("greater_than_equal", "less_than_equal") and str(key) in _number_ranges():
         low, high = _number_ranges()[str(key)]
         fix = f"use {low} to {high}" if high is not None else f"use {low} or more"

@@ -212,3 +212,12 @@ def test_cli_refuses_a_hostile_value_with_exit_2_naming_the_field(field: str,
     assert run.returncode == 2, run.stderr
     assert "Traceback" not in run.stderr
     assert field in run.stderr and "'$'" in run.stderr
+
+
+def test_a_layout_file_name_cannot_break_out_of_the_header_comment(tmp_path: Path) -> None:
+    name = "evil\nservices: {x: {image: busybox}}\n\u00e9.yaml"
+    layout = load_layout(yaml.safe_dump(base()), name)
+    for text in render(layout).values():
+        head = text.splitlines()[0]
+        assert head.startswith("# generated from evil\\nservices") and head.isascii()
+        assert "x" not in yaml.safe_load(text)["services"]

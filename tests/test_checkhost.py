@@ -440,3 +440,19 @@ def test_a_probe_never_creates_a_missing_host_path(engine: Any, double_image: st
               volumes={str(missing): {"bind": "/p", "mode": "ro"}})
     assert err.value.path == str(missing)
     assert not (tmp_path / "not").exists()
+
+
+def test_the_log_of_a_server_whose_log_dir_is_missing_is_empty_and_nothing_is_created(
+        engine: Any, double_image: str, tmp_path: Path) -> None:
+    from walbctr.engine import Engine
+    from walbctr.logs import log_tail
+
+    text = (f"group: g\nimage: {double_image}\nnetwork: {{mode: bridge}}\n"
+            f"defaults:\n  base_dir: {tmp_path}/b/{{id}}\n  log_path: {tmp_path}/logs/{{id}}.log\n"
+            "archives:\n  - {id: a0, host: h, vg: vg0}\n")
+    lay = load_layout(text, "t.yaml")
+    assert log_tail(Engine(), lay, lay.server("a0"), 5) == []
+    assert not (tmp_path / "logs").exists()
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "a0.log").write_text("one\ntwo\nthree\n")
+    assert log_tail(Engine(), lay, lay.server("a0"), 2) == ["two", "three"]

@@ -144,8 +144,10 @@ def desired_hashes(layout: Layout, hosts: Iterable[str],
 
 def config_hash(svc: Mapping[str, Any]) -> str:
     """A digest of everything that defines the service, for drift detection."""
-    # Hashed as written (escaped), so the escaping itself never reads as drift.
-    text = json.dumps(escape(svc), sort_keys=True, separators=(",", ":"), default=list)
+    # Hashed as written (escaped), so the escaping itself never reads as drift. JSON writes
+    # a '$' as itself and keys hold none, so escaping the text is escaping the values.
+    text = json.dumps(svc, sort_keys=True, separators=(",", ":"), default=list)
+    text = text.replace("$", "$$")
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

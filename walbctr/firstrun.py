@@ -18,7 +18,8 @@ from walbctr import labvg
 from walbctr.build import build as run_build
 from walbctr.deploy import ImageMissingError
 from walbctr.engine import Engine
-from walbctr.imagetag import UPSTREAM_COMMIT, UPSTREAM_URL, UPSTREAM_VERSION
+from walbctr.imagetag import UPSTREAM_COMMIT, UPSTREAM_URL, UPSTREAM_VERSION, keeper_image
+from walbctr.monitor import image_of, monitor_of
 from walbctr.server import Role
 
 if TYPE_CHECKING:
@@ -35,12 +36,26 @@ def source_words(source: str | None) -> str:
             f"{UPSTREAM_COMMIT[:7]})")
 
 
-def local_hosts_lacking_image(layout: Layout, hosts: Collection[str]) -> list[str]:
-    """Hosts of this machine's engine that lack the layout's image (pushing cannot help)."""
+def built_images(layout: Layout, hosts: Collection[str]) -> list[str]:
+    """The images `walbctr build` makes that the layout runs on this machine's engine:
+    the servers' image, and the keeper's unless the monitor block names another."""
     local = [h for h in hosts if layout.hosts[h].engine is None]
-    if not local or Engine(label=local[0]).image_or_none(layout.image) is not None:
-        return []
-    return local
+    wanted = [layout.image] if local else []
+    m = monitor_of(layout)
+    if m is not None and m.host in local and not m.image:
+        wanted.append(image_of(layout))
+    return wanted
+
+
+def lacking_images(layout: Layout, hosts: Collection[str]) -> tuple[list[str], list[str]]:
+    """(images this machine's engine lacks, its hosts): what a build would provide."""
+    wanted = built_images(layout, hosts)
+    if not wanted:
+        return [], []
+    engine = Engine()
+    missing = [image for image in wanted if engine.image_or_none(image) is None]
+    local = [h for h in hosts if layout.hosts[h].engine is None]
+    return missing, local if missing else []
 
 
 def build_command(layout_arg: str, source: str | None, host: str | None) -> str:
@@ -52,11 +67,11 @@ def build_command(layout_arg: str, source: str | None, host: str | None) -> str:
     return shlex.join([*words, layout_arg])
 
 
-def missing_image(layout: Layout, hosts: list[str], command: str,
+def missing_image(images: list[str], hosts: list[str], command: str,
                   source: str | None) -> ImageMissingError:
     err = ImageMissingError(
-        f"image {layout.image} is not on the engine of {', '.join(hosts)}; nothing was "
-        "started",
+        f"image {' and '.join(images)} {'is' if len(images) == 1 else 'are'} not on the "
+        f"engine of {', '.join(hosts)}; nothing was started",
         f"run '{command}' to build it {source_words(source)} and go on (or build it "
         "first with 'walbctr build')")
     err.remote = False
@@ -74,10 +89,8 @@ def build_image(layout: Layout, source: str | None, progress: ProgressMode,
         # as the layout's image, so `up` runs what was just built.
         api = Engine().api
         api.images.get(built.tag).tag(layout.image)
-        keeper = getattr(built, "keeper_tag", "")
-        if keeper and ":" in layout.image:
-            api.images.get(keeper).tag(keeper.rsplit(":", 1)[0] + ":"
-                                       + layout.image.rsplit(":", 1)[1])
+        if built.keeper_tag and keeper_image(layout.image) != built.keeper_tag:
+            api.images.get(built.keeper_tag).tag(keeper_image(layout.image))
         echo(f"tagged {built.tag} as {layout.image}, the layout's image")
     return built.tag
 
@@ -86,12 +99,13 @@ def prepare(layout: Layout, hosts: Collection[str], *, build: bool, source: str 
             confirm: Callable[[str], bool], command: str, progress: ProgressMode,
             echo: Echo) -> None:
     """Before `up`: the image on this machine (built if allowed), then the lab VGs."""
-    lacking = local_hosts_lacking_image(layout, hosts)
+    images, lacking = lacking_images(layout, hosts)
     if lacking:
-        question = (f"image {layout.image} is not on this machine's engine.\nBuild it now "
-                    f"{source_words(source)}? (compiling walb-tools takes a few minutes)")
+        question = (f"image {' and '.join(images)} {'is' if len(images) == 1 else 'are'} not "
+                    f"on this machine's engine.\nBuild {'it' if len(images) == 1 else 'them'} "
+                    f"now {source_words(source)}? (compiling walb-tools takes a few minutes)")
         if not (build or confirm(question)):
-            raise missing_image(layout, lacking, command, source)
+            raise missing_image(images, lacking, command, source)
         build_image(layout, source, progress, echo)
     labvg.ensure(layout, hosts, echo)
 

@@ -173,7 +173,7 @@ def build(
     runtime_base, builder_base = choose_bases(engine, base_image, dockerfile, echo, plain, pull)
     with tempfile.TemporaryDirectory(prefix="walbctr-build-") as tmp:
         context = Path(tmp)
-        for name in ("Dockerfile", "lvm.conf"):
+        for name in ("Dockerfile", "lvm.conf", "walb-entrypoint.c"):
             shutil.copy2(recipe / name, context / name)
         content_hash, newest = copy_tree(tree, context / "source")
         src = describe(tree, content_hash, newest, url)

@@ -238,18 +238,15 @@ def _flow_list(dumper: Any, data: FlowList) -> Any:
 _Dumper.add_representer(FlowList, _flow_list)
 
 
-def escape(value: Any) -> Any:
-    """`value` with every string as Compose must read it literally: Compose interpolates
-    '$VAR', '${VAR}' and '$$' in every value of a file, and '$$' is one '$'."""
-    if isinstance(value, str):
-        return value.replace("$", "$$")
-    if isinstance(value, FlowList):
-        return FlowList(escape(v) for v in value)
-    if isinstance(value, list):
-        return [escape(v) for v in value]
-    if isinstance(value, Mapping):
-        return {k: escape(v) for k, v in value.items()}
-    return value
+def _escaped_str(dumper: Any, data: str) -> Any:
+    """Every string as Compose must read it literally: Compose interpolates '$VAR',
+    '${VAR}' and '$$' in every value of a file, and '$$' is one '$'. Done as strings are
+    written, not by copying the tree first. Keys are escaped too, harmlessly: they are
+    Compose's own words or validated ids, none holding a '$'."""
+    return dumper.represent_str(data.replace("$", "$$"))
+
+
+_Dumper.add_representer(str, _escaped_str)
 
 
 def comment_text(text: str) -> str:
@@ -267,7 +264,7 @@ def dump(layout: Layout, project: Mapping[str, Any]) -> str:
         head += (f"# bridge mode: the network {network_name(layout)} is created by "
                  "'walbctr up' (by hand: docker network create "
                  f"{network_name(layout)}).\n")
-    body = yaml.dump(escape(project), Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+    body = yaml.dump(project, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
                      width=1000, allow_unicode=True)
     return head + body
 

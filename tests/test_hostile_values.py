@@ -77,6 +77,12 @@ def at(*path: str | int) -> Setter:
     return put
 
 
+def monitor(key: str) -> Setter:
+    def put(data: dict[str, Any], value: str) -> None:
+        data["monitor"] = {"host": "h1", "port": 9580, key: value}
+    return put
+
+
 def rename_host(data: dict[str, Any], value: str) -> None:
     data["hosts"][value] = data["hosts"].pop("h2")
     data["proxies"][0]["host"] = value
@@ -108,6 +114,9 @@ FIELDS: dict[str, tuple[Setter, Callable[[str], str], Callable[[], dict[str, Any
                               base),
     "storages[0].sync_cmpr": (at("storages", 0, "sync_cmpr"), lambda f: f"lz4{f}:1:1", base),
     "archives[0].discard": (at("archives", 0, "discard"), lambda f: f"zero{f}", base),
+    "monitor.host": (monitor("host"), lambda f: f"h{f}1", base),
+    "monitor.image": (monitor("image"), lambda f: f"walbctr/k{f}x:1", base),
+    "monitor.publish": (monitor("publish"), lambda f: f"127.0.0.{f}1", bridge_base),
 }
 
 # A host renamed in `hosts` is also the proxy's host, whose field is checked first.

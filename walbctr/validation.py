@@ -276,17 +276,21 @@ def _ports(layout: Layout) -> Iterator[Problem]:
 
 def _publish(layout: Layout) -> Iterator[Problem]:
     for s in layout.servers:
-        if s.publish is None:
-            continue
-        try:
-            ipaddress.IPv4Address(s.publish)
-        except ValueError:
-            ch = first_outside(s.publish, re.compile(r"[0-9.]"))
-            why = f" (it has the character {ch!r})" if ch is not None else ""
-            yield Problem(_where(s, "publish"),
-                          f"publish {show(s.publish)} is not an IPv4 address{why}",
-                          fix="true for 127.0.0.1, or an address of the host such as "
-                              "192.0.2.10")
+        if s.publish is not None:
+            yield from _publish_address(s.publish, _where(s, "publish"))
+    monitor = layout.spec.monitor
+    if monitor is not None and isinstance(monitor.publish, str):
+        yield from _publish_address(monitor.publish, "monitor.publish")
+
+
+def _publish_address(address: str, where: str) -> Iterator[Problem]:
+    try:
+        ipaddress.IPv4Address(address)
+    except ValueError:
+        ch = first_outside(address, re.compile(r"[0-9.]"))
+        why = f" (it has the character {ch!r})" if ch is not None else ""
+        yield Problem(where, f"publish {show(address)} is not an IPv4 address{why}",
+                      fix="true for 127.0.0.1, or an address of the host such as 192.0.2.10")
 
 
 def _is_wildcard(address: str) -> bool:
@@ -323,12 +327,14 @@ def _is_loopback(address: str) -> bool:
 
 
 def _image(layout: Layout) -> Iterator[Problem]:
-    image = layout.spec.image
-    if image is not None and not _IMAGE_RE.match(image):
-        ch = first_outside(image, re.compile(r"[A-Za-z0-9._/:@-]"))
-        why = f": it has the character {ch!r}" if ch is not None else ""
-        yield Problem("image", f"{show(image)} is not an image reference{why}",
-                      fix="e.g. walbctr/walb-tools:1.0.19-d7295d2 (see 'walbctr build')")
+    monitor = layout.spec.monitor
+    for where, image in (("image", layout.spec.image),
+                         ("monitor.image", monitor.image if monitor is not None else None)):
+        if image is not None and not _IMAGE_RE.match(image):
+            ch = first_outside(image, re.compile(r"[A-Za-z0-9._/:@-]"))
+            why = f": it has the character {ch!r}" if ch is not None else ""
+            yield Problem(where, f"{show(image)} is not an image reference{why}",
+                          fix="e.g. walbctr/walb-tools:1.0.19-d7295d2 (see 'walbctr build')")
 
 
 # walb's own defaults for the settings compared below (src/constant.hpp:28-29).

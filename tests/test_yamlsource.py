@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from walbctr.errors import LayoutError
-from walbctr.yamlsource import MAX_BYTES, MAX_VALUES, format_loc, load
+from walbctr.layout import load_layout
+from walbctr.yamlsource import MAX_BYTES, MAX_VALUES, format_loc, load, parse_loc
 
 
 def test_lines_are_indexed_by_field_path() -> None:
@@ -140,3 +141,20 @@ def test_anchors_and_merge_keys_a_layout_uses_still_work() -> None:
     src = load("base: &b {port: 10001, debug: true}\nx: {<<: *b, port: 2}\ny: *b\n", "t")
     assert src.data["x"] == {"port": 2, "debug": True}
     assert src.data["y"] == {"port": 10001, "debug": True}
+
+
+@pytest.mark.parametrize("loc", [("archives", 0, "vg"), ("hosts", "db.example", "engine"),
+                                 ("a\nb",), ("hosts", "x']y", "tls", "ca"), ()])
+def test_a_field_path_is_one_line_and_reads_back(loc: tuple[str | int, ...]) -> None:
+    path = format_loc(loc)
+    assert "\n" not in path
+    assert parse_loc(path) == loc
+
+
+def test_a_dotted_host_name_is_located_in_its_errors() -> None:
+    text = ("group: g\nhosts:\n  db.example:\n    address: 'db example'\n"
+            "archives: [{id: a0, host: db.example, vg: v}]\n")
+    with pytest.raises(LayoutError) as err:
+        load_layout(text, "t.yaml")
+    (p,) = err.value.problems
+    assert (p.path, p.line) == ("hosts['db.example'].address", 4)

@@ -200,6 +200,18 @@ def test_the_keeper_runs_unprivileged_read_only_without_the_docker_socket(
     assert keeper.attrs["Config"]["User"] == "65534:65534"
 
 
+def test_up_leaves_a_current_keeper_alone_and_down_removes_it(kept: KeptGroup) -> None:
+    before = kept.keeper().id
+    again = kept.up()
+    assert again.returncode == 0, again.stderr
+    assert "nothing to change" in again.stdout
+    assert kept.keeper().id == before
+    down = kept.walbctr("down", str(kept.path), "--quiet")
+    assert down.returncode == 0, down.stderr
+    assert kept.engine.containers.list(
+        all=True, filters={"label": f"{KEEPER_LABEL}={kept.name}"}) == []
+
+
 def test_killed_archive_gets_the_proxies_kicked_and_prometheus_sees_it(
         kept: KeptGroup, prometheus: Prometheus) -> None:
     wait_for(lambda: prometheus.value('sum(walb_server_up{job="walb-keeper"})') == 3,

@@ -672,10 +672,11 @@ def push(layout: str, host: str | None, quiet: bool) -> None:
     pushed = _push(lay, host, quiet)
     for p in sorted(pushed, key=lambda p: p.host):
         hosts = ", ".join(p.hosts)
+        image = p.image or lay.image
         if p.skipped:
-            click.echo(f"{hosts}: already has {lay.image} ({p.seconds:.2f} s)")
+            click.echo(f"{hosts}: already has {image} ({p.seconds:.2f} s)")
         else:
-            click.echo(f"{hosts}: loaded {lay.image}, {p.megabytes:.1f} MB in "
+            click.echo(f"{hosts}: loaded {image}, {p.megabytes:.1f} MB in "
                        f"{p.seconds:.1f} s")
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from walbctr.engine import Engine
 from walbctr.errors import WalbctrError, explain
 from walbctr.fleet import Fleet
+from walbctr.monitor import image_of
 
 if TYPE_CHECKING:
     from walbctr.layout import Layout
@@ -29,26 +30,42 @@ class Pushed:
     skipped: bool
     megabytes: float
     seconds: float
+    image: str = ""  # what was pushed when it is not the layout's image (the keeper's)
 
 
 Progress = Callable[[str, int, int], None]  # host, bytes sent, bytes expected
 
 
 def push(layout: Layout, only_host: str | None, progress: Progress) -> list[Pushed]:
-    local = Engine()
-    image = local.image_or_none(layout.image)
-    if image is None:
-        raise WalbctrError(f"image {layout.image} is not on this machine's engine",
-                           "build it first with 'walbctr build'")
+    """The layout's image to every host; with a monitor block, the keeper's image to the
+    keeper's host too."""
     fleet = Fleet(layout, only_host)
     groups = fleet.engine_groups()
+    out = push_image(layout, fleet, groups, layout.image, progress)
+    m = layout.spec.monitor
+    # The keeper's image is only needed where the keeper runs, and only copied there.
+    if m is not None and m.host in fleet.hosts and layout.hosts[m.host].engine is not None:
+        keeper = image_of(layout)
+        first = groups[layout.hosts[m.host].engine_key][0]
+        out += [replace(p, image=keeper) for p in push_image(
+            layout, fleet, {layout.hosts[m.host].engine_key: [first]}, keeper, progress)]
+    return out
+
+
+def push_image(layout: Layout, fleet: Fleet, groups: dict[str, list[str]], name: str,
+               progress: Progress) -> list[Pushed]:
+    local = Engine()
+    image = local.image_or_none(name)
+    if image is None:
+        raise WalbctrError(f"image {name} is not on this machine's engine",
+                           "build it first with 'walbctr build'")
     expected = int(image.attrs.get("Size", 0))
 
     def send(host: str) -> Pushed:
         engine = fleet.engines[host]
         hosts = tuple(groups[layout.hosts[host].engine_key])
         started = time.monotonic()
-        there = engine.image_or_none(layout.image)
+        there = engine.image_or_none(name)
         if there is not None and there.id == image.id:
             progress(host, expected, expected)
             return Pushed(host, hosts, True, 0.0, time.monotonic() - started)
@@ -56,7 +73,7 @@ def push(layout: Layout, only_host: str | None, progress: Progress) -> list[Push
 
         def counting() -> Iterator[bytes]:
             nonlocal sent
-            for chunk in local.api.api.get_image(layout.image, chunk_size=CHUNK):
+            for chunk in local.api.api.get_image(name, chunk_size=CHUNK):
                 sent += len(chunk)
                 progress(host, sent, expected)
                 yield chunk
@@ -65,11 +82,11 @@ def push(layout: Layout, only_host: str | None, progress: Progress) -> list[Push
             for _ in _load(engine, counting()):
                 pass
         except Exception as err:
-            raise WalbctrError(f"host {host}: loading {layout.image} failed: {err}") from None
-        arrived = engine.image_or_none(layout.image)
+            raise WalbctrError(f"host {host}: loading {name} failed: {err}") from None
+        arrived = engine.image_or_none(name)
         if arrived is None or arrived.id != image.id:
             got = arrived.id if arrived is not None else "nothing"
-            raise WalbctrError(f"host {host}: {layout.image} arrived as {got}, not {image.id}",
+            raise WalbctrError(f"host {host}: {name} arrived as {got}, not {image.id}",
                                "run 'walbctr push' again")
         return Pushed(host, hosts, False, sent / 1e6, time.monotonic() - started)
 

@@ -33,8 +33,8 @@ def missing_image(layout: Layout, fleet: Fleet) -> str | None:
     image = image_of(layout)
     if fleet.engines[m.host].image_or_none(image) is None:
         return (f"host {m.host}: the keeper's image {image} is not on its engine ('walbctr "
-                "build' makes it with the walb-tools image; 'walbctr push' does not copy it "
-                "yet: docker save | docker load it, or set monitor.image)")
+                "build' makes it with the walb-tools image, 'walbctr push' copies it there; "
+                "or set monitor.image)")
     return None
 
 

@@ -60,6 +60,35 @@ def test_ci_runs_the_readme_test_command() -> None:
                for line in ci), command
 
 
+def test_probe_output_reads_as_what_the_machine_has_of_a_loop_vg() -> None:
+    from walbctr.loopvg import parse_seen
+
+    seen = parse_seen("tags walbctr-lab-lab,x\npv /dev/loop5\nfile\nloop /dev/loop5\n")
+    assert seen.exists and seen.tagged("walbctr-lab-lab") and seen.only_on_its_file
+    assert seen.file and seen.loops == ("/dev/loop5",)
+    other = parse_seen("tags \npv /dev/sdb\npv /dev/loop5\nloop /dev/loop5\n")
+    assert other.exists and other.tags == () and not other.only_on_its_file
+    assert not other.file
+    gone = parse_seen("")
+    assert not gone.exists and not gone.file and gone.loops == ()
+
+
+def test_next_steps_name_the_layout_a_storage_and_purge_lab_only_for_a_lab_vg(
+        minimal: Any) -> None:
+    from walbctr.firstrun import build_command, next_steps
+    from walbctr.layout import load_layout
+
+    text = next_steps(minimal, "my layout.yaml")
+    assert "walbctr status 'my layout.yaml'" in text
+    assert "walbctr walbc 'my layout.yaml' s0 status" in text
+    assert "walbctr logs 'my layout.yaml' a0" in text
+    assert "walbctr down 'my layout.yaml'  " in text and "--purge-lab" not in text
+    lab = load_layout((ROOT / "examples" / "lab.yaml").read_text(), "examples/lab.yaml")
+    assert "walbctr down examples/lab.yaml --purge-lab" in next_steps(lab, "examples/lab.yaml")
+    assert build_command("a b.yaml", "/src/walb tools", None) == \
+        "walbctr up --build --source '/src/walb tools' 'a b.yaml'"
+
+
 # --- on the engine ------------------------------------------------------------------------
 
 
@@ -298,7 +327,7 @@ def test_purge_lab_refuses_a_volume_group_walbctr_did_not_make(
     path = lab_layout(tmp_path, double_image, loop_vg)
     run = walbctr_in(tmp_path, "down", str(path), "--purge-lab")
     assert run.returncode == 1
-    assert f"volume group {loop_vg} is not a lab VG walbctr made" in run.stderr
+    assert f"volume group {loop_vg} is not a lab VG: not one walbctr made" in run.stderr
     assert "nothing was stopped" in run.stderr
     assert vg_tags(engine, double_image, loop_vg) == "walbctr-test"  # still there, as it was
 

@@ -32,6 +32,14 @@ def lab_tag(group: str) -> str:
     return TAG_PREFIX + group
 
 
+def whose(seen: loopvg.Seen) -> str:
+    """How an existing VG that is not this group's lab VG reads in a message."""
+    groups = [t.removeprefix(TAG_PREFIX) for t in seen.tags if t.startswith(TAG_PREFIX)]
+    if groups:
+        return f"is the lab VG of group {groups[0]}"
+    return "is not a lab VG"
+
+
 @dataclass(frozen=True)
 class LabVg:
     host: str
@@ -81,7 +89,7 @@ def ensure(layout: Layout, hosts: Collection[str], echo: Callable[[str], None]) 
             seen = loopvg.inspect(engine, layout.image, vg)
             if seen.exists:
                 if not seen.tagged(vg.tag):
-                    echo(f"note: volume group {vg.name} exists and is not a lab VG; "
+                    echo(f"note: volume group {vg.name} exists and {whose(seen)}; "
                          f"{', '.join(lab.archives)} use{'s' if len(lab.archives) == 1 else ''}"
                          " it as it is (lab_vg_size applies only when it is missing)")
                 continue
@@ -125,9 +133,9 @@ def plan_purge(layout: Layout) -> Purge:
     for lab, s in seen:
         if s.exists and not s.tagged(lab.vg.tag):
             raise WalbctrError(
-                f"volume group {lab.vg.name} is not a lab VG walbctr made (it does not carry "
-                f"the tag {lab.vg.tag}); walbctr never removes a real volume group, and "
-                "nothing was stopped",
+                f"volume group {lab.vg.name} {whose(s)}: not one walbctr made for this group "
+                f"(it does not carry the tag {lab.vg.tag}); walbctr never removes a real "
+                "volume group, and nothing was stopped",
                 f"run 'walbctr down {layout.source}' without --purge-lab, and remove the "
                 "volume group yourself if you mean to")
         if s.exists and not s.only_on_its_file:

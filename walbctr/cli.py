@@ -85,10 +85,12 @@ def main() -> None:
 
     \b
     Start here:
-      walbctr validate examples/minimal.yaml   check a layout
-      walbctr cmdline examples/minimal.yaml    the exact server command lines
-      walbctr render examples/minimal.yaml     compose files, one per host
-      walbctr schema > layout.schema.json      editor completion for layouts
+      walbctr up examples/lab.yaml                 a lab group on this machine's Docker
+      walbctr down examples/lab.yaml --purge-lab   and take it away again
+      walbctr validate examples/minimal.yaml       check a layout
+      walbctr cmdline examples/minimal.yaml        the exact server command lines
+      walbctr render examples/minimal.yaml         compose files, one per host
+      walbctr schema > layout.schema.json          editor completion for layouts
     """
 
 

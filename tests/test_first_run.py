@@ -29,6 +29,9 @@ from tests.conftest import DOUBLE_SOURCE, ROOT
 
 LABEL = "io.walbctr.group"
 LOOP_RULES = ["b *:* rwm", "c 10:* rwm"]
+# What pip says when the package index cannot be reached.
+NO_INDEX = ("NewConnectionError", "Temporary failure in name resolution",
+            "No matching distribution found for hatchling")
 
 
 def readme_blocks(section: str) -> list[list[str]]:
@@ -215,7 +218,11 @@ def test_quick_start_brings_up_a_healthy_lab_and_purge_lab_leaves_nothing(
     try:
         pip = subprocess.run(install, shell=True, capture_output=True, text=True, env=env,
                              cwd=ROOT, check=False)
-        assert pip.returncode == 0, pip.stdout[-2000:] + pip.stderr[-2000:]
+        said = pip.stdout + pip.stderr
+        if pip.returncode != 0 and any(w in said for w in NO_INDEX):
+            pytest.skip("pip cannot reach the package index here (it fetches the build "
+                        f"backend, hatchling): {said.strip().splitlines()[-1]}")
+        assert pip.returncode == 0, said[-4000:]
         assert shutil.which("walbctr", path=env["PATH"]) == str(venv / "bin" / "walbctr")
         installed = time.monotonic()
         code, out, asked = run_on_terminal(up, env, ROOT, timeout=900)

@@ -456,3 +456,25 @@ def test_the_log_of_a_server_whose_log_dir_is_missing_is_empty_and_nothing_is_cr
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "a0.log").write_text("one\ntwo\nthree\n")
     assert log_tail(Engine(), lay, lay.server("a0"), 2) == ["two", "three"]
+
+
+@pytest.mark.parametrize("state", ["SyncReady", "Target"])
+def test_real_walb_storage_exits_at_start_when_a_volumes_walb_device_is_missing(
+        engine: Any, double_image: str, tmp_path: Path, state: str) -> None:
+    """What check-host's volume check stands for, seen on walb-tools itself."""
+    if engine.images.get(double_image).labels.get("io.walbctr.test-double") == "true":
+        pytest.skip("the test double does not open volumes' WalB devices at start; run with "
+                    "WALBCTR_TEST_IMAGE set to an image of real walb-tools")
+    from walbctr.engine import Engine
+
+    base = tmp_path / "s0"
+    walb_volume(base, "vol0", "/dev/walb/vol0", state)
+    argv = ["timeout", "10", "walb-storage", "-p", "5000", "-b", "/b/", "-id", "s0",
+            "-archive", "127.0.0.1:10001", "-proxy", "127.0.0.1:10002"]
+    started = time.monotonic()
+    result = probe(Engine(), double_image, argv, purpose="test",
+                   volumes={str(base): {"bind": "/b", "mode": "rw"}})
+    assert result.status == 1, result
+    assert time.monotonic() - started < 10
+    assert "initializeStorage:start failed:vol0:StorageVolInfo:not found:/dev/walb/vol0" in \
+        result.stdout + result.stderr

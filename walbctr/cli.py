@@ -328,6 +328,24 @@ plain_option = click.option("--plain", is_flag=True,
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print only the result.")
 
 
+def gate_options(func: F) -> F:
+    """The options `upgrade` and `restart` share: how many at once, and the gates."""
+    for option in reversed((
+        click.option("--parallel-per-tier", type=click.IntRange(1), default=1,
+                     show_default=True, metavar="N",
+                     help="Servers of one tier replaced at the same time."),
+        click.option("--gate-timeout", type=click.FloatRange(0), default=600,
+                     show_default=True, metavar="SECONDS",
+                     help="How long to wait for an archive's running action before "
+                          "stopping the run."),
+        click.option("--force", is_flag=True,
+                     help="Do not wait for archive actions (a graceful shutdown still waits "
+                          "until the stop_grace_period), go on despite an overflow or send "
+                          "error, accept changed volume states."))):
+        func = option(func)
+    return func
+
+
 @main.command()
 @layout_argument
 @host_option
@@ -341,11 +359,14 @@ quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print only the 
 @click.option("--source", metavar="URL|DIR", envvar="WALBCTR_SOURCE",
               help="With a build: the walb-tools to compile (see 'walbctr build'). "
                    "Default: $WALBCTR_SOURCE, else upstream v1.0.19, pinned.")
+@click.option("--yes", is_flag=True,
+              help="Recreate servers whose image alone changed without asking (see "
+                   "'walbctr upgrade', the safe way to change the image).")
 @plain_option
 @quiet_option
 @friendly
 def up(layout: str, host: str | None, timeout: int | None, push_image: bool, build_image: bool,
-       source: str | None, plain: bool, quiet: bool) -> None:
+       source: str | None, yes: bool, plain: bool, quiet: bool) -> None:
     """Bring the group up: archives, then proxies, then storages, healthy.
 
     Validates and renders LAYOUT, checks every host first (engine, image, ports), then
@@ -363,7 +384,7 @@ def up(layout: str, host: str | None, timeout: int | None, push_image: bool, bui
     On this machine's engine, a missing image is built (on a terminal after asking;
     with --build without), and an archive with lab_vg_size gets its VG on a loop file.
     """
-    from walbctr.deploy import ImageMissingError
+    from walbctr.deploy import ImageChangeError, ImageMissingError
     from walbctr.deploy import up as run_up
     from walbctr.errors import warn
     from walbctr.firstrun import build_command, next_steps, prepare
@@ -377,13 +398,21 @@ def up(layout: str, host: str | None, timeout: int | None, push_image: bool, bui
             command=build_command(layout, source, host), progress=mode,
             echo=(lambda _t: None) if quiet else warn)
     try:
-        done = run_up(lay, only_host=host, timeout=timeout, mode=mode)
+        done = run_up(lay, only_host=host, timeout=timeout, mode=mode,
+                      allow_image_change=yes)
+    except ImageChangeError as err:
+        if not sys.stdin.isatty() or not click.confirm(
+                f"{err}\nrecreate them with 'walbctr up' anyway?", default=False, err=True):
+            raise
+        done = run_up(lay, only_host=host, timeout=timeout, mode=mode,
+                      allow_image_change=True)
     except ImageMissingError as err:
         if push_image or not err.remote or not sys.stdin.isatty() or not click.confirm(
                 f"{err.message}\ncopy it from this machine now?", err=True):
             raise
         _push(lay, host, quiet)
-        done = run_up(lay, only_host=host, timeout=timeout, mode=mode)
+        done = run_up(lay, only_host=host, timeout=timeout, mode=mode,
+                      allow_image_change=yes)
     total = len(done.created) + len(done.recreated) + len(done.unchanged)
     if done.repaired:
         click.echo(f"restored the restart policy of {', '.join(done.repaired)} (an "
@@ -442,19 +471,93 @@ def down(args: tuple[str, ...], host: str | None, purge_lab: bool, plain: bool,
 @click.option("--timeout", type=click.IntRange(1), metavar="SECONDS",
               help="Seconds each server may take to answer walbc again. Default: its "
                    "start_period.")
+@gate_options
 @plain_option
 @quiet_option
 @friendly
-def restart(args: tuple[str, ...], host: str | None, timeout: int | None, plain: bool,
+def restart(args: tuple[str, ...], host: str | None, timeout: int | None,
+            parallel_per_tier: int, gate_timeout: float, force: bool, plain: bool,
             quiet: bool) -> None:
-    """Restart servers (all, or ID...): stopped in reverse order, started in tier order."""
-    from walbctr.deploy import restart as run_restart
+    """Rolling restart of servers (all, or ID...), with walb's gates and kicks.
+
+    One server at a time (--parallel-per-tier N for more), archives, then proxies, then
+    storages, each answering walbc before the next, with the gates and follow-ups of
+    'walbctr upgrade' (see 'walbctr upgrade --help'): an archive's running
+    merge/apply/restore/replication/resize is waited for, an overflow or a wdiff send
+    error refuses (--force goes on), volume states are checked after, and the proxies
+    (after an archive) and storages (after a proxy) are kicked. Every stop is 'walbc
+    shutdown graceful'.
+    """
+    from walbctr.upgrade import Options, rolling_restart, summary
 
     layout, ids = _split_layout(args)
     lay = load(layout)
     mode = _progress_mode(plain, quiet)
-    done = run_restart(lay, ids or None, only_host=host, mode=mode, timeout=timeout)
-    click.echo(f"group {lay.group}: restarted {', '.join(done) or 'nothing'}")
+    options = Options(parallel=parallel_per_tier, gate_timeout=gate_timeout, force=force,
+                      timeout=timeout)
+    done = rolling_restart(lay, ids or None, only_host=host, options=options, mode=mode)
+    for line in summary(done, lay):
+        click.echo(line)
+
+
+@main.command()
+@layout_argument
+@click.option("--image", metavar="IMAGE",
+              help="The image to upgrade to; it must be the one LAYOUT names (edit 'image:' "
+                   "in LAYOUT first). Default: LAYOUT's image.")
+@click.option("--resume", is_flag=True,
+              help="Finish the last upgrade, interrupted or stopped by a gate.")
+@click.option("--rollback", is_flag=True,
+              help="Return every server the last upgrade touched to the image it ran before "
+                   "(storages first), with the same gates.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--timeout", type=click.IntRange(1), metavar="SECONDS",
+              help="Seconds each server may take to answer walbc after its start. Default: "
+                   "its start_period.")
+@gate_options
+@plain_option
+@quiet_option
+@friendly
+def upgrade(layout: str, image: str | None, resume: bool, rollback: bool, dry_run: bool,
+            timeout: int | None, parallel_per_tier: int, gate_timeout: float, force: bool,
+            plain: bool, quiet: bool) -> None:
+    """Upgrade the group's servers to a new image, one at a time, with walb's gates.
+
+    \b
+    First set 'image: NEW' in LAYOUT (the layout says what runs), then:
+      walbctr upgrade LAYOUT --dry-run      the plan
+      walbctr upgrade LAYOUT                do it
+      walbctr upgrade LAYOUT --resume       finish an interrupted or stopped upgrade
+      walbctr upgrade LAYOUT --rollback     back to the image each server ran before
+
+    Archives, then proxies, then storages; each server is recreated on the new image
+    ('walbc shutdown graceful', then compose up of that service alone) and must answer
+    walbc before the next. Before a stop: an archive must run no Merge, Apply, Restore,
+    ReplSyncAsClient or Resize (waits up to --gate-timeout), a storage no overflowed
+    volume, a proxy no wdiff send error (--force goes on). After a start: every volume in
+    the state it had (a proxy volume that was Stopped is stopped again: walb-proxy starts
+    them all). Then walb's follow-ups: the proxies are kicked after an archive, the
+    storages after a proxy. The plan and progress are kept in walbctr's state dir; a
+    server failing a gate stops the upgrade, and the message says what to run next.
+    """
+    from walbctr.errors import warn
+    from walbctr.upgrade import Options, summary
+    from walbctr.upgrade import upgrade as run_upgrade
+
+    if resume and rollback:
+        raise click.UsageError("give --resume or --rollback, not both")
+    lay = load(layout)
+    options = Options(parallel=parallel_per_tier, gate_timeout=gate_timeout, force=force,
+                      timeout=timeout)
+    done = run_upgrade(lay, image, resume=resume, rollback=rollback, dry_run=dry_run,
+                       options=options, mode=_progress_mode(plain, quiet),
+                       echo=click.echo)
+    if dry_run:
+        return
+    for line in summary(done, lay):
+        click.echo(line)
+    for note in done.notes if not quiet else []:
+        warn(f"note: {note}")
 
 
 @main.command("status")

@@ -4,6 +4,7 @@ in tiers across hosts, with every server's health watched through the Engine API
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -118,7 +119,7 @@ def ensure_network(layout: Layout, engine: Engine) -> None:
 
 
 def up(layout: Layout, *, only_host: str | None, timeout: float | None,
-       mode: ProgressMode) -> Outcome:
+       mode: ProgressMode, allow_image_change: bool = False) -> Outcome:
     """Apply the layout in tiers; `timeout` overrides each server's start_period."""
     started = time.monotonic()
     fleet = Fleet(layout, only_host)
@@ -138,6 +139,8 @@ def up(layout: Layout, *, only_host: str | None, timeout: float | None,
             outcome.unchanged = [s.id for s in servers]
             outcome.seconds = time.monotonic() - started
             return outcome
+        if not allow_image_change:
+            _refuse_image_only_change(layout, fleet, servers, before, wanted, old)
         require_compose()
         preflight(layout, fleet, before)
         no_keeper = keeper_service.missing_image(layout, fleet)
@@ -157,6 +160,46 @@ def up(layout: Layout, *, only_host: str | None, timeout: float | None,
         keeper_service.start(layout, fleet, paths)  # last: it kicks what is up
         outcome.seconds = time.monotonic() - started
         return outcome
+
+
+class ImageChangeError(WalbctrError):
+    """`up` would replace running servers whose only difference is their image."""
+
+
+def _refuse_image_only_change(layout: Layout, fleet: Fleet, servers: list[Server],
+                              before: dict[str, Observed], wanted: dict[str, str],
+                              old: frozenset[str]) -> None:
+    """An image change is an upgrade: `walbctr upgrade` has the gates, kicks and rollback
+    that recreating every tier at once has not."""
+    changed: dict[str, str] = {}
+    new_ids: dict[str, str | None] = {}
+    for s in servers:
+        obs = before.get(s.id)
+        if obs is None or obs.status != "running":
+            continue
+        if s.host not in new_ids:
+            image = fleet.engines[s.host].image_or_none(layout.image)
+            new_ids[s.host] = image.id if image is not None else None
+        if obs.config_hash == wanted[s.id]:
+            if new_ids[s.host] is not None and obs.image_id != new_ids[s.host]:
+                changed[s.id] = f"{obs.image} (rebuilt)"
+            continue
+        if obs.image == layout.image:
+            continue
+        was = dataclasses.replace(layout, spec=layout.spec.model_copy(
+            update={"image": obs.image}))
+        if desired_hashes(was, [s.host], old)[s.id] == obs.config_hash:
+            changed[s.id] = obs.image
+    if changed:
+        olds = ", ".join(dict.fromkeys(changed.values()))
+        raise ImageChangeError(
+            f"only the image changed for {', '.join(changed)} ({olds} -> {layout.image}): "
+            "'walbctr up' would recreate them tier by tier, without the upgrade's gates "
+            "(running archive actions, overflows, send errors), kicks or way back; nothing "
+            "was changed",
+            f"run 'walbctr upgrade {layout.source}' (the safe path: one server at a time, "
+            f"--rollback to go back), or 'walbctr up {layout.source} --yes' to recreate them "
+            "anyway")
 
 
 def _restore_policies(fleet: Fleet, servers: list[Server],

@@ -1,0 +1,378 @@
+"""`walbctr upgrade` (with --resume, --rollback) and the rolling `restart`, on the real
+engine, between two builds of the test double that differ in their VERSION file.
+
+Every group is the lab layout (one archive, one proxy, one storage) in bridge mode, with
+its servers' logs in files under the test's tmp dir: a container replaced by the upgrade
+takes its container log with it, and the kicks it received are what some tests look for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import DOUBLE_SOURCE, ROOT, docker_time, first_ready, run_walbctr
+from tests.test_deploy import Group
+
+NEW_VERSION = "1.0.20-double-upgrade"
+
+
+def build_variant(tmp: Path, version: str, fail_at_start: str | None = None) -> str:
+    """A copy of the double with another VERSION (and FAIL_AT_START), built as CI does."""
+    src = tmp / "src"
+    shutil.copytree(DOUBLE_SOURCE, src, ignore=shutil.ignore_patterns("*.o", "binsrc"))
+    (src / "VERSION").write_text(version + "\n")
+    if fail_at_start:
+        (src / "FAIL_AT_START").write_text(fail_at_start + "\n")
+    run = run_walbctr("build", "--source", str(src), "--plain")
+    assert run.returncode == 0, run.stderr[-4000:]
+    return run.stdout.split()[0]
+
+
+@pytest.fixture(scope="module")
+def new_image(engine: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return build_variant(tmp_path_factory.mktemp("new"), NEW_VERSION)
+
+
+@pytest.fixture(scope="module")
+def failing_image(engine: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return build_variant(tmp_path_factory.mktemp("failing"), NEW_VERSION + "-failing", "all")
+
+
+class Lab(Group):
+    """The lab group with log files, volumes in every server, and the layout's image
+    changeable."""
+
+    def __init__(self, tmp: Path, engine: Any, image: str, vg: str) -> None:
+        super().__init__(tmp, engine, image, vg, "bridge")
+        self.logs = self.data / "logs"
+        self.path.write_text(self.path.read_text().replace(
+            "  privileged: false\n", f"  privileged: false\n  log_path: {self.logs}/{{id}}.log\n"))
+
+    def set_image(self, image: str) -> None:
+        self.path.write_text(self.path.read_text().replace(f"image: {self.image}\n",
+                                                           f"image: {image}\n"))
+        self.image = image
+
+    def walbc(self, server: str, *args: str) -> str:
+        run = self.walbctr("walbc", str(self.path), server, *args)
+        assert run.returncode == 0, f"walbc {server} {args}: {run.stdout}{run.stderr}"
+        return run.stdout
+
+    def make_volumes(self) -> None:
+        """Volumes in several states on every server (init-vol and archive-info as an
+        operator runs them, the double's hook where a walb driver would be needed)."""
+        a0 = f"a0:{self.ports['a0']}"
+        self.walbc("a0", "init-vol", "vol0")  # SyncReady
+        self.walbc("a0", "double-set-state", "vol1", "Archived")
+        self.walbc("p0", "archive-info", "add", "vol0", "a0", a0)
+        self.walbc("p0", "start", "vol0")  # Started
+        self.walbc("p0", "archive-info", "add", "vol1", "a0", a0)  # stays Stopped
+        self.walbc("s0", "double-set-state", "vol0", "Target")
+        self.walbc("s0", "double-set-state", "vol1", "Standby")
+
+    def states(self) -> dict[tuple[str, str], str]:
+        out = {}
+        for server in ("a0", "p0", "s0"):
+            for vol in self.walbc(server, "get", "vol").split():
+                out[(server, vol)] = self.walbc(server, "get", "state", vol).strip()
+        return out
+
+    def version(self, server: str) -> str:
+        return self.walbc(server, "version").strip()
+
+    def log(self, server: str) -> str:
+        return (self.logs / f"{server}.log").read_text(errors="replace")
+
+    def image_ids(self) -> dict[str, str]:
+        return {sid: c.image.id for sid, c in self.containers().items()}
+
+    def plan(self) -> dict[str, Any]:
+        state = Path(self.env["WALBCTR_STATE_DIR"]) / self.name / "upgrade.json"
+        return dict(json.loads(state.read_text()))
+
+    def upgrade(self, *args: str) -> Any:
+        return self.walbctr("upgrade", str(self.path), "--plain", *args)
+
+
+@pytest.fixture
+def lab(tmp_path: Path, engine: Any, double_image: str, loop_vg: str) -> Iterator[Lab]:
+    g = Lab(tmp_path / "lab", engine, double_image, loop_vg)
+    try:
+        up = g.up()
+        assert up.returncode == 0, up.stderr
+        g.make_volumes()
+        yield g
+    finally:
+        g.cleanup()
+
+
+def board_order(output: str, state: str) -> list[str]:
+    """Servers in the order the --plain board reported them reaching `state`."""
+    return re.findall(rf"^\[[ \d.]+s\] (\S+) \([^)]*\): {state}(?: after|$)", output,
+                      re.MULTILINE)
+
+
+def ready_after(client: Any, container: Any, since: float) -> float:
+    """When the server first answered walbctr's readiness probe after `since` (the engine's
+    exec events: an exec_die with exit code 0 ends after the answer came)."""
+    events = client.api.events(since=since, until=time.time(), decode=True,
+                               filters={"container": container.id,
+                                        "event": ["exec_start", "exec_die"]})
+    probes: set[str] = set()
+    times = []
+    for event in events:
+        action = event.get("Action") or event.get("status") or ""
+        attrs = (event.get("Actor") or {}).get("Attributes") or {}
+        if action.startswith("exec_start") and "get host-type" in action:
+            probes.add(attrs.get("execID", ""))
+        elif action == "exec_die" and attrs.get("execID") in probes \
+                and attrs.get("exitCode") == "0":
+            times.append(event["timeNano"] / 1e9)
+    assert times, f"{container.name} never answered walbc get host-type after {since}"
+    return min(times)
+
+
+def assert_all_answer(g: Lab) -> None:
+    for sid in ("a0", "p0", "s0"):
+        g.wait_healthy(sid, timeout=30)
+
+
+# --- the upgrade ----------------------------------------------------------------------------
+
+
+def test_upgrade_replaces_every_server_in_tier_order_one_at_a_time_and_keeps_volume_states(
+        lab: Lab, new_image: str, engine: Any) -> None:
+    old_ids = lab.image_ids()
+    before = lab.states()
+    assert before[("p0", "vol1")] == "Stopped"
+    started = time.time()
+    lab.set_image(new_image)
+    run = lab.upgrade()
+    assert run.returncode == 0, run.stdout + run.stderr
+    containers = lab.containers()
+    new_id = engine.images.get(new_image).id
+    assert {sid: c.image.id for sid, c in containers.items()} == dict.fromkeys(
+        ("a0", "p0", "s0"), new_id)
+    assert new_id not in old_ids.values()
+    assert {sid: lab.version(sid) for sid in containers} == dict.fromkeys(
+        ("a0", "p0", "s0"), NEW_VERSION)
+    # One at a time, archives first: each container was created only after the one before
+    # it answered walbc.
+    a0, p0, s0 = containers["a0"], containers["p0"], containers["s0"]
+    assert started < docker_time(a0.attrs["Created"])
+    assert docker_time(p0.attrs["Created"]) >= first_ready(engine, a0)
+    assert docker_time(s0.attrs["Created"]) >= first_ready(engine, p0)
+    # walb-proxy starts every volume it finds: the upgrade stopped vol1 again.
+    assert lab.states() == before
+    assert "p0: vol1 was Stopped before; walb-proxy starts every volume at start" in run.stderr
+    # walb's follow-ups, seen by the servers themselves; and every stop was graceful.
+    assert "kick requested: all volumes" in lab.log("p0")
+    assert "kick requested: all volumes" in lab.log("s0")
+    assert "a0: kicked p0" in run.stderr and "p0: kicked s0" in run.stderr
+    for sid in ("a0", "p0", "s0"):
+        log = lab.log(sid)
+        assert "shutdown (graceful: walbc shutdown graceful)" in log, log[-2000:]
+        assert "forced shutdown" not in log, log[-2000:]
+    plan = lab.plan()
+    assert [(s["server"], s["status"]) for s in plan["steps"]] == [
+        ("a0", "done"), ("p0", "done"), ("s0", "done")]
+    assert "nothing to upgrade" in lab.upgrade().stderr
+
+
+def test_upgrade_dry_run_prints_the_plan_and_changes_nothing(lab: Lab, new_image: str) -> None:
+    ids = lab.image_ids()
+    lab.set_image(new_image)
+    run = lab.upgrade("--dry-run")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    order = [line.split(".")[1].split()[0] for line in lines if line.strip()[:2] in
+             ("1.", "2.", "3.")]
+    assert order == ["a0", "p0", "s0"], run.stdout
+    assert "kick the proxies (p0)" in run.stdout
+    assert "nothing was changed (--dry-run)" in run.stdout
+    assert lab.image_ids() == ids
+
+
+def test_an_image_change_in_up_points_to_upgrade(lab: Lab, new_image: str) -> None:
+    ids = lab.image_ids()
+    lab.set_image(new_image)
+    run = lab.up()
+    assert run.returncode == 1
+    assert "only the image changed for a0, p0, s0" in run.stderr
+    assert f"walbctr upgrade {lab.path}" in run.stderr
+    assert lab.image_ids() == ids
+
+
+def test_an_image_not_named_in_the_layout_is_refused(lab: Lab, new_image: str) -> None:
+    ids = lab.image_ids()
+    run = lab.upgrade("--image", new_image)
+    assert run.returncode == 1
+    assert f"set 'image: {new_image}' in {lab.path} first" in run.stderr
+    assert lab.image_ids() == ids
+
+
+def test_a_running_archive_action_holds_the_upgrade_until_its_gate_times_out_then_force_goes_on(
+        lab: Lab, new_image: str) -> None:
+    ids = lab.image_ids()
+    lab.walbc("a0", "double-action", "vol1", "Merge", "30")
+    lab.set_image(new_image)
+    t0 = time.monotonic()
+    run = lab.upgrade("--gate-timeout", "4")
+    took = time.monotonic() - t0
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "upgrade stopped at a0 (archive on hostA0), gate 'no running archive action'" \
+        in run.stderr
+    assert "vol1 runs Merge 1" in run.stderr
+    assert "not upgraded: a0, p0, s0" in run.stderr
+    assert f"walbctr upgrade {lab.path} --resume" in run.stderr
+    assert "waiting: vol1 runs Merge 1" in run.stderr  # the board showed the wait
+    assert 4 <= took < 25
+    assert lab.image_ids() == ids  # nothing was stopped
+    assert lab.walbc("a0", "get", "num-action", "vol1", "Merge").strip() == "1"
+
+    run = lab.upgrade("--force")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "a0: --force: stopping while vol1 runs Merge 1" in run.stderr
+    assert set(lab.image_ids().values()) == {lab.engine.images.get(new_image).id}
+    # The stop was still walbc shutdown graceful first: it waited for the merge.
+    assert "waiting for 1 running action(s) to finish" in lab.log("a0")
+
+
+def test_an_overflowed_storage_volume_stops_the_upgrade_before_the_storage(
+        lab: Lab, new_image: str) -> None:
+    lab.walbc("s0", "double-overflow", "vol0", "1")
+    s0 = lab.containers()["s0"].id
+    lab.set_image(new_image)
+    run = lab.upgrade()
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "upgrade stopped at s0 (storage on hostS0), gate 'no overflow'" in run.stderr
+    assert "vol0: the walb log device overflowed" in run.stderr
+    assert "hash-bkp vol0" in run.stderr
+    assert lab.containers()["s0"].id == s0  # not stopped
+    assert lab.version("a0") == NEW_VERSION and lab.version("p0") == NEW_VERSION
+    lab.walbc("s0", "double-overflow", "vol0", "0")
+    run = lab.upgrade("--resume")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert lab.version("s0") == NEW_VERSION
+
+
+def test_a_killed_controller_leaves_a_plan_that_resume_completes(
+        lab: Lab, new_image: str) -> None:
+    before = lab.states()
+    lab.set_image(new_image)
+    proc = subprocess.Popen([sys.executable, "-m", "walbctr", "upgrade", str(lab.path),
+                             "--plain"], env=lab.env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    killed_at = None
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                steps = {s["server"]: s["status"] for s in lab.plan()["steps"]}
+            except (OSError, ValueError):
+                steps = {}
+            if steps.get("p0") in ("stopping", "starting"):
+                os.kill(proc.pid, signal.SIGKILL)
+                killed_at = steps
+                break
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None and killed_at is None:
+            proc.kill()
+        proc.communicate()
+    assert killed_at is not None, "the upgrade never reached p0"
+    assert proc.returncode == -signal.SIGKILL
+    assert killed_at["a0"] == "done" and killed_at["s0"] == "pending"
+    assert lab.version("s0") != NEW_VERSION  # not reached
+
+    again = lab.upgrade()
+    assert again.returncode == 1
+    assert "is unfinished" in again.stderr and "--resume" in again.stderr
+    run = lab.upgrade("--resume")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert {sid: lab.version(sid) for sid in ("a0", "p0", "s0")} == dict.fromkeys(
+        ("a0", "p0", "s0"), NEW_VERSION)
+    assert lab.states() == before
+    assert [s["status"] for s in lab.plan()["steps"]] == ["done"] * 3
+
+
+def test_an_image_whose_servers_exit_stops_at_the_first_and_rollback_restores_it(
+        lab: Lab, failing_image: str, double_image: str, engine: Any) -> None:
+    old_id = engine.images.get(double_image).id
+    before = lab.states()
+    lab.set_image(failing_image)
+    run = lab.upgrade()
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "upgrade stopped at a0 (archive on hostA0), gate 'get host-type'" in run.stderr
+    assert "exits at start on purpose" in run.stderr
+    assert "not upgraded: p0, s0 (still on " in run.stderr
+    assert f"walbctr upgrade {lab.path} --rollback" in run.stderr
+    ids = lab.image_ids()
+    assert ids["p0"] == old_id and ids["s0"] == old_id and ids["a0"] != old_id
+
+    back = lab.upgrade("--rollback")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert set(lab.image_ids().values()) == {old_id}
+    assert f"put 'image: {double_image}' back in {lab.path}" in back.stdout
+    assert_all_answer(lab)
+    assert {sid: lab.version(sid) for sid in ("a0", "p0", "s0")} == dict.fromkeys(
+        ("a0", "p0", "s0"), lab.version("a0"))
+    assert lab.version("a0") != NEW_VERSION
+    assert lab.states() == before
+    assert "already rolled back" in lab.upgrade("--rollback").stderr
+
+
+def test_rollback_after_a_finished_upgrade_goes_back_storages_first(
+        lab: Lab, new_image: str, double_image: str, engine: Any) -> None:
+    old_id = engine.images.get(double_image).id
+    before = lab.states()
+    lab.set_image(new_image)
+    assert lab.upgrade().returncode == 0
+    run = lab.upgrade("--rollback")
+    assert run.returncode == 0, run.stdout + run.stderr
+    c = lab.containers()
+    assert {sid: x.image.id for sid, x in c.items()} == dict.fromkeys(("a0", "p0", "s0"),
+                                                                        old_id)
+    # storages first, then proxies, then archives (s0 restarts once more at the end: its
+    # peers moved on the bridge network)
+    assert board_order(run.stderr, "rolled back") == ["s0", "p0", "a0"], run.stderr
+    assert docker_time(c["p0"].attrs["Created"]) >= first_ready(engine, c["s0"])
+    assert docker_time(c["a0"].attrs["Created"]) >= first_ready(engine, c["p0"])
+    assert board_order(run.stderr, "restarted") == ["s0"], run.stderr
+    assert lab.states() == before
+
+
+# --- the rolling restart ----------------------------------------------------------------------
+
+
+def test_restart_is_rolling_with_the_gates_and_kicks(lab: Lab, engine: Any) -> None:
+    before = lab.states()
+    ids = {sid: c.id for sid, c in lab.containers().items()}
+    lab.walbc("a0", "double-action", "vol1", "Merge", "30")
+    run = lab.walbctr("restart", str(lab.path), "--plain", "--gate-timeout", "2")
+    assert run.returncode == 1
+    assert "restart stopped at a0 (archive on hostA0), gate 'no running archive action'" \
+        in run.stderr
+    assert f"walbctr restart {lab.path}' again" in run.stderr
+    run = lab.walbctr("restart", str(lab.path), "--plain", "--force")
+    assert run.returncode == 0, run.stdout + run.stderr
+    c = lab.containers()
+    assert {sid: x.id for sid, x in c.items()} == ids  # the same containers, restarted
+    assert board_order(run.stderr, "restarted") == ["a0", "p0", "s0"], run.stderr
+    started = {sid: docker_time(x.attrs["State"]["StartedAt"]) for sid, x in c.items()}
+    assert started["p0"] >= ready_after(engine, c["a0"], started["a0"])
+    assert started["s0"] >= ready_after(engine, c["p0"], started["p0"])
+    assert "a0: kicked p0" in run.stderr and "p0: kicked s0" in run.stderr
+    assert lab.states() == before

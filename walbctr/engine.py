@@ -63,6 +63,7 @@ class Engine:
 
     @cached_property
     def api(self) -> docker.DockerClient:
+        version = None  # the engine's API version when the SSH check learnt it
         try:
             if self.engine is None:
                 client = docker.from_env(timeout=60)
@@ -71,36 +72,39 @@ class Engine:
                 if ctx is None:
                     raise WalbctrError(f"host {self.label}: no docker context named "
                                        f"{self.engine!r}", "list them with 'docker context ls'")
-                self._check_reachable(str(ctx.Host))
+                version = self._check_reachable(str(ctx.Host))
                 client = docker.DockerClient(base_url=ctx.Host, tls=ctx.TLSConfig, timeout=60,
-                                             use_ssh_client=True)
+                                             use_ssh_client=True, version=version)
             else:
-                self._check_reachable(self.engine)
+                version = self._check_reachable(self.engine)
                 client = docker.DockerClient(base_url=self.engine, timeout=60,
-                                             tls=self._tls_config(),
+                                             tls=self._tls_config(), version=version,
                                              use_ssh_client=self.engine.startswith("ssh://"))
-            client.ping()
+            if version is None:  # over SSH, each request costs an ssh run: skip the ping
+                client.ping()
         except DockerException as err:
             raise self.unreachable(err) from None
         return client
 
-    def _check_reachable(self, url: str) -> None:
+    def _check_reachable(self, url: str) -> str | None:
         """Fail within a bounded time, and in the operator's words, when the engine at
         `url` cannot be used; docker-py would wait minutes on a silent host, and over SSH
         it leaves ssh's own complaint on the terminal and says only 'connection aborted'."""
         if url.startswith("ssh://"):
-            self._check_ssh(url)
-        elif url.startswith("tcp://"):
+            return self._check_ssh(url)
+        if url.startswith("tcp://"):
             self._check_tls_files()
             self._check_tcp(url)
+        return None
 
-    def _check_ssh(self, url: str) -> None:
-        _use_ssh_client_quietly()
+    def _check_ssh(self, url: str) -> str:
+        """`ssh HOST docker version` as docker-py will run ssh; the engine's API version."""
+        _patch_ssh_transport()
         user, host, port = ssh_target(url)
         argv = ["ssh", "-o", "BatchMode=yes"]  # a password prompt would hang walbctr
         argv += ["-l", user] if user else []
         argv += ["-p", port] if port else []
-        argv += ["--", host, "docker", "version", "--format", "{{.Server.Version}}"]
+        argv += ["--", host, "docker", "version", "--format", "{{.Server.APIVersion}}"]
         try:
             run = subprocess.run(argv, capture_output=True, text=True, check=False,
                                  stdin=subprocess.DEVNULL, timeout=SSH_CHECK_TIMEOUT_S)
@@ -114,6 +118,7 @@ class Engine:
         if run.returncode != 0:
             what, fix = ssh_failure(user, host, port, run.returncode, run.stderr + run.stdout)
             raise WalbctrError(f"host {self.label}: {what}", fix)
+        return run.stdout.strip()
 
     def _check_tls_files(self) -> None:
         if self.tls is None:
@@ -204,18 +209,6 @@ class Engine:
         except DockerException as err:
             raise compose_error(self.label, err) from None
 
-    def compose_run(self, path: Path, project: str, service: str,
-                    argv: list[str]) -> tuple[int, str]:
-        """A one-off container of `service` (its mounts and privileges): status, output."""
-        from python_on_whales.exceptions import DockerException  # noqa: PLC0415 (see above)
-
-        try:
-            out = self.compose(path, project).compose.run(service, argv, remove=True,
-                                                          tty=False, dependencies=False)
-            return 0, str(out or "")
-        except DockerException as err:
-            return int(err.return_code), (err.stdout or "") + (err.stderr or "")
-
     def client_options(self) -> dict[str, Any]:
         """python-on-whales DockerClient options for this engine."""
         if self.engine is None:
@@ -272,6 +265,13 @@ class Engine:
                                          "bad certificate", "unknown ca")):
             return (f"the engine refused the client certificate in {where}.tls.cert "
                     f"({self.tls.cert})",
+                    f"give in {where}.tls.cert and .key a client certificate signed by the "
+                    "CA that dockerd's --tlscacert names on that host")
+        if "EOF occurred in violation of protocol" in text or "UNEXPECTED_EOF" in text:
+            # TLS 1.3: the engine checks the client's certificate after the client thinks
+            # the handshake is done, so a refusal often arrives as a bare close.
+            return (f"the engine closed the TLS connection, most likely refusing the client "
+                    f"certificate in {where}.tls.cert ({self.tls.cert})",
                     f"give in {where}.tls.cert and .key a client certificate signed by the "
                     "CA that dockerd's --tlscacert names on that host")
         return None
@@ -350,15 +350,20 @@ def ssh_failure(user: str, host: str, port: str, code: int | None,
             "run that command yourself to see why; it must work without a prompt")
 
 
-def _use_ssh_client_quietly() -> None:
-    """docker-py's ssh transport writes to ssh's stdin when it closes a connection; after
-    an exec (walbc) the remote end has already gone, and the write raises BrokenPipeError
-    (docker/docker-py#3218, open). Closing a connection that is gone is not an error."""
-    if sshconn is None:
+def _patch_ssh_transport() -> None:
+    """docker-py's ssh transport (use_ssh_client) writes to ssh's stdin when it closes a
+    connection; after an exec (walbc) the remote end has already gone, and the write
+    raises BrokenPipeError (docker/docker-py#3218, open). Closing a connection that is
+    gone is not an error.
+
+    (It also starts one `ssh HOST docker system dial-stdio` per API request,
+    docker/docker-py#2966: its connections cannot be reused, since closing a response
+    closes ssh's stdout. README therefore advises ControlMaster, which makes each of
+    those ssh runs ride on one connection per host.)
+    """
+    if sshconn is None or getattr(sshconn.SSHSocket.close, "walbctr_patched", False):
         return
     close = sshconn.SSHSocket.close
-    if getattr(close, "walbctr_quiet", False):
-        return
 
     def quiet_close(self: Any) -> None:
         try:
@@ -366,7 +371,7 @@ def _use_ssh_client_quietly() -> None:
         except BrokenPipeError:
             self.proc.terminate()
 
-    quiet_close.walbctr_quiet = True  # type: ignore[attr-defined]
+    quiet_close.walbctr_patched = True  # type: ignore[attr-defined]
     sshconn.SSHSocket.close = quiet_close
 
 

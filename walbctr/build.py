@@ -20,7 +20,7 @@ from walbctr.buildlog import BuildLog
 from walbctr.debian_base import BaseSpec, base_specs, import_changes, mmdebstrap_args
 from walbctr.display import BuildDisplay, ProgressMode
 from walbctr.engine import Engine
-from walbctr.errors import WalbctrError, explain
+from walbctr.errors import WalbctrError, explain, warn
 from walbctr.imagetag import image_tag, keeper_image
 from walbctr.recipe import recipe_dir
 from walbctr.source import SourceTree, copy_tree, describe, resolve
@@ -188,9 +188,17 @@ def build(
         _show(lines, log, progress, echo)
         if log.failed is not None or engine.image_or_none(tag) is None:
             raise _build_error(log)
-        keeper = _build_keeper(engine, context, tag, args, labels_for(src, runtime_base,
-                                                                      target),
-                               no_cache, progress, echo)
+        try:
+            keeper = _build_keeper(engine, context, tag, args,
+                                   labels_for(src, runtime_base, target), no_cache, progress,
+                                   echo)
+        except WalbctrError as err:
+            # The keeper stage installs Debian's python3 when the base lacks it; a site with
+            # no package mirror still gets its walb-tools image, which most layouts need.
+            warn(f"warning: the keeper image was not built, so layouts with a monitor block "
+                 f"cannot start their keeper here: {err.message.splitlines()[0]} (run "
+                 "'walbctr build' where Debian's packages can be reached, or see --plain)")
+            keeper = ""
     image = engine.api.images.get(tag)
     return Built(tag, image.id, int(image.attrs.get("Size", 0)), time.monotonic() - started,
                  src, keeper)

@@ -2,11 +2,18 @@
 """Many hosts (issue 5): image push per host, and `up` across engines versus one engine.
 
     python3 bench/many_hosts.py --image walbctr/walb-tools:TAG [--runs 3]
+    python3 bench/many_hosts.py --image walbctr/walb-tools:TAG --ssh [--runs 3]
 
 Starts three engines with tests/harness (reported: set-up time), pushes the image to
 them (reported: seconds and MB per host, and the time to skip hosts that have it), then
 brings the minimal layout up cold, alternately on the three engines and with all three
 hosts on the local engine, and reports the medians and their ratio.
+
+--ssh (issue 14) reaches the same three engines over SSH instead (tests/harness/ssh.py:
+sshd on every host, `engine: ssh://root@hostX`) and compares cold `up` and `status`
+with the engines' unix sockets, over SSH with one reused connection per host
+(ControlMaster/ControlPersist, as README advises) and over SSH without it. It also
+counts the ssh processes each command starts.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import docker
 
 from tests.harness import hosts as harness
 from tests.harness.loopvg import loop_vg
+from tests.harness.ssh import SshSetup
 
 NAMES = ["hostA0", "hostP0", "hostS0"]
 
@@ -58,7 +66,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--image", required=True)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--ssh", action="store_true",
+                        help="compare SSH engines with unix sockets instead")
     args = parser.parse_args()
+    if args.ssh:
+        ssh_bench(args.image, args.runs)
+        return
     walbctr = [sys.executable, "-m", "walbctr"]
     engine = docker.from_env()
     with tempfile.TemporaryDirectory() as tmp_name, \
@@ -99,6 +112,82 @@ def main() -> None:
             for path in (tmp / "many.yaml", tmp / "one.yaml"):
                 subprocess.run([*walbctr, "down", str(path), "--quiet"], env=env, check=False,
                                capture_output=True)
+            harness.stop_hosts(hosts)
+
+
+def ssh_bench(image: str, runs: int) -> None:
+    walbctr = [sys.executable, "-m", "walbctr"]
+    engine = docker.from_env()
+    ssh = SshSetup.create()
+    with tempfile.TemporaryDirectory() as tmp_name, \
+            loop_vg(engine, image, Path(tmp_name), "walbctr_bench") as vg:
+        tmp = Path(tmp_name)
+        started = time.monotonic()
+        hosts = harness.start_hosts(NAMES, Path("/var/tmp/walbctr-bench") / secrets.token_hex(3),
+                                    prepare=ssh.prepare)
+        print(f"harness: {len(hosts)} engines with sshd up in {time.monotonic() - started:.1f} s")
+        base = {**os.environ, "WALBCTR_STATE_DIR": str(tmp / "state")}
+        logs = {"mux": tmp / "mux.log", "nomux": tmp / "nomux.log"}
+        envs = {
+            "unix": base,
+            "mux": {**ssh.write("mux", log=logs["mux"]), **{"WALBCTR_STATE_DIR":
+                                                            base["WALBCTR_STATE_DIR"]}},
+            "nomux": {**ssh.write("nomux", mux=False, log=logs["nomux"]),
+                      **{"WALBCTR_STATE_DIR": base["WALBCTR_STATE_DIR"]}},
+        }
+        paths = {}
+        for name in envs:
+            urls = {h: hosts[h].url if name == "unix" else f"ssh://root@{h}" for h in NAMES}
+            paths[name] = tmp / f"{name}.yaml"
+            paths[name].write_text(layout(f"bench{name}", image, vg, urls))
+        try:
+            run([*walbctr, "push", str(paths["unix"])], base)
+            one_ssh = {}
+            for name in ("mux", "nomux"):
+                times = []
+                for _ in range(5):
+                    ssh.close_masters()
+                    took, _ = run(["ssh", "root@hostA0", "docker", "version", "--format",
+                                   "{{.Server.Version}}"], envs[name])
+                    times.append(took)
+                    warm, _ = run(["ssh", "root@hostA0", "true"], envs[name])
+                one_ssh[name] = (statistics.median(times), warm)
+            print(f"one `ssh hostA0 docker version`, no master: "
+                  f"{one_ssh['nomux'][0]:.3f} s; `ssh hostA0 true` through a warm master: "
+                  f"{one_ssh['mux'][1]:.3f} s, without one: {one_ssh['nomux'][1]:.3f} s")
+            ups: dict[str, list[float]] = {n: [] for n in envs}
+            statuses: dict[str, list[float]] = {n: [] for n in envs}
+            spawned: dict[str, dict[str, int]] = {n: {} for n in ("mux", "nomux")}
+            for _ in range(runs):
+                for name, env in envs.items():
+                    ssh.close_masters()  # cold: no connection left from the last command
+                    for log in logs.values():
+                        log.write_text("")
+                    took, _ = run([*walbctr, "up", str(paths[name]), "--quiet"], env)
+                    ups[name].append(took)
+                    if name in logs:
+                        spawned[name]["up"] = len(logs[name].read_text().splitlines())
+                        logs[name].write_text("")
+                    took, _ = run([*walbctr, "status", str(paths[name])], env)
+                    statuses[name].append(took)
+                    if name in logs:
+                        spawned[name]["status"] = len(logs[name].read_text().splitlines())
+                    run([*walbctr, "down", str(paths[name]), "--quiet"], env)
+            med = {n: (statistics.median(ups[n]), statistics.median(statuses[n])) for n in envs}
+            for name, label in (("unix", "unix sockets"), ("mux", "SSH, ControlMaster"),
+                                ("nomux", "SSH, no ControlMaster")):
+                ssh_count = (f"; ssh started: up {spawned[name]['up']}, status "
+                             f"{spawned[name]['status']}" if name in spawned else "")
+                print(f"{label}: cold up {med[name][0]:.2f} s, status right after "
+                      f"{med[name][1]:.2f} s (median of {runs}){ssh_count}")
+            for name in ("mux", "nomux"):
+                print(f"ratio {name} / unix: up {med[name][0] / med['unix'][0]:.2f}, "
+                      f"status {med[name][1] / med['unix'][1]:.2f}")
+        finally:
+            for name, path in paths.items():
+                subprocess.run([*walbctr, "down", str(path), "--quiet"], env=envs[name],
+                               check=False, capture_output=True)
+            ssh.remove()
             harness.stop_hosts(hosts)
 
 

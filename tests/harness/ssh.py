@@ -124,12 +124,14 @@ class SshSetup:
 
     def write(self, name: str = "config", *, known: Mapping[str, str] | None = None,
               identity: Path | None = None, mux: bool = True, agent_only: bool = False,
-              options: Mapping[str, str] | None = None) -> dict[str, str]:
+              options: Mapping[str, str] | None = None,
+              log: Path | None = None) -> dict[str, str]:
         """Write an ssh config (and its known_hosts and bin/ssh) under dir/name-*;
         return the environment that makes `ssh`, docker-py and the docker CLI use it.
 
         known: host -> key to trust (default: every host's real key). identity: the key
         to offer (default: the authorized one); agent_only offers only the agent's keys.
+        log: append a line per ssh started (to count connections).
         """
         base = self.dir / name
         base.mkdir(exist_ok=True)
@@ -150,7 +152,8 @@ class SshSetup:
         bindir = base / "bin"
         bindir.mkdir(exist_ok=True)
         wrapper = bindir / "ssh"
-        wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/ssh -F {config} "$@"\n')
+        count = f'echo "$*" >> {log}\n' if log else ""
+        wrapper.write_text(f'#!/bin/sh\n{count}exec /usr/bin/ssh -F {config} "$@"\n')
         wrapper.chmod(0o755)
         env = dict(os.environ)
         env.pop("DOCKER_HOST", None)

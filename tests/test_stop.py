@@ -232,6 +232,38 @@ def test_a_second_stop_signal_forces_at_once(group: Group) -> None:
     assert took < 3, f"exited {took:.1f} s after the second signal"
 
 
+def test_a_stop_during_a_shutdown_under_way_waits_for_it(group: Group) -> None:
+    start_action(group, 3)
+    run = group.walbctr("walbc", str(group.path), "a0", "shutdown", "graceful")
+    assert run.returncode == 0, run.stderr
+    a0 = Box(group.engine, f"walbctr-{group.name}-a0")
+    a0.wait_for("waiting for 1 running action(s) to finish")  # its port is closed now
+    took = docker_stop(group.engine, a0.name)
+    log = a0.final_log("walb-archive exited with status 0")
+    assert "no longer listens: a shutdown is under way already; waiting for it" in log, log
+    assert "shutdown (graceful: walbc shutdown graceful)" in log, log
+    assert "aborted" not in log and "forcing" not in log
+    assert took < 8, f"docker stop took {took:.1f} s"
+
+
+def test_walbctr_forces_work_that_outlasts_the_grace_period_at_its_end(group: Group) -> None:
+    """walbctr's own stop (down, restart, upgrade) asks for graceful itself, waits the
+    grace period, then forces: the entrypoint must not start a grace period of its own."""
+    start_action(group, 600)
+    started = time.monotonic()
+    run = group.walbctr("restart", str(group.path), "a0", "--plain")
+    took = time.monotonic() - started
+    assert run.returncode == 0, run.stderr
+    log = Box(group.engine, f"walbctr-{group.name}-a0").final_log(
+        "walb-archive exited with status 0")
+    assert "a shutdown is under way already" in log, log
+    assert re.search(r"second stop signal \(SIG[A-Z]+\): forcing walb-archive now", log), log
+    assert "action Merge on vol0 aborted by the forced shutdown" in log, log
+    assert "grace period: SIGKILL" not in log
+    # 10 s of grace, then the forced stop and a start; Docker's SIGKILL would add 10 s.
+    assert took < 18, f"restart took {took:.1f} s"
+
+
 def test_walbctr_restart_and_down_still_stop_gracefully(group: Group) -> None:
     run = group.walbctr("restart", str(group.path), "p0", "--plain")
     assert run.returncode == 0, run.stderr

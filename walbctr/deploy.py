@@ -453,6 +453,12 @@ def stop_container(engine: Engine, server: Server, obs: Observed, board: ServerB
                 except APIError:
                     pass  # it is stopping already, or not listening: the stop below does it
             elif time.monotonic() > deadline:
+                # The grace period is over: walb's forced stop. The image's entrypoint
+                # takes a first stop signal as a graceful request (one is under way) and a
+                # second as `shutdown force`: two different signals, as a repeated one may
+                # merge with the first in flight. Images without it force on either.
+                with contextlib.suppress(APIError):  # it may have exited meanwhile
+                    api.kill(cid, "SIGINT")
                 api.stop(cid, timeout=10)
             time.sleep(STOP_POLL_S)
     except NotFound:

@@ -9,8 +9,10 @@
  * starts the server as its child and, on the first stop signal:
  *
  *   t = 0       asks the server for `walbc shutdown graceful` (on 127.0.0.1 and the
- *               server's own -p port); a server that is not listening yet is still
- *               starting, runs no work, and gets SIGTERM, which ends it;
+ *               server's own -p port); a server that has never listened is still
+ *               starting, runs no work, and gets SIGTERM, which ends it; one that
+ *               listened and no longer does is shutting down already (someone sent
+ *               `walbc shutdown graceful`), and is left to finish;
  *   t = F       still running: `shutdown force`, or SIGTERM if the server no longer
  *               listens (upstream closes its port once it accepts graceful, and handles
  *               SIGTERM as force);
@@ -47,6 +49,7 @@
 #define DEFAULT_GRACE_S 10.0 /* docker stop's and compose's default */
 #define DEFAULT_PORT 5000    /* walb servers' default -p */
 #define RETRY_S 1.0          /* between graceful requests that walbc could not deliver */
+#define LISTEN_POLL_S 1.0    /* until the server first listens */
 
 static const char *const SERVERS[] = {"walb-archive", "walb-proxy", "walb-storage"};
 static const int FORWARDED[] = {SIGHUP, SIGUSR1, SIGUSR2};
@@ -211,17 +214,22 @@ int main(int argc, char **argv) {
     pid_t helper = 0;           /* the walbc request in flight */
     const char *helper_mode = "";
     double retry_at = -1;       /* seconds after the stop signal; -1: none due */
+    /* Whether the server has listened: a closed port then means a shutdown under way,
+     * not a start-up. Polled (in /proc, no connection) only until it first listens. */
+    int has_listened = 0;
+    double poll_at = now() + LISTEN_POLL_S;
 
     for (;;) {
-        double due = -1; /* seconds after the stop signal of the next step */
-        if (stage == GRACEFUL) due = retry_at >= 0 && retry_at < force_at ? retry_at : force_at;
-        if (stage == FORCED) due = kill_at;
+        double wake = -1; /* monotonic time of the next step; -1: none */
+        if (stage == RUNNING && !has_listened) wake = poll_at;
+        if (stage == GRACEFUL) wake = stopped_at + (retry_at >= 0 && retry_at < force_at ? retry_at : force_at);
+        if (stage == FORCED) wake = stopped_at + kill_at;
         siginfo_t info;
         int sig;
-        if (due < 0) {
+        if (wake < 0) {
             sig = sigwaitinfo(&handled, &info);
         } else {
-            double left = stopped_at + due - now();
+            double left = wake - now();
             if (left <= 0) {
                 sig = -1;
                 errno = EAGAIN;
@@ -234,7 +242,10 @@ int main(int argc, char **argv) {
         if (sig < 0) {
             if (errno != EAGAIN) continue; /* EINTR */
             double t = now() - stopped_at;
-            if (stage == GRACEFUL && t >= force_at) {
+            if (stage == RUNNING) {
+                if (listening(port) != 0) has_listened = 1;
+                poll_at = now() + LISTEN_POLL_S;
+            } else if (stage == GRACEFUL && t >= force_at) {
                 say("%s is still running %.0f s into its %.0f s stop grace period: forcing it", server_name,
                     t, grace);
                 force_now = 1;
@@ -282,11 +293,15 @@ int main(int argc, char **argv) {
                 say("%s: graceful shutdown of %s (port %d); force at +%.1f s, SIGKILL at +%.1f s "
                     "(WALBCTR_STOP_GRACE_S=%g)", sig_name(sig), server_name, port, force_at, kill_at, grace);
                 int l = listening(port);
-                if (l == 0) {
-                    /* Not listening: still starting, no work runs yet, and walb has not
-                     * installed its own handler, so SIGTERM simply ends it. */
+                if (l != 0) has_listened = 1;
+                if (l == 0 && !has_listened) {
+                    /* Still starting: no work runs yet, and walb has not installed its
+                     * own handler, so SIGTERM simply ends it. */
                     say("%s does not listen on port %d yet (still starting): SIGTERM", server_name, port);
                     kill(server, SIGTERM);
+                } else if (l == 0) {
+                    /* It closed its port: walb does that when it accepts a shutdown. */
+                    say("%s no longer listens: a shutdown is under way already; waiting for it", server_name);
                 } else if (force_at <= 0) {
                     force_now = 1;
                 } else {

@@ -10,6 +10,7 @@ are checked through each engine's unix socket, which does not depend on what is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -25,9 +26,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import proxy_state
+from tests.conftest import ROOT, proxy_state
 from tests.harness import hosts as harness
-from tests.harness.ssh import DOCKER_USER, PLAIN_USER, SshSetup, ssh_problem
+from tests.harness.ssh import CLIENT_OPTIONS, DOCKER_USER, PLAIN_USER, SshSetup, ssh_problem
 from tests.harness.tls import PORT as TLS_PORT
 from tests.harness.tls import TlsSetup, tls_problem
 
@@ -54,9 +55,10 @@ def remote(engine: Any, double_image: str) -> Iterator[Remote]:
         pytest.skip(f"no remote-engine harness here: {why}")
     ssh, tls = SshSetup.create(), TlsSetup.create()
     workdir = Path(os.environ.get("WALBCTR_HARNESS_DIR", "/var/tmp/walbctr-harness"))
+    workdir = workdir / secrets.token_hex(3)
     started = time.monotonic()
     try:
-        hosts = harness.start_hosts(NAMES, workdir / secrets.token_hex(3),
+        hosts = harness.start_hosts(NAMES, workdir,
                                     prepare=lambda h, d: ssh.prepare(h, d) + tls.prepare(h, d))
     except harness.HarnessUnavailableError as err:
         ssh.remove()
@@ -70,6 +72,8 @@ def remote(engine: Any, double_image: str) -> Iterator[Remote]:
         ssh.remove()
         tls.remove()
         harness.stop_hosts(hosts)
+        with contextlib.suppress(OSError):
+            workdir.rmdir()  # stop_hosts removed the hosts' data roots inside it
 
 
 def group_containers(remote: Remote, group: str) -> dict[str, list[str]]:
@@ -395,3 +399,11 @@ def test_tls_port_that_refuses(deploy: Any, remote: Remote) -> None:
                tls={h: tls_files(remote) for h in NAMES})
     err = failed_up(d)
     assert "host hostP0" in err and "refused" in err and "2377" in err, err
+
+
+def test_readme_ssh_config_has_the_options_these_tests_use() -> None:
+    text = (ROOT / "README.md").read_text()
+    block = text.split("   Host hostA0 hostP0 hostS0\n", 1)[1].split("```", 1)[0]
+    said = dict(line.split(None, 1) for line in block.strip().splitlines())
+    for key, value in CLIENT_OPTIONS.items():
+        assert said.get(key) == value.format(dir="~/.ssh"), (key, said.get(key))

@@ -31,6 +31,7 @@ from tests.harness import hosts as harness
 from tests.harness.ssh import CLIENT_OPTIONS, DOCKER_USER, PLAIN_USER, SshSetup, ssh_problem
 from tests.harness.tls import PORT as TLS_PORT
 from tests.harness.tls import TlsSetup, tls_problem
+from walbctr.engine import SSH_CHECK_TIMEOUT_S
 
 NAMES = ["hostA0", "hostP0", "hostS0"]
 SERVERS = {"a0": "hostA0", "p0": "hostP0", "s0": "hostS0"}
@@ -350,7 +351,7 @@ def test_ssh_port_that_refuses(deploy: Any) -> None:
     assert "host hostA0" in err and "refused" in err and "2222" in err, err
 
 
-def test_cut_off_ssh_host_fails_within_connect_timeout(deploy: Any, remote: Remote) -> None:
+def test_cut_off_ssh_host_fails_fast_and_status_marks_it(deploy: Any, remote: Remote) -> None:
     d = deploy(ssh_engines())
     harness.cut(remote.hosts["hostP0"])
     try:
@@ -365,6 +366,33 @@ def test_cut_off_ssh_host_fails_within_connect_timeout(deploy: Any, remote: Remo
     rows = {r["id"]: r for r in json.loads(status.stdout)}
     assert rows["p0"]["state"] == "unknown" and "did not answer" in rows["p0"]["note"]
     assert rows["a0"]["state"] == "absent"
+
+
+def test_host_that_drops_ssh_packets_is_given_up_on_within_bounds(
+        deploy: Any, remote: Remote) -> None:
+    """A firewall that drops SYNs: ssh's ConnectTimeout (5 s in the config) ends the wait,
+    and without one walbctr's own bound (SSH_CHECK_TIMEOUT_S, 15 s) does."""
+    host = remote.hosts["hostP0"]
+    rule = ["INPUT", "-p", "tcp", "--dport", "22", "-j", "DROP"]
+    rc, out = harness.host_exec(host, ["iptables", "-I", *rule])
+    assert rc == 0, out
+    try:
+        # A config of its own: no ControlMaster left by earlier tests rides over the rule.
+        d = deploy(ssh_engines(), env=remote.ssh.write("dropped"))
+        started = time.monotonic()
+        err = failed_up(d)
+        assert time.monotonic() - started < SSH_CHECK_TIMEOUT_S
+        assert "host hostP0" in err and "did not answer SSH" in err, err
+        patient = remote.ssh.write("noconnecttimeout", options={"ConnectTimeout": ""})
+        started = time.monotonic()
+        status = d.walbctr("status", str(d.path), "--json", env={**d.env, "PATH": patient[
+            "PATH"]}, timeout=FAIL_WITHIN_S + 30)
+        took = time.monotonic() - started
+    finally:
+        harness.host_exec(host, ["iptables", "-D", *rule])
+    assert SSH_CHECK_TIMEOUT_S <= took < FAIL_WITHIN_S, took
+    rows = {r["id"]: r for r in json.loads(status.stdout)}
+    assert f"did not answer SSH within {SSH_CHECK_TIMEOUT_S} s" in rows["p0"]["note"], rows
 
 
 def tls_deploy(deploy: Any, remote: Remote, **files: str) -> Deployment:

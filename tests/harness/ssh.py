@@ -146,7 +146,7 @@ class SshSetup:
             lines.append("  IdentityFile none\n")
         else:
             lines.append(f"  IdentityFile {identity or self.key}\n  IdentitiesOnly yes\n")
-        lines += [f"  {k} {v.format(dir=base)}\n" for k, v in opts.items()]
+        lines += [f"  {k} {v.format(dir=base)}\n" for k, v in opts.items() if v]  # "": unset
         config = base / "config"
         config.write_text("".join(lines))
         bindir = base / "bin"

@@ -1,5 +1,6 @@
-"""`walbctr up`, `down` and `restart`: a layout applied per host through Compose v2,
-in tiers across hosts, with every server's health watched through the Engine API."""
+"""`walbctr up` and `down`: a layout applied per host through Compose v2, in tiers across
+hosts, with every server's health watched through the Engine API; and the building blocks
+that stop and start one server (the rolling `restart` and `upgrade` are in upgrade.py)."""
 
 from __future__ import annotations
 
@@ -549,29 +550,3 @@ def _remove_orphan(engine: Engine, obs: Observed) -> None:
     except APIError as err:
         raise WalbctrError(f"host {engine.label}: could not remove {obs.name} (no longer in "
                            f"the layout): {explain(err)}", "run 'walbctr down' again") from None
-
-
-def restart(layout: Layout, ids: list[str] | None, *, only_host: str | None,
-            mode: ProgressMode, timeout: float | None) -> list[str]:
-    fleet = Fleet(layout, only_host)
-    for sid in ids or []:
-        layout.server(sid)
-    with GroupLock(layout.group, "restart"):
-        observed = fleet.observe()
-        missing = [s.id for s in layout.servers if s.host in fleet.hosts
-                   and (ids is None or s.id in ids) and s.id not in observed]
-        if missing:
-            raise WalbctrError(f"no container for {', '.join(missing)}",
-                               "start them with 'walbctr up'")
-        stopped = stop_servers(layout, fleet, ids, mode, observed)
-        after = fleet.observe()
-        rows = [(s.id, s.role.value, s.host) for s in stopped]
-        with ServerBoard(rows, mode) as board:
-            for role, by_host in start_tiers(layout, [s.id for s in stopped]):
-                for servers in by_host.values():
-                    for s in servers:
-                        board.begin(s.id)
-                        _start(fleet.engines[s.host], s, observed[s.id].container_id)
-                        board.set(s.id, "starting")
-                wait_ready(layout, fleet, role, by_host, after, board, timeout)
-        return [s.id for s in stopped]

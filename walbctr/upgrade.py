@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -404,9 +405,14 @@ class Runner:
         self.kind = kind
         self.options = options
         self.mode = mode
-        self.save = save
+        self._save = save
+        self._saving = threading.Lock()  # steps of one batch finish in parallel threads
         self.board: ServerBoard | None = None
         self.recreated: list[str] = []
+
+    def save(self) -> None:
+        with self._saving:
+            self._save()
 
     def note(self, text: str) -> None:
         if self.board is not None and self.mode != "quiet":
@@ -464,24 +470,24 @@ class Runner:
     def stopped(self, steps: list[Step], err: WalbctrError) -> WalbctrError:
         """The gate's message, what is left as it was, and the next command."""
         src = self.layout.source
-        left = [s for s in steps if s.status == "pending"]
-        failed = [s.server for s in steps if s.status == "failed"]
+        left = [s for s in steps if not s.touched]
+        touched = any(s.touched for s in steps)
         head = err.message
         if left:
             images = ", ".join(dict.fromkeys(s.from_image for s in left))
             head += (f"\nnot {_verb(self.kind)}: {', '.join(s.server for s in left)} "
                      f"({'untouched' if self.kind == 'restart' else 'still on ' + images})")
-        if self.kind == "upgrade":
-            fix = (f"{err.fix + '; then ' if err.fix else 'fix it, then '}finish with "
-                   f"'walbctr upgrade {src} --resume', or return "
-                   f"{'the upgraded servers' if failed or left else 'every server'} to the "
-                   f"image they ran before with 'walbctr upgrade {src} --rollback'")
+        first = f"{err.fix}; then " if err.fix else "fix it, then "
+        if self.kind == "upgrade" and touched:
+            fix = (f"{first}finish with 'walbctr upgrade {src} --resume', or return the "
+                   f"servers it touched to the image they ran before with 'walbctr upgrade "
+                   f"{src} --rollback'")
+        elif self.kind == "upgrade":
+            fix = f"{first}run 'walbctr upgrade {src} --resume' (no server was changed)"
         elif self.kind == "rollback":
-            fix = (f"{err.fix + '; then ' if err.fix else 'fix it, then '}run "
-                   f"'walbctr upgrade {src} --rollback' again to finish the rollback")
+            fix = f"{first}run 'walbctr upgrade {src} --rollback' again to finish the rollback"
         else:
-            fix = (f"{err.fix + '; then ' if err.fix else 'fix it, then '}run "
-                   f"'walbctr restart {src}' again")
+            fix = f"{first}run 'walbctr restart {src}' again"
         return GateError(head, fix)
 
     # -- one server --

@@ -104,6 +104,8 @@ def main() -> None:
     parser.add_argument("--volumes", type=int, default=200)
     parser.add_argument("--idle", type=float, default=60, help="seconds of idle measuring")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--probe", type=float, default=1.0,
+                        help="the keeper's probe_interval (the layout default is 1 s)")
     parser.add_argument("--setup-only", action="store_true",
                         help="make the group and its volumes, print its layout, keep it up "
                         "until Enter is pressed (to profile by hand)")
@@ -122,7 +124,7 @@ def main() -> None:
             "stop_grace_period: 10, nofile: 16384}\n"
             f"archives: [{{id: a0, host: box, vg: {vg}}}]\n"
             "proxies: [{id: p0, host: box}]\nstorages: [{id: s0, host: box}]\n"
-            f"monitor: {{host: box, port: {metrics_port}}}\n")
+            f"monitor: {{host: box, port: {metrics_port}, probe_interval: {args.probe}}}\n")
         try:
             run = walbctr(env, "up", str(layout), "--quiet")
             if run.returncode != 0:
@@ -154,6 +156,20 @@ def main() -> None:
                     sys.exit(f"status --volumes failed:\n{run.stderr[-3000:]}")
                 if len(rows) != 3 * args.volumes:
                     sys.exit(f"status --volumes gave {len(rows)} rows: {run.stderr[-2000:]}")
+            servers = [engine.containers.get(f"walbctr-{group}-{sid}")
+                       for sid in ("a0", "p0", "s0")]
+            before = [c.stats(stream=False)["cpu_stats"]["cpu_usage"]["total_usage"]
+                      for c in servers]
+            start = time.perf_counter()
+            walbctr(env, "status", str(layout), "--volumes", "--json")
+            wall = time.perf_counter() - start
+            used = [c.stats(stream=False)["cpu_stats"]["cpu_usage"]["total_usage"] - b
+                    for c, b in zip(servers, before, strict=True)]
+            print("CPU the batches used inside a0, p0, s0 (walbc, sh and the servers): "
+                  + ", ".join(f"{u / 1e9:.2f}" for u in used)
+                  + f" s, {sum(used) / 1e9:.2f} s in all, during a {wall:.2f} s run: on an "
+                  f"idle machine with 2 cores the run takes at least "
+                  f"{max(*used, sum(used) / 2) / 1e9:.2f} s")
             med = statistics.median(times)
             print(f"status --volumes, 3 servers x {args.volumes} volumes: median {med:.2f} s "
                   f"(runs: {', '.join(f'{t:.2f}' for t in times)}); goal < 2 s: "
@@ -161,7 +177,8 @@ def main() -> None:
 
             time.sleep(35)  # let the keeper's first scans of the new volumes pass
             cpu, mem = keeper_usage(engine, group, args.idle)
-            print(f"keeper at idle, {3 * args.volumes} volume rows, scan 30 s, probe 1 s: "
+            print(f"keeper at idle, {3 * args.volumes} volume rows, scan 30 s, probe "
+                  f"{args.probe:g} s: "
                   f"CPU {cpu * 100:.1f}% of one core (walbc children included), "
                   f"memory {mem:.1f} MiB")
             scan = subprocess.run(["curl", "-s", f"http://127.0.0.1:{metrics_port}/metrics"],
@@ -183,7 +200,10 @@ def main() -> None:
                 kicked = first_line_after(p0, "kick requested", killed, 30)
                 back = first_line_after(keeper, "archive a0 answers again", killed, 1)
                 if kicked is None:
-                    sys.exit("no kick of p0 within 30 s of the archive's kill")
+                    print(f"  no kick of p0 within 30 s of a kill: the restart was shorter "
+                          f"than the {args.probe:g} s probe and went unseen")
+                    gaps.append(float("inf"))
+                    continue
                 gaps.append(kicked - killed)
                 if back is not None:
                     backs.append(kicked - back)

@@ -57,7 +57,7 @@ class Config:
     servers: tuple[ServerRef, ...]
     port: int = 9580
     interval: float = 30.0
-    probe_interval: float = 1.0
+    probe_interval: float = 0.25
     lag_threshold: float = 600.0
 
     def of_role(self, role: str) -> tuple[ServerRef, ...]:
@@ -71,7 +71,8 @@ def parse_config(text: str) -> Config:
         servers = tuple(ServerRef(str(s["id"]), str(s["role"]), str(s["address"]),
                                   int(s["port"])) for s in data["servers"])
         config = Config(str(data["group"]), servers, int(data.get("port", 9580)),
-                        float(data.get("interval", 30)), float(data.get("probe_interval", 1)),
+                        float(data.get("interval", 30)),
+                        float(data.get("probe_interval", 0.25)),
                         float(data.get("lag_threshold", 600)))
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"bad keeper configuration: {type(err).__name__}: {err}") from None
@@ -119,7 +120,6 @@ class Duties:
 
     def probed(self, answers: Mapping[str, bool]) -> list[Kick]:
         kicks: list[Kick] = []
-        first_round = not self.answering
         for s in self.config.servers:
             if s.id not in answers:
                 continue
@@ -132,13 +132,10 @@ class Duties:
                 self.restarts[s.id] = self.restarts.get(s.id, 0) + 1
                 came = f"{s.role} {s.id} answers again after it stopped answering"
                 kind = f"{s.role}_restart"
-            elif first_round:
+            else:  # first contact: what happened before the keeper ran is unknown
                 came = f"{s.role} {s.id} answers at the keeper's start (a restart before it " \
                     "would have gone unseen)"
                 kind = "keeper_start"
-            else:
-                came = f"{s.role} {s.id} answers for the first time"
-                kind = f"{s.role}_restart"
             kicks += self._after_comeback(s, came, kind)
         # Kicks owed to a server that did not answer then: due once it does.
         for sid in list(self.pending):
@@ -236,18 +233,20 @@ class Keeper:
         self.stop = threading.Event()
         self.probe_timeout = max(1, min(3, round(config.probe_interval * 2)))
 
-    # probing: who answers, and so who came back
-    def probe_once(self) -> dict[str, bool]:
+    # probing: who answers, and so who came back. Each server has its own loop, so that a
+    # host that times out never delays seeing another server's restart.
+    def probe_once(self, servers: Sequence[ServerRef] | None = None) -> dict[str, bool]:
+        servers = self.config.servers if servers is None else servers
         argvs = {s.id: walbc_argv(s, ["get", "host-type"], self.probe_timeout)
-                 for s in self.config.servers}
+                 for s in servers}
         results = self.run(argvs, self.probe_timeout + 2)
         answers = {sid: r[0] == 0 for sid, r in results.items()}
         healthy = {s.id: answers[s.id] and results[s.id][1].strip() == s.role
-                   for s in self.config.servers}
+                   for s in servers}
         with self.lock:
             before = dict(self.duties.answering)
             kicks = self.duties.probed(answers)
-        for s in self.config.servers:
+        for s in servers:
             was, now = before.get(s.id), answers[s.id]
             if was is True and not now:
                 log(f"{s.role} {s.id} stopped answering: {_last_line(results[s.id][2])}")
@@ -256,11 +255,10 @@ class Keeper:
                 if self.metrics is not None:
                     self.metrics.restarts.labels(s.id, s.role).inc()
         if self.metrics is not None:
-            self.metrics.snapshot.replace("servers", [
-                (name, (s.id, s.role), float(values[s.id]))
-                for s in self.config.servers
-                for name, values in (("walb_server_up", answers),
-                                     ("walb_server_healthy", healthy))])
+            for s in servers:
+                self.metrics.snapshot.replace(f"probe {s.id}", [
+                    ("walb_server_up", (s.id, s.role), float(answers[s.id])),
+                    ("walb_server_healthy", (s.id, s.role), float(healthy[s.id]))])
         self.send(kicks)
         return answers
 
@@ -331,12 +329,20 @@ class Keeper:
         log(f"watching group {self.config.group}: {len(self.config.servers)} servers, probe "
             f"every {self.config.probe_interval:g} s, volume scan every "
             f"{self.config.interval:g} s, lag threshold {self.config.lag_threshold:g} s")
-        self.probe_once()  # the scan needs to know who answers
-        scanner = threading.Thread(target=self.loop, name="scan", daemon=True,
-                                   args=(self.config.interval, self.scan_once, "volume scan"))
-        scanner.start()
-        self.loop(self.config.probe_interval, self.probe_once, "probe")
-        scanner.join(timeout=5)
+        self.probe_once()  # all at once first: the scan needs to know who answers
+        threads = [threading.Thread(target=self.loop, name="scan", daemon=True,
+                                    args=(self.config.interval, self.scan_once,
+                                          "volume scan"))]
+        threads += [threading.Thread(
+            target=self.loop, name=f"probe {s.id}", daemon=True,
+            args=(self.config.probe_interval, lambda s=s: self.probe_once([s]),
+                  f"probe of {s.id}")) for s in self.config.servers]
+        for t in threads:
+            t.start()
+        while not self.stop.wait(1.0):  # a timeout keeps the main thread open to signals
+            pass
+        for t in threads:
+            t.join(timeout=5)
         log("stopped")
 
 

@@ -38,9 +38,9 @@ class MonitorSpec(Model):
                       description="port of the keeper's Prometheus metrics (/metrics)")
     interval: Seconds = Field(30, description="seconds between volume scans (one walbc "
                               "batch per server)")
-    probe_interval: Seconds = Field(1, description="seconds between reachability probes "
-                                    "(walbc get host-type), which is how the keeper sees "
-                                    "a server restart")
+    probe_interval: Seconds = Field(0.25, description="seconds between reachability probes "
+                                    "(walbc get host-type) of each server, which is how the "
+                                    "keeper sees a restart: one shorter than this goes unseen")
     lag_threshold: int = Field(600, ge=1, description="backup lag (ts-delta, seconds) above "
                                "which a volume is reported as lagging")
     publish: bool | str = Field(True, description="bridge mode: publish the metrics port on "

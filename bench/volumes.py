@@ -4,7 +4,7 @@
 Goals, on one engine (bridge mode lab group: a0, p0, s0, each with N volumes):
 - `walbctr status --volumes` with 3 servers x 200 volumes: under 2 s;
 - the keeper at idle with those volumes: CPU (its cgroup, walbc children included) and
-  memory, over a minute at the layout's default cadence (scan 30 s, probe 1 s);
+  memory, over a minute at the layout's default cadence (scan 30 s, probe 0.25 s);
 - time from an archive restart (SIGKILL of walb-archive; Docker restarts the container) to
   the keeper's kick of the proxy, from the kill and from the moment the archive answers.
 
@@ -104,8 +104,8 @@ def main() -> None:
     parser.add_argument("--volumes", type=int, default=200)
     parser.add_argument("--idle", type=float, default=60, help="seconds of idle measuring")
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--probe", type=float, default=1.0,
-                        help="the keeper's probe_interval (the layout default is 1 s)")
+    parser.add_argument("--probe", type=float, default=0.25,
+                        help="the keeper's probe_interval (the layout default, 0.25 s)")
     parser.add_argument("--setup-only", action="store_true",
                         help="make the group and its volumes, print its layout, keep it up "
                         "until Enter is pressed (to profile by hand)")

@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import DOUBLE_SOURCE, ROOT, docker_time, first_ready, run_walbctr
-from tests.test_deploy import Group
+from tests.test_deploy import Group, free_ports
+from walbctr.imagetag import keeper_image
 
 NEW_VERSION = "1.0.20-double-upgrade"
 
@@ -54,8 +55,8 @@ class Lab(Group):
     """The lab group with log files, volumes in every server, and the layout's image
     changeable."""
 
-    def __init__(self, tmp: Path, engine: Any, image: str, vg: str) -> None:
-        super().__init__(tmp, engine, image, vg, "bridge")
+    def __init__(self, tmp: Path, engine: Any, image: str, vg: str, extra: str = "") -> None:
+        super().__init__(tmp, engine, image, vg, "bridge", extra)
         self.logs = self.data / "logs"
         self.path.write_text(self.path.read_text().replace(
             "  privileged: false\n", f"  privileged: false\n  log_path: {self.logs}/{{id}}.log\n"))
@@ -352,6 +353,29 @@ def test_rollback_after_a_finished_upgrade_goes_back_storages_first(
     assert docker_time(c["a0"].attrs["Created"]) >= first_ready(engine, c["p0"])
     assert board_order(run.stderr, "restarted") == ["s0"], run.stderr
     assert lab.states() == before
+
+
+def test_the_keeper_moves_to_the_new_image_after_the_servers(
+        tmp_path: Path, engine: Any, double_image: str, loop_vg: str, new_image: str) -> None:
+    if not engine.images.list(name=keeper_image(new_image)):
+        pytest.skip(f"no keeper image {keeper_image(new_image)} (built without its keeper)")
+    port = free_ports(1)[0]
+    g = Lab(tmp_path / "k", engine, double_image, loop_vg,
+            extra=f"monitor: {{host: hostA0, port: {port}}}\n")
+    try:
+        assert g.up().returncode == 0
+        g.set_image(new_image)
+        run = g.upgrade()
+        assert run.returncode == 0, run.stdout + run.stderr
+        keepers = engine.containers.list(all=True,
+                                         filters={"label": f"io.walbctr.keeper={g.name}"})
+        assert [k.image.id for k in keepers] == [engine.images.get(keeper_image(new_image)).id]
+        servers_ready = max(first_ready(engine, c) for c in g.containers().values())
+        assert docker_time(keepers[0].attrs["Created"]) >= servers_ready
+        up = g.up()
+        assert up.returncode == 0 and "nothing to change" in up.stdout, up.stdout + up.stderr
+    finally:
+        g.cleanup()
 
 
 # --- the rolling restart ----------------------------------------------------------------------

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 from docker.errors import APIError
 
-from walbctr import volumes
+from walbctr import keeper_service, volumes
 from walbctr.compose import container_name, project_name
 from walbctr.containers import RESTART_POLICY, Observed, answers, inspect
 from walbctr.deploy import _set_policy, _start, remove_container, stop_container
@@ -48,6 +48,7 @@ from walbctr.errors import WalbctrError, explain, last_line
 from walbctr.files import write_compose_files
 from walbctr.fleet import Fleet
 from walbctr.logs import failed_run, log_tail
+from walbctr.monitor import monitor_of
 from walbctr.readiness import POLL_S
 from walbctr.server import START_ORDER, Role, Server
 from walbctr.state import GroupLock, group_dir
@@ -164,7 +165,6 @@ class Options:
 class Result:
     kind: str  # upgrade, rollback, restart
     done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # already on the target image
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     plan: Plan | None = None
@@ -218,6 +218,9 @@ def upgrade(layout: Layout, image: str | None, *, resume: bool, rollback: bool,
             save_plan(plan)
             runner = Runner(layout, fleet, kind, options, mode, lambda: save_plan(plan))
             runner.run(todo, result)
+            images = {s.to_image for s in steps}
+            if len(images) == 1:
+                _refresh_keeper(_with_image(layout, images.pop()), fleet, result)
         result.seconds = time.monotonic() - started
         return result
 
@@ -316,6 +319,24 @@ def _resume_steps(layout: Layout, plan: Plan | None) -> tuple[Plan, list[Step]]:
             f"put 'image: {plan.image}' back in {src} and resume, or return to the old image "
             f"with 'walbctr upgrade {src} --rollback'")
     return plan, plan.steps
+
+
+def _with_image(layout: Layout, image: str) -> Layout:
+    return replace(layout, spec=layout.spec.model_copy(update={"image": image}))
+
+
+def _refresh_keeper(layout: Layout, fleet: Fleet, result: Result) -> None:
+    """The keeper's image goes with the servers' (monitor.image_of): move it too, last."""
+    if monitor_of(layout) is None or keeper_service.current(layout, fleet):
+        return
+    missing = keeper_service.missing_image(layout, fleet)
+    if missing:
+        result.notes.append(f"the keeper was left as it was: {missing}")
+        return
+    done = keeper_service.start(layout, fleet, write_compose_files(
+        layout, fleet.hosts, fleet.old_engines()))
+    if done:
+        result.notes.append(f"{done} (its image goes with the servers')")
 
 
 def _rollback_steps(layout: Layout, plan: Plan | None) -> tuple[Plan, list[Step]]:
@@ -515,6 +536,7 @@ class Runner:
         if resumed and on_target and obs is not None and obs.status == "running":
             self.note(f"{server.id}: already recreated on {step.to_image} before the "
                       "interruption; checking it")
+            obs = self.wait_ready(server, engine, obs.restart_count)
         else:
             if not step.touched:
                 seen = self.gate_before(step, server, engine, obs, board)
@@ -552,7 +574,7 @@ class Runner:
         board.set(server.id, _verb(self.kind))
 
     def _recreate(self, server: Server, image: str) -> None:
-        layout = replace(self.layout, spec=self.layout.spec.model_copy(update={"image": image}))
+        layout = _with_image(self.layout, image)
         host = server.host
         paths = write_compose_files(layout, [host], self.fleet.old_engines([host]))
         self.fleet.engines[host].compose_up(paths[host], project_name(layout, host),

@@ -206,6 +206,15 @@ def test_up_leaves_a_current_keeper_alone_and_down_removes_it(kept: KeptGroup) -
     assert again.returncode == 0, again.stderr
     assert "nothing to change" in again.stdout
     assert kept.keeper().id == before
+    keeper = kept.keeper()
+    started = time.monotonic()
+    keeper.stop(timeout=10)  # SIGTERM, as docker stop and compose down send it
+    took = time.monotonic() - started
+    keeper.reload()
+    logs = keeper.logs().decode()
+    assert keeper.attrs["State"]["ExitCode"] == 0, logs[-2000:]
+    assert took < 5, f"the keeper took {took:.1f} s to stop"
+    assert "SIGTERM received, stopping" in logs and "keeper: stopped" in logs
     down = kept.walbctr("down", str(kept.path), "--quiet")
     assert down.returncode == 0, down.stderr
     assert kept.engine.containers.list(

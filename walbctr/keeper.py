@@ -341,8 +341,9 @@ class Keeper:
             t.start()
         while not self.stop.wait(1.0):  # a timeout keeps the main thread open to signals
             pass
+        deadline = time.monotonic() + 3  # a scan or kick under way may not finish: daemons
         for t in threads:
-            t.join(timeout=5)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
         log("stopped")
 
 

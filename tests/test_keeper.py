@@ -278,3 +278,29 @@ def test_a_send_error_is_kicked_and_its_metrics_reach_prometheus(
     # the alert rules are loaded and the overflow fires
     wait_for(lambda: prometheus.query('ALERTS{alertname="WalbVolumeOverflow"}'),
              "the WalbVolumeOverflow alert", timeout=20)
+
+
+def test_two_keepers_at_once_are_harmless(kept: KeptGroup) -> None:
+    """Kicks are idempotent: a second keeper (a copy left running, a keeper restarted)
+    only sends kicks that find nothing to do."""
+    kept.walbc("a0", "init-vol", "vol0")
+    kept.walbc("p0", "archive-info", "add", "vol0", "a0", f"a0:{kept.ports['a0']}")
+    kept.walbc("p0", "start", "vol0")
+    first = kept.keeper()
+    env = [e for e in first.attrs["Config"]["Env"] if e.startswith("WALBCTR_KEEPER_CONFIG=")]
+    second = kept.engine.containers.run(
+        first.attrs["Config"]["Image"], ["python3", "-m", "walbctr.keeper"], detach=True,
+        environment=env, network=f"walbctr-{kept.name}", user="65534:65534",
+        read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
+        tmpfs={"/tmp": ""}, labels={KEEPER_LABEL: kept.name}, name=f"{kept.name}-keeper2")
+    try:
+        wait_for(lambda: "kick p0: done" in second.logs().decode(),
+                 "the second keeper's first kicks")
+        killed = kept.kill9("a0", "walb-archive")
+        wait_for(lambda: kept.log_since("p0", killed).count("kick requested") >= 2,
+                 "both keepers to kick p0 after the archive came back")
+        assert "FAILED" not in first.logs().decode() + second.logs().decode()
+        assert kept.walbc("p0", "get", "state", "vol0").strip() == "Started"
+        assert kept.walbc("a0", "get", "state", "vol0").strip() == "SyncReady"
+    finally:
+        second.remove(force=True)

@@ -669,7 +669,7 @@ class Runner:
                                 f"look with 'walbctr status {self.layout.source}'")
             if obs.status in ("exited", "dead", "restarting") or obs.restart_count > restarts:
                 try:
-                    run = failed_run(engine, self.layout, server, obs)
+                    run = failed_run(engine, self.layout, server, obs, lines=10)
                     seen, tail = run.headline(), run.lines
                 except Exception as err:  # the report must not hide the failure it reports
                     seen, tail = "exited", [f"(could not read its log: {explain(err)})"]
@@ -745,8 +745,8 @@ class Runner:
                                "kick"])
             if code == 0:
                 step.kicked.append(peer.id)
-                self.note(f"{server.id}: kicked {peer.id} (walb's follow-up after a "
-                          f"{server.role.value} restart)")
+                self.note(f"{server.id}: kicked {peer.id} (walb's follow-up when "
+                          f"{server.id} restarted)")
             else:
                 text = f"{server.id}: could not kick {peer.id}: {last_line(out)}"
                 step.notes.append(text)

@@ -400,3 +400,57 @@ def test_restart_is_rolling_with_the_gates_and_kicks(lab: Lab, engine: Any) -> N
     assert started["s0"] >= ready_after(engine, c["p0"], started["p0"])
     assert "a0: kicked p0" in run.stderr and "p0: kicked s0" in run.stderr
     assert lab.states() == before
+
+
+# --- the plan, without an engine --------------------------------------------------------------
+
+
+def _steps(*ids_roles: str) -> list[Any]:
+    from walbctr.upgrade import Step
+
+    return [Step(sid, role, f"h{sid}", "old:1", "sha256:1", "new:2")
+            for sid, role in (x.split(":") for x in ids_roles)]
+
+
+def test_the_plan_survives_a_round_trip_through_its_file_written_by_rename(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from walbctr.errors import WalbctrError
+    from walbctr.upgrade import Plan, load_plan, plan_path, save_plan
+
+    monkeypatch.setenv("WALBCTR_STATE_DIR", str(tmp_path))
+    plan = Plan("g1", "l.yaml", "new:2", "2026-01-01T00:00:00Z",
+                _steps("a0:archive", "p0:proxy", "s0:storage"))
+    plan.steps[0].status, plan.steps[0].touched = "done", True
+    plan.steps[0].volumes = {"vol0": "Archived"}
+    save_plan(plan)
+    again = load_plan("g1")
+    assert again == plan
+    assert [p.name for p in plan_path("g1").parent.iterdir()] == ["upgrade.json"]
+    plan_path("g1").write_text("{not json")
+    with pytest.raises(WalbctrError, match="cannot be read"):
+        load_plan("g1")
+
+
+def test_a_rollback_goes_back_in_reverse_order_over_the_touched_servers_only() -> None:
+    from walbctr.layout import load_layout
+    from walbctr.upgrade import Plan, _rollback_steps
+
+    steps = _steps("a0:archive", "a1:archive", "p0:proxy", "s0:storage")
+    for s in steps[:3]:
+        s.touched, s.status = True, "done"
+    steps[2].status = "failed"
+    plan = Plan("g", "l.yaml", "new:2", "t", steps)
+    layout = load_layout("group: g\narchives: [{id: a0, host: h, vg: vg0}]\n", "l.yaml")
+    _, back = _rollback_steps(layout, plan)
+    assert [(s.server, s.from_image, s.to_image) for s in back] == [
+        ("p0", "new:2", "old:1"), ("a1", "new:2", "old:1"), ("a0", "new:2", "old:1")]
+
+
+def test_batches_never_mix_tiers_and_hold_at_most_n_servers() -> None:
+    from walbctr.upgrade import _batches
+
+    steps = _steps("a0:archive", "a1:archive", "a2:archive", "p0:proxy", "s0:storage",
+                   "s1:storage")
+    assert [[s.server for s in b] for b in _batches(steps, 2)] == [
+        ["a0", "a1"], ["a2"], ["p0"], ["s0", "s1"]]
+    assert [len(b) for b in _batches(steps, 1)] == [1] * 6

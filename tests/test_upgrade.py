@@ -378,6 +378,40 @@ def test_the_keeper_moves_to_the_new_image_after_the_servers(
         g.cleanup()
 
 
+def test_parallel_per_tier_replaces_a_tier_together_but_never_two_tiers_at_once(
+        tmp_path: Path, engine: Any, double_image: str, loop_vg: str, new_image: str) -> None:
+    g = Lab(tmp_path / "par", engine, double_image, loop_vg)
+    a0, p0, p1, s0, s1 = free_ports(5)
+    g.ports.update({"a0": a0, "p0": p0, "p1": p1, "s0": s0, "s1": s1})
+    text = g.path.read_text()
+    g.path.write_text(text[:text.index("archives:")]
+                      + f"archives:\n  - {{id: a0, host: hostA0, vg: {loop_vg}, port: {a0}}}\n"
+                      f"proxies:\n  - {{id: p0, host: hostP, port: {p0}}}\n"
+                      f"  - {{id: p1, host: hostP, port: {p1}}}\n"
+                      f"storages:\n  - {{id: s0, host: hostS, port: {s0}}}\n"
+                      f"  - {{id: s1, host: hostS, port: {s1}}}\n")
+    try:
+        assert g.up().returncode == 0
+        g.set_image(new_image)
+        run = g.upgrade("--parallel-per-tier", "2")
+        assert run.returncode == 0, run.stdout + run.stderr
+        c = g.containers()
+        created = {sid: docker_time(x.attrs["Created"]) for sid, x in c.items()}
+        ready = {sid: first_ready(engine, x) for sid, x in c.items()}
+        # both servers of a tier began stopping before either was back: together
+        for pair in (("p0", "p1"), ("s0", "s1")):
+            events = re.findall(r"\] (\S+) \([^)]*\): (stopping|healthy)", run.stderr)
+            first_back = events.index(next(e for e in events if e[1] == "healthy"
+                                           and e[0] in pair))
+            assert all(events.index((sid, "stopping")) < first_back for sid in pair), events
+        # tiers never overlap: each waits for the whole tier before it
+        assert min(created["p0"], created["p1"]) >= ready["a0"]
+        assert min(created["s0"], created["s1"]) >= max(ready["p0"], ready["p1"])
+        assert {x.image.id for x in c.values()} == {engine.images.get(new_image).id}
+    finally:
+        g.cleanup()
+
+
 # --- the rolling restart ----------------------------------------------------------------------
 
 

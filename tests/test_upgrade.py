@@ -269,6 +269,27 @@ def test_an_overflowed_storage_volume_stops_the_upgrade_before_the_storage(
     assert lab.version("s0") == NEW_VERSION
 
 
+def test_a_proxy_send_error_stops_the_upgrade_before_the_proxy_and_force_goes_on(
+        lab: Lab, new_image: str) -> None:
+    # On vol1, which is Stopped: the kick that follows the archive's upgrade covers only
+    # Started volumes (as walb-proxy's does), so the flag outlives it.
+    lab.walbc("p0", "double-send-error", "vol1", "a0", "1")
+    p0 = lab.containers()["p0"].id
+    lab.set_image(new_image)
+    run = lab.upgrade()
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "upgrade stopped at p0 (proxy on hostP0), gate 'no wdiff send error'" in run.stderr
+    assert "vol1: the proxy stopped sending wdiffs to archive a0" in run.stderr
+    assert "kick the proxy ('walbc ... kick vol1 a0')" in run.stderr
+    assert "not upgraded: p0, s0" in run.stderr
+    assert lab.containers()["p0"].id == p0
+    assert lab.version("a0") == NEW_VERSION and lab.version("s0") != NEW_VERSION
+    run = lab.upgrade("--resume", "--force")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "p0: --force: going on despite: vol1: the proxy stopped sending" in run.stderr
+    assert lab.version("p0") == NEW_VERSION and lab.version("s0") == NEW_VERSION
+
+
 def test_a_killed_controller_leaves_a_plan_that_resume_completes(
         lab: Lab, new_image: str) -> None:
     before = lab.states()

@@ -509,3 +509,25 @@ def test_batches_never_mix_tiers_and_hold_at_most_n_servers() -> None:
     assert [[s.server for s in b] for b in _batches(steps, 2)] == [
         ["a0", "a1"], ["a2"], ["p0"], ["s0", "s1"]]
     assert [len(b) for b in _batches(steps, 1)] == [1] * 6
+
+
+def test_a_gate_fact_walbc_could_not_read_counts_as_a_problem_not_as_all_clear() -> None:
+    from walbctr.server import Role
+    from walbctr.upgrade import _unread
+    from walbctr.volumes import VolumeRecord
+
+    storage = [VolumeRecord("vol0", "storage", state="Target", overflow=False),
+               VolumeRecord("vol1", "storage", state="Target"),
+               VolumeRecord("vol2", "storage", state="Target",
+                            errors=(("get is-overflow vol2", "timeout"),)),
+               VolumeRecord("vol3", "storage", state="Clear")]
+    assert _unread(Role.STORAGE, storage) == [
+        "vol1: its overflow flag was not in walbc's answer",
+        "vol2: 'get is-overflow vol2' failed: timeout"]
+    proxy = [VolumeRecord("vol0", "proxy", state="Started", archives=("a0", "a1"),
+                          send_error={"a0": False})]
+    assert _unread(Role.PROXY, proxy) == [
+        "vol0: its send-error flag for a1 was not in walbc's answer"]
+    archive = [VolumeRecord("vol0", "archive", state="Archived",
+                            errors=(("all-actions", "bad state"),))]
+    assert _unread(Role.ARCHIVE, archive) == ["vol0: 'all-actions' failed: bad state"]

@@ -616,7 +616,7 @@ class Runner:
             records = self._wait_actions(step, server, engine, obs, records, board)
         else:
             found = [p.text for r in records for p in volumes.problems(r, float("inf"))
-                     if p.kind in ("overflow", "send_error")]
+                     if p.kind in ("overflow", "send_error")] + _unread(server.role, records)
             if found and not force:
                 gate = "no overflow" if server.role is Role.STORAGE else "no wdiff send error"
                 raise GateError(
@@ -633,6 +633,13 @@ class Runner:
                       board: ServerBoard) -> list[volumes.VolumeRecord]:
         started = time.monotonic()
         while True:
+            unread = _unread(server.role, records)
+            if unread and not self.options.force:
+                raise GateError(
+                    f"{self._at(server)}, gate 'no running archive action': could not tell:"
+                    "\n  " + "\n  ".join(unread),
+                    f"look with 'walbctr walbc {self.layout.source} {server.id} get "
+                    "all-actions' (or run with --force to go on regardless)")
             running = {r.name: {a: n for a, n in r.running_actions.items()
                                 if a in volumes.ARCHIVE_ACTIONS} for r in records}
             running = {v: a for v, a in running.items() if a}
@@ -751,6 +758,26 @@ class Runner:
                 text = f"{server.id}: could not kick {peer.id}: {last_line(out)}"
                 step.notes.append(text)
                 self.note(text)
+
+
+def _unread(role: Role, records: list[volumes.VolumeRecord]) -> list[str]:
+    """A gate's facts that walbc could not read: unknown is not 'all clear'."""
+    wanted = {Role.STORAGE: ("get is-overflow",), Role.PROXY: ("get is-wdiff-send-error",
+                                                               "status"),
+              Role.ARCHIVE: ("all-actions",)}[role]
+    out = []
+    for r in records:
+        if r.state == "Clear":
+            continue  # gone between two queries: nothing to protect
+        for query, message in r.errors:
+            if query.startswith(wanted):
+                out.append(f"{r.name}: '{query}' failed: {message}")
+        if role is Role.STORAGE and r.overflow is None and not r.errors:
+            out.append(f"{r.name}: its overflow flag was not in walbc's answer")
+        if role is Role.PROXY:
+            out += [f"{r.name}: its send-error flag for {a} was not in walbc's answer"
+                    for a in r.archives if a not in r.send_error and not r.errors]
+    return list(dict.fromkeys(out))
 
 
 def _step_of(runner: Runner, steps: dict[str, Step], sid: str) -> None:

@@ -62,8 +62,10 @@ def layout_text(group: str, image: str, vg: str, data: Path, size: int) -> str:
 
 
 def compose(file: Path, project: str, *args: str) -> None:
-    subprocess.run(["docker", "compose", "-p", project, "-f", str(file), *args], check=True,
-                   capture_output=True)
+    run = subprocess.run(["docker", "compose", "-p", project, "-f", str(file), *args],
+                         capture_output=True, text=True, check=False)
+    if run.returncode != 0:
+        sys.exit(f"failed: docker compose {' '.join(args)} ({file.name})\n{run.stderr[-3000:]}")
 
 
 def bench_size(engine: docker.DockerClient, image: str, vg: str, tmp: Path, size: int,
@@ -91,11 +93,14 @@ def bench_size(engine: docker.DockerClient, image: str, vg: str, tmp: Path, size
                 times["status"].append(timed([*walbctr, "status", str(layout)], env))
             timed([*walbctr, "down", str(layout), "--quiet"], env)
             for key, file in (("compose", rendered), ("legacy", legacy)):
-                engine.networks.create(f"walbctr-{group}", driver="bridge")
+                # By hand, the bridge network is made first, as the file's header says;
+                # walbctr's down has removed its own.
+                network = engine.networks.create(f"walbctr-{group}", driver="bridge")
                 start = time.perf_counter()
                 compose(file, project, "up", "-d", "--wait")
                 times[key].append(time.perf_counter() - start)
                 compose(file, project, "down", "-t", "10")
+                network.remove()
     finally:
         timed([*walbctr, "down", str(layout), "--quiet"], env, ok=False)
         for file in (rendered, legacy):

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import cast
 
 from docker.errors import APIError, BuildError, DockerException
-from python_on_whales.exceptions import DockerException as CliError
 
 from walbctr import __version__
 from walbctr.buildlog import BuildLog
@@ -234,6 +233,10 @@ def _run_build(engine: Engine, context: Path, tags: list[str], args: dict[str, s
     WALBCTR_BUILDER=classic forces the classic builder (for a broken buildx).
     """
     if os.environ.get("WALBCTR_BUILDER") != "classic" and engine.has_cli_plugin("buildx"):
+        # python-on-whales costs 0.35 s to import; `up` imports this module too (to
+        # offer a build), and only a BuildKit build needs it.
+        from python_on_whales.exceptions import DockerException as CliError  # noqa: PLC0415
+
         def buildkit() -> Iterable[str]:
             try:
                 stream = engine.cli.buildx.build(

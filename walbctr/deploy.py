@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 # How often a stop is checked on: a graceful walb shutdown takes about 2 s when idle.
 STOP_POLL_S = 0.25
+POLICY_TRIES = 12
 
 
 @dataclass
@@ -217,8 +218,15 @@ def _restore_policies(fleet: Fleet, servers: list[Server],
 
 def _all_current(fleet: Fleet, layout: Layout, servers: list[Server],
                  before: dict[str, Observed], wanted: dict[str, str]) -> bool:
-    if not all(s.id in before and before[s.id].healthy
+    if not all(s.id in before and before[s.id].status == "running"
+               and before[s.id].health in ("healthy", "starting")
                and before[s.id].config_hash == wanted[s.id] for s in servers):
+        return False
+    # Docker's health stays 'starting' until its first check, up to an interval after a
+    # start; such a server is current when it answers the same probe now.
+    starting = {s.id: (s, before[s.id].container_id) for s in servers
+                if before[s.id].health == "starting"}
+    if not all(ok is True for ok in _ask_ready(fleet, starting).values()):
         return False
     image_ids: dict[str, str | None] = {}
     for s in servers:
@@ -420,6 +428,19 @@ def _start(engine: Engine, server: Server, container_id: str) -> None:
     _set_policy(engine, server, container_id, RESTART_POLICY)
 
 
+def _lift_policy(engine: Engine, server: Server, container_id: str) -> None:
+    """Restart policy 'no'. An engine may refuse the update for a moment while the
+    container is between two runs of a crash loop (seen: 'unknown'), so try again."""
+    for attempt in range(POLICY_TRIES):
+        try:
+            _set_policy(engine, server, container_id, "no")
+            return
+        except WalbctrError:
+            if attempt == POLICY_TRIES - 1:
+                raise
+            time.sleep(STOP_POLL_S)
+
+
 def stop_container(engine: Engine, server: Server, obs: Observed, board: ServerBoard) -> None:
     """Stop a server's container whatever state it is in, gracefully where it runs.
 
@@ -432,7 +453,7 @@ def stop_container(engine: Engine, server: Server, obs: Observed, board: ServerB
     cid = obs.container_id
     board.begin(server.id)
     board.set(server.id, "stopping")
-    _set_policy(engine, server, cid, "no")
+    _lift_policy(engine, server, cid)
     deadline = time.monotonic() + server.stop_grace_period
     asked = False
     try:

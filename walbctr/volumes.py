@@ -261,6 +261,9 @@ def walbc_error(stderr: str) -> str:
 # volumes' states (and a proxy its archive infos) from one `status` (upstream's
 # "-----Volume-----" section, which leaves out Clear volumes) instead of one call per
 # volume; storages are asked per volume, as their status touches every walb device.
+# Per-volume queries run in four workers (`par`), each writing its sections to a file of
+# its own under /tmp (a tmpfs in the read-only containers), printed whole in turn: a
+# server answers many connections at once, and one walbc call costs a few ms of start-up.
 
 _PRELUDE = r"""set -f
 a=$1 p=$2
@@ -268,6 +271,12 @@ sec() { printf '@@ %s\n' "$1"; [ -n "$2" ] && printf '%s\n' "$2"; printf '@@rc %
 q() { printf '@@ %s\n' "$1"; shift; walbc -a "$a" -p "$p" -to 10 -retry 0 "$@" 2>&1
       printf '@@rc %s\n' "$?"; }
 g() { k=$1; shift; q "$k" get "$@"; }
+par() { f=$1; shift
+  d=$(mktemp -d 2>/dev/null) || { for x in "$@"; do "$f" "$x"; done; return; }
+  i=0; for x in "$@"; do printf '%s\n' "$x" >> "$d/w$((i % 4))"; i=$((i + 1)); done
+  for n in 0 1 2 3; do w=$d/w$n; [ -f "$w" ] || continue
+    ( while read -r x; do "$f" "$x"; done < "$w" > "$w.out" ) & done
+  wait; for n in 0 1 2 3; do [ -f "$d/w$n.out" ] && cat "$d/w$n.out"; done; rm -rf "$d"; }
 vols=$(walbc -a "$a" -p "$p" -to 10 -retry 0 get vol 2>&1); rc=$?
 sec vol "$vols" $rc
 [ $rc = 0 ] || { echo @@end; exit 0; }
@@ -275,31 +284,31 @@ sec vol "$vols" $rc
 
 _PER_ROLE = {
     "storage": r"""g ts-delta ts-delta
-for v in $vols; do
-  g "state $v" state "$v"
-  g "overflow $v" is-overflow "$v"
-done
+one() { g "state $1" state "$1"; g "overflow $1" is-overflow "$1"; }
+par one $vols
 """,
     "proxy": r"""[ -n "$vols" ] || { echo @@end; exit 0; }
 st=$(walbc -a "$a" -p "$p" -to 10 -retry 0 status 2>&1); rc=$?
 sec status "$st" $rc
-[ $rc = 0 ] && printf '%s\n' "$st" | { in=; v=
+[ $rc = 0 ] || { echo @@end; exit 0; }
+pairs=$(printf '%s\n' "$st" | { in=; v=
   while read -r w1 w2 rest; do
     case $w1 in -----Volume-----) in=1; continue;; -----*) in=; continue;; esac
     [ -n "$in" ] || continue
     case $w1 in
       volume) v=$w2;;
-      archive) g "send-error $v $w2" is-wdiff-send-error "$v" "$w2";;
+      archive) printf '%s/%s\n' "$v" "$w2";;
     esac
-  done; }
+  done; })
+one() { g "send-error ${1%/*} ${1#*/}" is-wdiff-send-error "${1%/*}" "${1#*/}"; }
+par one $pairs
 """,
     "archive": r"""g ts-delta ts-delta
 g base-all base-all
 g all-actions all-actions
 [ -n "$vols" ] && q status status
-for v in $vols; do
-  g "restorable $v" restorable "$v"
-done
+one() { g "restorable $1" restorable "$1"; }
+par one $vols
 """,
 }
 

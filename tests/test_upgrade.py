@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -431,6 +432,31 @@ def test_parallel_per_tier_replaces_a_tier_together_but_never_two_tiers_at_once(
         assert {x.image.id for x in c.values()} == {engine.images.get(new_image).id}
     finally:
         g.cleanup()
+
+
+def test_rollback_refuses_when_the_old_tag_names_another_image_now(
+        tmp_path: Path, engine: Any, double_image: str, loop_vg: str, new_image: str) -> None:
+    old = engine.images.get(double_image)
+    tag = f"walbctr/walb-tools:upgrade-test-{secrets.token_hex(4)}"
+    old.tag(tag)
+    g = Lab(tmp_path / "tag", engine, tag, loop_vg)
+    try:
+        assert g.up().returncode == 0
+        g.set_image(new_image)
+        assert g.upgrade().returncode == 0
+        engine.images.get(new_image).tag(tag)  # the old tag moves: a rebuild, say
+        run = g.upgrade("--rollback")
+        assert run.returncode == 1
+        assert "the old image's tag names another image now" in run.stderr
+        assert f"{tag} was {old.id[:19]}" in run.stderr
+        assert "docker tag ID TAG" in run.stderr
+        old.tag(tag)
+        run = g.upgrade("--rollback")
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert {c.image.id for c in g.containers().values()} == {old.id}
+    finally:
+        g.cleanup()
+        engine.images.remove(tag)
 
 
 # --- the rolling restart ----------------------------------------------------------------------

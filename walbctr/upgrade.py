@@ -215,6 +215,8 @@ def upgrade(layout: Layout, image: str | None, *, resume: bool, rollback: bool,
         if todo:
             require_compose()
             _check_images(layout, fleet, todo)
+            if kind == "rollback" and not options.force:
+                _check_old_ids(layout, fleet, plan)
             save_plan(plan)
             runner = Runner(layout, fleet, kind, options, mode, lambda: save_plan(plan))
             runner.run(todo, result)
@@ -381,6 +383,24 @@ def _check_images(layout: Layout, fleet: Fleet, steps: list[Step]) -> None:
     for image in dict.fromkeys(s.to_image for s in steps):
         hosts = {s.host for s in steps if s.to_image == image}
         _image_ids(layout, fleet, image, [h for h in fleet.hosts if h in hosts])
+
+
+def _check_old_ids(layout: Layout, fleet: Fleet, plan: Plan) -> None:
+    """A rollback goes back to the image each server ran, not to whatever its tag names
+    now (a rebuilt tag is another image)."""
+    moved = []
+    for s in plan.steps:
+        if s.touched and s.from_image_id and s.host in fleet.engines:
+            now = _image_id(fleet.engines[s.host], s.from_image)
+            if now is not None and now != s.from_image_id:
+                moved.append(f"{s.server}: {s.from_image} was {s.from_image_id[:19]}, now "
+                             f"{now[:19]}")
+    if moved:
+        raise WalbctrError(
+            "the old image's tag names another image now; nothing was changed:\n  "
+            + "\n  ".join(moved),
+            "tag the old image id again ('docker tag ID TAG') and run the rollback again, or "
+            "add --force to roll back to what the tag names now")
 
 
 def describe(layout: Layout, kind: str, plan: Plan, steps: list[Step],

@@ -75,7 +75,7 @@ def make_volumes(engine: Any, group: str, n: int) -> None:
     def c(sid: str) -> Any:
         return engine.containers.get(f"walbctr-{group}-{sid}")
 
-    w = "walbc -a 127.0.0.1 -p 10000 -retry 0"
+    w = "walbc -a 127.0.0.1 -p 10000"  # no -retry: only get and status take it
     loop = f'i=0; while [ $i -lt {n} ]; do v=vol$i; '
     exec_sh(c("a0"), loop + f'{w} double-set-state $v Archived && '
             f'{w} double-snapshot $v 1 && i=$((i+1)); done')

@@ -212,8 +212,8 @@ def leftovers(engine: Any, r: Rendered) -> list[str]:
 
 def walbc(engine: Any, r: Rendered, sid: str, *args: str) -> tuple[int, str]:
     """walbc against a server from inside its container, as the health check runs it."""
-    command = ["walbc", "-a", "127.0.0.1", "-p", str(r.ports[sid]), "-to", "3", "-retry", "0",
-               *args]
+    retry = ["-retry", "0"] if args[0] in ("get", "status") else []  # upstream's rule
+    command = ["walbc", "-a", "127.0.0.1", "-p", str(r.ports[sid]), "-to", "3", *retry, *args]
     code, out = engine.containers.get(r.container(sid)).exec_run(command)
     return code, out.decode(errors="replace")
 

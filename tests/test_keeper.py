@@ -64,8 +64,9 @@ class KeptGroup(Group):
 
     def walbc(self, sid: str, *args: str) -> str:
         port = self.ports[sid]
+        retry = ["-retry", "0"] if args[0] in ("get", "status") else []
         result = self.container(sid).exec_run(["walbc", "-a", "127.0.0.1", "-p", str(port),
-                                               "-retry", "0", *args])
+                                               *retry, *args])
         assert result.exit_code == 0, (sid, args, result.output.decode())
         return str(result.output.decode())
 

@@ -34,8 +34,10 @@ class VolumeGroup(Group):
 
     def walbc(self, sid: str, *args: str) -> None:
         container = self.engine.containers.get(f"walbctr-{self.name}-{sid}")
+        # As upstream's walbc, the double takes -retry for `get` and `status` only.
+        retry = ["-retry", "0"] if args[0] in ("get", "status") else []
         result = container.exec_run(["walbc", "-a", "127.0.0.1", "-p", str(self.ports[sid]),
-                                     "-retry", "0", *args])
+                                     *retry, *args])
         assert result.exit_code == 0, (sid, args, result.output.decode())
 
     def status(self, *args: str, layout: Path | None = None) -> Any:

@@ -136,7 +136,9 @@ def walbc(binsrc: Path) -> WalbcCall:
     def call(
         port: int, *args: str, host: str = "127.0.0.1", to: int = 3, retry: int = 0
     ) -> subprocess.CompletedProcess[str]:
-        cmd = [binsrc / "walbc", "-a", host, "-p", port, "-to", to, "-retry", retry, *args]
+        # As upstream, only `status` and `get` take -retry.
+        retries = ["-retry", retry] if args and args[0] in ("status", "get") else []
+        cmd = [binsrc / "walbc", "-a", host, "-p", port, "-to", to, *retries, *args]
         return run(cmd, timeout=(to + 1) * (retry + 1) + 10)
 
     return call
@@ -882,3 +884,14 @@ def test_a_fail_at_start_file_builds_servers_that_exit_at_start(tmp_path: Path) 
     assert "proxy=127.0.0.1:2 (set)" in res.stderr, "after the banner"
     res = run([tree / "binsrc" / "walb-proxy", "-h"])
     assert res.returncode == 0
+
+
+def test_walbc_refuses_retry_for_commands_other_than_status_and_get(binsrc: Path) -> None:
+    # Upstream's walbc checks this before it connects (binsrc/walbc.cpp, setNrRetry); a
+    # keeper or a stop shim that passes -retry to kick or shutdown silently does nothing.
+    for command in (["kick"], ["shutdown", "graceful"], ["init-vol", "v"]):
+        res = run([binsrc / "walbc", "-a", "127.0.0.1", "-p", "1", "-retry", "0", *command],
+                  timeout=10)
+        assert res.returncode == 1
+        assert ("ERROR walbc error: The command does not support -retry option:"
+                f"{command[0]}") in res.stderr

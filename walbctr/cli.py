@@ -413,17 +413,19 @@ def up(layout: str, host: str | None, timeout: int | None, push_image: bool, bui
         _push(lay, host, quiet)
         done = run_up(lay, only_host=host, timeout=timeout, mode=mode,
                       allow_image_change=yes)
-    total = len(done.created) + len(done.recreated) + len(done.unchanged)
+    total = sum(len(ids) for ids in (done.created, done.recreated, done.restarted,
+                                     done.started, done.unchanged))
     if done.repaired:
         click.echo(f"restored the restart policy of {', '.join(done.repaired)} (an "
                    "interrupted down or restart had lifted it)", err=True)
-    if not done.created and not done.recreated and not done.restarted:
+    if not (done.created or done.recreated or done.restarted or done.started):
         click.echo(f"group {lay.group}: {total} servers healthy, nothing to change "
                    f"({done.seconds:.1f} s)")
         return
     parts = [f"{len(v)} {k}" for k, v in (("created", done.created),
                                          ("recreated", done.recreated),
                                          ("restarted", done.restarted),
+                                         ("started", done.started),
                                          ("unchanged", done.unchanged)) if v]
     click.echo(f"group {lay.group}: {total} servers healthy ({', '.join(parts)}) in "
                f"{done.seconds:.1f} s")

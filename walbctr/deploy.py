@@ -51,6 +51,7 @@ class Outcome:
     recreated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     restarted: list[str] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)  # its stopped container started again
     repaired: list[str] = field(default_factory=list)  # restart policy put back
     seconds: float = 0.0
 
@@ -264,6 +265,8 @@ def _start_tier(layout: Layout, fleet: Fleet, paths: dict[str, Path], role: Role
             outcome.created.append(sid)
         elif before[sid].container_id != now[sid].container_id:
             outcome.recreated.append(sid)
+        elif before[sid].status != "running":
+            outcome.started.append(sid)  # stopped by hand, or by an interrupted down
         else:
             outcome.unchanged.append(sid)
 

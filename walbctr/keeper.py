@@ -85,8 +85,11 @@ def parse_config(text: str) -> Config:
 
 
 def walbc_argv(server: ServerRef, args: Sequence[str], timeout: int = 3) -> list[str]:
+    # Upstream's walbc takes -retry for `status` and `get` only, and refuses it elsewhere
+    # (kick, shutdown, ...) without sending anything; those make one attempt anyway.
+    retry = ["-retry", "0"] if args and args[0] in ("status", "get") else []
     return ["walbc", "-a", server.address, "-p", str(server.port), "-to", str(timeout),
-            "-retry", "0", *args]
+            *retry, *args]
 
 
 # --- what to kick, and when: pure -------------------------------------------------------

@@ -130,7 +130,7 @@ def _observe_engine(engine: Engine, layout: Layout,
                     engine, obs.container_id, server):
                 health = "healthy"
             if obs.restart_count or obs.status in ("exited", "dead", "restarting"):
-                run = failed_run(engine, layout, server, obs, lines=5)
+                run = failed_run(engine, layout, server, obs, lines=30)
                 last_exit = run.exit_code
                 # walb logs its reason for exiting as an ERROR line; a wrapper's own
                 # last words ("... exited with status 1") say less.

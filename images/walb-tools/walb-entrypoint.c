@@ -165,8 +165,9 @@ static pid_t walbc(int port, const char *mode, double timeout_s) {
     char p[16], to[16];
     snprintf(p, sizeof p, "%d", port);
     snprintf(to, sizeof to, "%d", (int)clamp(floor(timeout_s), 1, 10));
-    char *argv[] = {"walbc", "-a", "127.0.0.1", "-p", p, "-to", to, "-retry", "0",
-                    "shutdown", (char *)mode, NULL};
+    /* No -retry: upstream's walbc refuses it for every command but status and get. */
+    char *argv[] = {"walbc", "-a", "127.0.0.1", "-p", p, "-to", to, "shutdown", (char *)mode,
+                    NULL};
     return spawn(argv);
 }
 

@@ -14,11 +14,22 @@ sshd on every host, `engine: ssh://root@hostX`) and compares cold `up` and `stat
 with the engines' unix sockets, over SSH with one reused connection per host
 (ControlMaster/ControlPersist, as README advises) and over SSH without it. It also
 counts the ssh processes each command starts.
+
+--seed-large (issue 12) brings the seed's larger layout (examples/seed-large.yaml: two
+archives, two proxies, two storages on six engines, without its monitor) up cold with
+`walbctr up`, and compares it with what a user without walbctr would do on the files
+`walbctr render` writes: `docker compose up -d --wait` against each host's engine, the
+hosts of a tier in parallel, tier after tier. Compose is also timed on the same files
+with the old 2 s health interval: these engines (Docker 20.10, API 1.41) get a 10 s
+interval without start_interval, which would flatter the first ratio.
+
+    python3 bench/many_hosts.py --image walbctr/walb-tools:TAG --seed-large [--runs 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import secrets
@@ -32,12 +43,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import docker
+import yaml
 
 from tests.harness import hosts as harness
 from tests.harness.loopvg import loop_vg
 from tests.harness.ssh import SshSetup
 
 NAMES = ["hostA0", "hostP0", "hostS0"]
+SEED_LARGE = Path(__file__).resolve().parent.parent / "examples" / "seed-large.yaml"
+TIERS = [["hostA0", "hostA1"], ["hostP0", "hostP1"], ["hostS0", "hostS1"]]
 
 
 def run(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
@@ -68,9 +82,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--ssh", action="store_true",
                         help="compare SSH engines with unix sockets instead")
+    parser.add_argument("--seed-large", action="store_true",
+                        help="time cold up of the seed's larger layout on six engines "
+                             "against compose by hand")
     args = parser.parse_args()
     if args.ssh:
         ssh_bench(args.image, args.runs)
+        return
+    if args.seed_large:
+        seed_large_bench(args.image, args.runs)
         return
     walbctr = [sys.executable, "-m", "walbctr"]
     engine = docker.from_env()
@@ -189,6 +209,98 @@ def ssh_bench(image: str, runs: int) -> None:
                                check=False, capture_output=True)
             ssh.remove()
             harness.stop_hosts(hosts)
+
+
+def seed_large_layout(group: str, image: str, vg: str, engines: dict[str, str]) -> str:
+    """examples/seed-large.yaml on the harness's engines, less its monitor block."""
+    doc = yaml.safe_load(SEED_LARGE.read_text())
+    doc.pop("monitor")
+    doc["group"], doc["image"] = group, image
+    doc["hosts"] = {h: {"address": h, "engine": url} for h, url in engines.items()}
+    # What the harness's engines need (tests/test_many_hosts.py): no privileged
+    # containers inside them, their open-files limit; a short grace keeps `down` quick.
+    doc["defaults"].update(base_dir=f"/var/walb-{group}/{{id}}",
+                           log_path=f"/var/walb-{group}/{{id}}.log", privileged=False,
+                           nofile=16384, stop_grace_period=10)
+    for archive in doc["archives"]:
+        archive["vg"] = vg
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def compose_tiers(files: dict[str, Path], engines: dict[str, str], *args: str) -> None:
+    """`docker compose ARGS` on each host's file against its engine, the hosts of a tier
+    in parallel, tier after tier (reverse order for down)."""
+    tiers = TIERS if args[0] == "up" else TIERS[::-1]
+    for tier in tiers:
+        procs = {h: subprocess.Popen(["docker", "compose", "-f", str(files[h]), *args],
+                                     env={**os.environ, "DOCKER_HOST": engines[h]},
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True) for h in tier}
+        outs = {h: p.communicate()[0] for h, p in procs.items()}
+        failed = [f"{h}: {outs[h][-2000:]}" for h, p in procs.items() if p.returncode != 0]
+        if failed:
+            sys.exit(f"failed: docker compose {' '.join(args)}\n" + "\n".join(failed))
+
+
+def seed_large_bench(image: str, runs: int) -> None:
+    walbctr = [sys.executable, "-m", "walbctr"]
+    engine = docker.from_env()
+    names = [h for tier in TIERS for h in tier]
+    with tempfile.TemporaryDirectory() as tmp_name, \
+            loop_vg(engine, image, Path(tmp_name), "walbctr_bench") as vg:
+        tmp = Path(tmp_name)
+        started = time.monotonic()
+        workdir = Path("/var/tmp/walbctr-bench") / secrets.token_hex(3)
+        hosts = harness.start_hosts(names, workdir)
+        print(f"harness: {len(hosts)} engines up in {time.monotonic() - started:.1f} s")
+        env = {**os.environ, "WALBCTR_STATE_DIR": str(tmp / "state")}
+        engines = {h: hosts[h].url for h in names}
+        group = f"large{secrets.token_hex(3)}"
+        path = tmp / "seed-large.yaml"
+        path.write_text(seed_large_layout(group, image, vg, engines))
+        # The engines are Docker 20.10 (API 1.41): their Compose refuses start_interval,
+        # and `walbctr up` leaves it out there too, so both run the same services.
+        run([*walbctr, "render", str(path), "-o", str(tmp / "compose"),
+             "--no-start-interval"], env)
+        rendered = {h: tmp / "compose" / group / f"{h}.yaml" for h in names}
+        legacy = {}
+        for h, file in rendered.items():
+            legacy[h] = tmp / "legacy" / f"{h}.yaml"
+            legacy[h].parent.mkdir(exist_ok=True)
+            legacy[h].write_text(re.sub(r"interval: \d+s", "interval: 2s", file.read_text()))
+        times: dict[str, list[float]] = {k: [] for k in ("walbctr", "compose", "legacy")}
+        try:
+            took, _ = run([*walbctr, "push", str(path)], env)
+            print(f"push to six engines: {took:.1f} s")
+            for _ in range(runs):
+                took, _ = run([*walbctr, "up", str(path), "--quiet"], env)
+                times["walbctr"].append(took)
+                run([*walbctr, "down", str(path), "--quiet"], env)
+                for key, files in (("compose", rendered), ("legacy", legacy)):
+                    start = time.perf_counter()
+                    compose_tiers(files, engines, "up", "-d", "--wait")
+                    times[key].append(time.perf_counter() - start)
+                    compose_tiers(files, engines, "down", "-t", "10")
+            med = {k: statistics.median(v) for k, v in times.items()}
+            print(f"seed's larger layout, six engines, cold up, median of {runs}: walbctr up "
+                  f"{med['walbctr']:.2f} s; compose up -d --wait by hand, tier by tier, on the "
+                  f"same files {med['compose']:.2f} s (ratio "
+                  f"{med['walbctr'] / med['compose']:.2f}); on the same files with the old 2 s "
+                  f"interval {med['legacy']:.2f} s (ratio {med['walbctr'] / med['legacy']:.2f})")
+            for key, label in (("walbctr", "walbctr up"), ("compose", "compose, rendered"),
+                               ("legacy", "compose, 2 s interval")):
+                print(f"  {label} runs: {', '.join(f'{t:.2f}' for t in times[key])}")
+        finally:
+            subprocess.run([*walbctr, "down", str(path), "--quiet"], env=env, check=False,
+                           capture_output=True)
+            for files in (rendered, legacy):
+                for h, file in files.items():
+                    subprocess.run(["docker", "compose", "-f", str(file), "down", "-t", "10"],
+                                   env={**os.environ, "DOCKER_HOST": engines[h]},
+                                   check=False, capture_output=True)
+            harness.stop_hosts(hosts)
+            with contextlib.suppress(OSError):  # stop_hosts empties it, leaves it
+                workdir.rmdir()
 
 
 if __name__ == "__main__":

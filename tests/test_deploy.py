@@ -444,7 +444,9 @@ def test_unreachable_engine_names_the_host(make_group: Any) -> None:
     run = g.up()
     assert run.returncode == 1, run.stderr
     assert "Traceback" not in run.stderr
-    assert "host hostP0: cannot reach its Docker engine at tcp://127.0.0.1:1" in run.stderr
+    # The host, what failed (the engine's address refused) and where to fix it.
+    assert "host hostP0:" in run.stderr and "tcp://127.0.0.1:1" in run.stderr, run.stderr
+    assert "refused" in run.stderr and "hosts.hostP0.engine" in run.stderr, run.stderr
     assert g.containers() == {}
 
 

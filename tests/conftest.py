@@ -120,18 +120,20 @@ def docker_time(text: str) -> float:
     return datetime.fromisoformat(text[:26].rstrip("Z") + "+00:00").timestamp()
 
 
-def first_ready(client: Any, container: Any) -> float:
-    """When the server in `container` first answered `walbc get host-type`.
+def first_ready(client: Any, container: Any, since: float | None = None) -> float:
+    """When the server in `container` first answered `walbc get host-type` (after `since`,
+    or since the container was created).
 
     Two witnesses, both kept by the engine rather than told by walbctr: Docker's own
     health check log, and the engine's exec events for the readiness probe walbctr runs
     while it starts a tier (an exec_die with exit code 0 ends after the answer came).
     """
     container.reload()
+    start = docker_time(container.attrs["Created"]) if since is None else since
     health = container.attrs["State"].get("Health") or {}
-    times = [docker_time(e["End"]) for e in health.get("Log") or [] if e["ExitCode"] == 0]
-    since = docker_time(container.attrs["Created"])
-    events = client.api.events(since=since, until=time.time(), decode=True,
+    times = [docker_time(e["End"]) for e in health.get("Log") or []
+             if e["ExitCode"] == 0 and docker_time(e["End"]) >= start]
+    events = client.api.events(since=start, until=time.time(), decode=True,
                                filters={"container": container.id,
                                         "event": ["exec_start", "exec_die"]})
     probes: set[str] = set()
@@ -143,7 +145,7 @@ def first_ready(client: Any, container: Any) -> float:
         elif action == "exec_die" and attrs.get("execID") in probes \
                 and attrs.get("exitCode") == "0":
             times.append(event["timeNano"] / 1e9)
-    assert times, f"{container.name} never answered walbc get host-type"
+    assert times, f"{container.name} never answered walbc get host-type after {start}"
     return min(times)
 
 

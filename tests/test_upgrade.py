@@ -127,23 +127,8 @@ def board_order(output: str, state: str) -> list[str]:
 
 
 def ready_after(client: Any, container: Any, since: float) -> float:
-    """When the server first answered walbctr's readiness probe after `since` (the engine's
-    exec events: an exec_die with exit code 0 ends after the answer came)."""
-    events = client.api.events(since=since, until=time.time(), decode=True,
-                               filters={"container": container.id,
-                                        "event": ["exec_start", "exec_die"]})
-    probes: set[str] = set()
-    times = []
-    for event in events:
-        action = event.get("Action") or event.get("status") or ""
-        attrs = (event.get("Actor") or {}).get("Attributes") or {}
-        if action.startswith("exec_start") and "get host-type" in action:
-            probes.add(attrs.get("execID", ""))
-        elif action == "exec_die" and attrs.get("execID") in probes \
-                and attrs.get("exitCode") == "0":
-            times.append(event["timeNano"] / 1e9)
-    assert times, f"{container.name} never answered walbc get host-type after {since}"
-    return min(times)
+    """When the server first answered walbctr's readiness probe after `since`."""
+    return first_ready(client, container, since)
 
 
 def assert_all_answer(g: Lab) -> None:

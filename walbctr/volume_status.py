@@ -20,6 +20,7 @@ from walbctr import volumes
 from walbctr.compose import container_name
 from walbctr.errors import explain
 from walbctr.fleet import Fleet
+from walbctr.status import format_uptime
 
 if TYPE_CHECKING:
     from walbctr.layout import Layout
@@ -146,7 +147,7 @@ def table_cells(r: VolumeRow) -> dict[str, str]:
         return "" if v is None else ("YES" if v else "no")
 
     send = ", ".join(f"{a} {'ERROR' if f else 'ok'}" for a, f in sorted(r.send_error.items()))
-    lag = f"{format_seconds(r.lag_s)} to {r.lag_dest}" if r.lag_s is not None else ""
+    lag = f"{format_uptime(r.lag_s)} to {r.lag_dest}" if r.lag_s is not None else ""
     actions = ", ".join(f"{a} {n}" for a, n in sorted(r.running_actions.items()))
     if r.role == "archive" and not actions and r.volume:
         actions = "-"
@@ -156,16 +157,6 @@ def table_cells(r: VolumeRow) -> dict[str, str]:
             "SNAPSHOTS": "" if r.restorable is None else str(r.restorable),
             "LATEST": r.latest_snapshot or "",
             "PROBLEM": r.severity if r.problems else ""}
-
-
-def format_seconds(s: int) -> str:
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m"
-    if s < 172800:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d"
 
 
 def problem_lines(rows: list[VolumeRow]) -> list[str]:

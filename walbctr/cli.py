@@ -582,7 +582,8 @@ def status(layout: str, host: str | None, as_json: bool, volumes: bool,
     that restarted or stopped gets the exit status and last log line of its last run (a
     crash loop at a glance). DRIFT marks a container whose configuration or restart policy
     differs from the layout's ('walbctr up' fixes it). HEALTH is Docker's health check;
-    until Docker has run it after a start, status asks the server with the same probe.
+    until Docker has run it after a start, a run walbctr saw answer while starting it
+    counts as healthy, and any other is asked the same probe.
     Exit status 1 when any server is not running and healthy.
 
     With --volumes: one walbc batch per server (all at once), one row per volume; a

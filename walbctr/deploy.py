@@ -32,7 +32,7 @@ from walbctr.logs import failed_run, log_tail
 from walbctr.probe import busy_ports
 from walbctr.readiness import POLL_S
 from walbctr.server import Role, Server
-from walbctr.state import GroupLock
+from walbctr.state import GroupLock, record_ready, seen_ready
 from walbctr.tiers import start_tiers, stop_tiers, storages_pointing_at
 
 if TYPE_CHECKING:
@@ -225,8 +225,10 @@ def _all_current(fleet: Fleet, layout: Layout, servers: list[Server],
         return False
     # Docker's health stays 'starting' until its first check, up to an interval after a
     # start; such a server is current when it answers the same probe now.
+    seen = seen_ready(layout.group)
     starting = {s.id: (s, before[s.id].container_id) for s in servers
-                if before[s.id].health == "starting"}
+                if before[s.id].health == "starting"
+                and seen.get(before[s.id].container_id) != before[s.id].started_at}
     if not all(ok is True for ok in _ask_ready(fleet, starting).values()):
         return False
     image_ids: dict[str, str | None] = {}
@@ -325,6 +327,7 @@ def wait_ready(layout: Layout, fleet: Fleet, role: Role,
                 board.set(server.id, "failed")
             raise tier_failure(layout, fleet, role, failures)
         if not pending:
+            record_ready(layout.group, {o.container_id: o.started_at for o in done.values()})
             return done
         waited = time.monotonic() - started
         late = [(s, None, f"did not answer walbc within {limit[sid]:.0f} s "

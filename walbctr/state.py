@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import json
 import os
 from pathlib import Path
 from types import TracebackType
@@ -25,6 +27,37 @@ def group_dir(group: str) -> Path:
     path = state_dir() / group
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _ready_file(group: str) -> Path:
+    return state_dir() / group / "ready.json"
+
+
+def seen_ready(group: str) -> dict[str, str]:
+    """container id -> the start time of the run walbctr saw answer its readiness probe.
+
+    Docker's health stays 'starting' until its first check, up to one interval after a
+    start; a run walbctr itself saw answer need not be asked again in that time.
+    """
+    try:
+        data = json.loads(_ready_file(group).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def record_ready(group: str, runs: dict[str, str], keep: set[str] | None = None) -> None:
+    """Add container id -> start time; with `keep`, forget containers not in it."""
+    merged = {**seen_ready(group), **runs}
+    if keep is not None:
+        merged = {cid: at for cid, at in merged.items() if cid in keep}
+    path = _ready_file(group)
+    # Best effort: a state dir that cannot be written only costs a probe later.
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(merged, sort_keys=True), encoding="utf-8")
+        tmp.replace(path)
 
 
 class GroupLock:

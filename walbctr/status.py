@@ -11,6 +11,7 @@ from walbctr.containers import Observed, answers, group_containers
 from walbctr.errors import explain, last_line
 from walbctr.fleet import Fleet
 from walbctr.logs import failed_run
+from walbctr.state import seen_ready
 
 if TYPE_CHECKING:
     from walbctr.engine import Engine
@@ -106,11 +107,12 @@ def _observe_engine(engine: Engine, layout: Layout,
     """Every server container on one engine, and whether the engine is an old one.
 
     Docker's health is 'starting' until its first check, up to one interval after a
-    start on engines without start_interval; for those containers status asks the
-    server itself with the same probe. A container that restarted or stopped gets its
+    start on engines without start_interval; such a run counts as healthy when walbctr
+    saw it answer while starting it (state.seen_ready), and is asked the same probe else. A container that restarted or stopped gets its
     last run's exit status and last log line (from the engine's events and log).
     """
     found = group_containers(engine, layout.group)
+    ready = seen_ready(layout.group)
     versions: dict[str, str] = {}
     ours = {s.id: s for h in hosts for s in layout.servers_on(h)}
     out = {}
@@ -126,8 +128,9 @@ def _observe_engine(engine: Engine, layout: Layout,
         last_exit: int | None = None
         last_log = ""
         if server is not None:
-            if obs.status == "running" and health == "starting" and answers(
-                    engine, obs.container_id, server):
+            if obs.status == "running" and health == "starting" and (
+                    ready.get(obs.container_id) == obs.started_at
+                    or answers(engine, obs.container_id, server)):
                 health = "healthy"
             if obs.restart_count or obs.status in ("exited", "dead", "restarting"):
                 run = failed_run(engine, layout, server, obs, lines=30)

@@ -108,8 +108,9 @@ def _observe_engine(engine: Engine, layout: Layout,
 
     Docker's health is 'starting' until its first check, up to one interval after a
     start on engines without start_interval; such a run counts as healthy when walbctr
-    saw it answer while starting it (state.seen_ready), and is asked the same probe else. A container that restarted or stopped gets its
-    last run's exit status and last log line (from the engine's events and log).
+    saw it answer while starting it (state.seen_ready), and is asked the same probe
+    else. A container that restarted or stopped gets its last run's exit status and
+    last log line (from the engine's events and log).
     """
     found = group_containers(engine, layout.group)
     ready = seen_ready(layout.group)

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.test_deploy import free_ports
 from walbctr.layout import Layout, load_layout
 from walbctr.probe import MissingHostPathError, probe, sh
 from walbctr.walbdriver import (
@@ -124,18 +125,6 @@ def test_the_storage_probes_lines_are_read_back_byte_for_byte() -> None:
 
 
 # --- on the engine -------------------------------------------------------------------------
-
-
-def free_ports(n: int) -> list[int]:
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 class Site:

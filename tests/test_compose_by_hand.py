@@ -29,6 +29,7 @@ import yaml
 from pytest_docker.plugin import DockerComposeExecutor, Services, get_docker_services
 
 from tests.conftest import EXAMPLES, ROOT, proxy_state, run_walbctr
+from tests.test_deploy import free_ports
 
 ROLES = {"a0": "archive", "p0": "proxy", "s0": "storage"}
 # The engine keeps only the last five health-check results of a container.
@@ -57,16 +58,6 @@ class Rendered:
 
     def container(self, sid: str) -> str:
         return f"walbctr-{self.group}-{sid}"
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def replace_once(text: str, old: str, new: str) -> str:

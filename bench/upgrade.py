@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,20 +35,10 @@ import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import free_port, walbctr
 from tests.harness.loopvg import loop_vg
 
 SERVERS = ("a0", "p0", "s0")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def walbctr(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "walbctr", *args], capture_output=True,
-                          text=True, env=env, check=False)
 
 
 def must(run: subprocess.CompletedProcess[str], what: str) -> None:

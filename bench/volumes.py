@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,18 +33,8 @@ import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import free_port, walbctr
 from tests.harness.loopvg import loop_vg
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def walbctr(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "walbctr", *args], capture_output=True,
-                          text=True, env=env, check=False)
 
 
 def exec_sh(container: Any, script: str, *args: str) -> str:

@@ -14,7 +14,7 @@ PACKAGE = ROOT / "walbctr"
 # processes, no sockets, no files written.
 CORE = ("layout", "validation", "values", "cmdline", "compose", "archive", "proxy", "storage",
         "host", "server", "model", "tiers", "readiness", "volumes", "walblib", "imagetag",
-        "yamlsource", "errors", "monitor", "walbdriver")
+        "yamlsource", "errors", "monitor", "walbdriver", "columns")
 EDGE_LIBRARIES = ("docker", "python_on_whales", "subprocess", "socket", "rich")
 
 

@@ -600,21 +600,18 @@ def status(layout: str, host: str | None, as_json: bool, volumes: bool,
     if as_json:
         click.echo(rows_json(rows), nl=False)
     else:
-        from rich.console import Console
-        from rich.table import Table
+        from walbctr.columns import columns
 
-        table = Table(box=None, padding=(0, 2), show_edge=False)
-        for col in ("ID", "ROLE", "HOST", "ADDRESS", "STATE", "HEALTH", "RESTARTS",
-                    "LAST EXIT", "IMAGE", "WALB", "UPTIME", "DRIFT"):
-            table.add_column(col)
+        cells = []
         for r in rows:
             state = r.state + (" (host unreachable)" if r.state == "unknown" else
                                " (not in the layout)" if r.role == "?" else "")
-            table.add_row(r.id, r.role, r.host, r.endpoint, state, r.health,
+            cells.append((r.id, r.role, r.host, r.endpoint, state, r.health,
                           str(r.restarts) if r.restarts else "",
                           "" if r.last_exit is None else str(r.last_exit), r.image,
-                          r.walb_version, format_uptime(r.uptime_s), "yes" if r.drift else "")
-        Console(width=200).print(table)
+                          r.walb_version, format_uptime(r.uptime_s), "yes" if r.drift else ""))
+        click.echo(columns(("ID", "ROLE", "HOST", "ADDRESS", "STATE", "HEALTH", "RESTARTS",
+                            "LAST EXIT", "IMAGE", "WALB", "UPTIME", "DRIFT"), cells), nl=False)
         for note in dict.fromkeys(r.note for r in rows if r.note):
             click.echo(note, err=True)
     if not all(r.state == "running" and r.health == "healthy" for r in rows):
@@ -632,19 +629,13 @@ def _volume_status(lay: Layout, host: str | None, as_json: bool,
     if as_json:
         click.echo(vs.rows_json(rows), nl=False)
     else:
-        from rich.console import Console
-        from rich.table import Table
+        from walbctr.columns import columns
 
-        table = Table(box=None, padding=(0, 2), show_edge=False)
         cells = [vs.table_cells(r) for r in rows]
-        columns = [c for c in vs.table_cells(vs.VolumeRow("", "", "", "", "")) if
-                   c in ("SERVER", "ROLE", "VOLUME", "STATE", "PROBLEM") or
-                   any(cell[c] for cell in cells)]
-        for col in columns:
-            table.add_column(col)
-        for cell in cells:
-            table.add_row(*(cell[c] for c in columns))
-        Console(width=200).print(table)
+        shown = [c for c in vs.table_cells(vs.VolumeRow("", "", "", "", "")) if
+                 c in ("SERVER", "ROLE", "VOLUME", "STATE", "PROBLEM") or
+                 any(cell[c] for cell in cells)]
+        click.echo(columns(shown, [[cell[c] for c in shown] for cell in cells]), nl=False)
         for line in vs.problem_lines(rows):
             click.echo(line, err=True)
     if any(r.needs_attention for r in rows):

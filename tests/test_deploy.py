@@ -324,6 +324,43 @@ def test_down_always_cleans_up_a_crash_looping_archive(make_group: Any) -> None:
         assert g.containers() == {}, f"round {attempt}: containers left"
 
 
+def walbctr_probes(g: Group, since: float) -> list[str]:
+    """walbctr's own readiness probes (docker exec of walbc) into the group since `since`.
+
+    Docker's health check also execs walbc, but through its CMD-SHELL (`/bin/sh -c`).
+    """
+    events = g.engine.api.events(since=since, until=time.time(), decode=True,
+                                 filters={"label": f"{LABEL}={g.name}",
+                                          "event": "exec_start"})
+    actions = [e.get("Action") or e.get("status") or "" for e in events]
+    return [a for a in actions if "get host-type" in a and "/bin/sh" not in a]
+
+
+def test_status_and_unchanged_up_right_after_a_start_trust_the_runs_up_saw_answer(
+        make_group: Any) -> None:
+    g = make_group()
+    assert g.up().returncode == 0
+    since = time.time()
+    status = g.walbctr("status", str(g.path), "--json")
+    again = g.up()
+    assert status.returncode == 0, status.stdout
+    assert {r["health"] for r in json.loads(status.stdout)} == {"healthy"}
+    assert again.returncode == 0, again.stderr
+    assert "nothing to change" in again.stdout
+    assert walbctr_probes(g, since) == []
+    # A run walbctr did not see answer is asked: forget what up recorded.
+    (g.tmp / "state" / g.name / "ready.json").unlink()
+
+    def starting() -> int:  # Docker's first check may come at any moment in between
+        return sum(c.attrs["State"]["Health"]["Status"] == "starting"
+                   for c in g.containers().values())
+
+    since, before = time.time(), starting()
+    status = g.walbctr("status", str(g.path), "--json")
+    assert {r["health"] for r in json.loads(status.stdout)} == {"healthy"}
+    assert starting() <= len(walbctr_probes(g, since)) <= before
+
+
 def test_up_restores_a_lifted_restart_policy_and_status_shows_it(make_group: Any) -> None:
     g = make_group()
     assert g.up().returncode == 0

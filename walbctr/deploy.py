@@ -228,7 +228,7 @@ def _all_current(fleet: Fleet, layout: Layout, servers: list[Server],
     seen = seen_ready(layout.group)
     starting = {s.id: (s, before[s.id].container_id) for s in servers
                 if before[s.id].health == "starting"
-                and seen.get(before[s.id].container_id) != before[s.id].started_at}
+                and seen.get(s.id) != (before[s.id].container_id, before[s.id].started_at)}
     if not all(ok is True for ok in _ask_ready(fleet, starting).values()):
         return False
     image_ids: dict[str, str | None] = {}
@@ -327,7 +327,8 @@ def wait_ready(layout: Layout, fleet: Fleet, role: Role,
                 board.set(server.id, "failed")
             raise tier_failure(layout, fleet, role, failures)
         if not pending:
-            record_ready(layout.group, {o.container_id: o.started_at for o in done.values()})
+            record_ready(layout.group, {sid: (o.container_id, o.started_at)
+                                        for sid, o in done.items()})
             return done
         waited = time.monotonic() - started
         late = [(s, None, f"did not answer walbc within {limit[sid]:.0f} s "

@@ -33,24 +33,28 @@ def _ready_file(group: str) -> Path:
     return state_dir() / group / "ready.json"
 
 
-def seen_ready(group: str) -> dict[str, str]:
-    """container id -> the start time of the run walbctr saw answer its readiness probe.
+def seen_ready(group: str) -> dict[str, tuple[str, str]]:
+    """server id -> (container id, start time) of the last run walbctr saw answer its
+    readiness probe.
 
     Docker's health stays 'starting' until its first check, up to one interval after a
-    start; a run walbctr itself saw answer need not be asked again in that time.
+    start; a run walbctr itself saw answer need not be asked again in that time. One entry
+    per server, replaced by its next run, so the file never outgrows the group.
     """
     try:
         data = json.loads(_ready_file(group).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    # Anything else (a file an older walbctr wrote, keyed by container) only costs a probe.
+    return {str(sid): (str(run[0]), str(run[1])) for sid, run in data.items()
+            if isinstance(run, list) and len(run) == 2}
 
 
-def record_ready(group: str, runs: dict[str, str], keep: set[str] | None = None) -> None:
-    """Add container id -> start time; with `keep`, forget containers not in it."""
+def record_ready(group: str, runs: dict[str, tuple[str, str]]) -> None:
+    """Set server id -> (container id, start time) for the runs that just answered."""
     merged = {**seen_ready(group), **runs}
-    if keep is not None:
-        merged = {cid: at for cid, at in merged.items() if cid in keep}
     path = _ready_file(group)
     # Best effort: a state dir that cannot be written only costs a probe later.
     with contextlib.suppress(OSError):

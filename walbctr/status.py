@@ -130,7 +130,7 @@ def _observe_engine(engine: Engine, layout: Layout,
         last_log = ""
         if server is not None:
             if obs.status == "running" and health == "starting" and (
-                    ready.get(obs.container_id) == obs.started_at
+                    ready.get(sid) == (obs.container_id, obs.started_at)
                     or answers(engine, obs.container_id, server)):
                 health = "healthy"
             if obs.restart_count or obs.status in ("exited", "dead", "restarting"):

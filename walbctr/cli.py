@@ -590,7 +590,7 @@ def status(layout: str, host: str | None, as_json: bool, volumes: bool,
     server that cannot be asked shows 'unknown'. Exit status 1 when any volume has a
     problem to act on or any server's volumes are unknown.
     """
-    from walbctr.status import format_uptime, rows_json, status_rows
+    from walbctr.status import format_duration, rows_json, status_rows
 
     lay = load(layout)
     if volumes:
@@ -609,7 +609,7 @@ def status(layout: str, host: str | None, as_json: bool, volumes: bool,
             cells.append((r.id, r.role, r.host, r.endpoint, state, r.health,
                           str(r.restarts) if r.restarts else "",
                           "" if r.last_exit is None else str(r.last_exit), r.image,
-                          r.walb_version, format_uptime(r.uptime_s), "yes" if r.drift else ""))
+                          r.walb_version, format_duration(r.uptime_s), "yes" if r.drift else ""))
         click.echo(columns(("ID", "ROLE", "HOST", "ADDRESS", "STATE", "HEALTH", "RESTARTS",
                             "LAST EXIT", "IMAGE", "WALB", "UPTIME", "DRIFT"), cells), nl=False)
         for note in dict.fromkeys(r.note for r in rows if r.note):

@@ -148,7 +148,8 @@ def rows_json(rows: list[Row]) -> str:
     return json.dumps([asdict(r) for r in rows], indent=2) + "\n"
 
 
-def format_uptime(seconds: float | None) -> str:
+def format_duration(seconds: float | None) -> str:
+    """Seconds as status shows them (uptime, lag): 90s, 45m, 3h05m, 4d."""
     if seconds is None:
         return ""
     s = int(seconds)

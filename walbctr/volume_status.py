@@ -20,7 +20,7 @@ from walbctr import volumes
 from walbctr.compose import container_name
 from walbctr.errors import explain
 from walbctr.fleet import Fleet
-from walbctr.status import format_uptime
+from walbctr.status import format_duration
 
 if TYPE_CHECKING:
     from walbctr.layout import Layout
@@ -147,7 +147,7 @@ def table_cells(r: VolumeRow) -> dict[str, str]:
         return "" if v is None else ("YES" if v else "no")
 
     send = ", ".join(f"{a} {'ERROR' if f else 'ok'}" for a, f in sorted(r.send_error.items()))
-    lag = f"{format_uptime(r.lag_s)} to {r.lag_dest}" if r.lag_s is not None else ""
+    lag = f"{format_duration(r.lag_s)} to {r.lag_dest}" if r.lag_s is not None else ""
     actions = ", ".join(f"{a} {n}" for a, n in sorted(r.running_actions.items()))
     if r.role == "archive" and not actions and r.volume:
         actions = "-"

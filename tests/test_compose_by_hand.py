@@ -28,7 +28,7 @@ import pytest
 import yaml
 from pytest_docker.plugin import DockerComposeExecutor, Services, get_docker_services
 
-from tests.conftest import EXAMPLES, ROOT, proxy_state, run_walbctr
+from tests.conftest import EXAMPLES, ROOT, proxy_state, run_walbctr, walbc_command
 from tests.test_deploy import free_ports
 
 ROLES = {"a0": "archive", "p0": "proxy", "s0": "storage"}
@@ -203,9 +203,8 @@ def leftovers(engine: Any, r: Rendered) -> list[str]:
 
 def walbc(engine: Any, r: Rendered, sid: str, *args: str) -> tuple[int, str]:
     """walbc against a server from inside its container, as the health check runs it."""
-    retry = ["-retry", "0"] if args[0] in ("get", "status") else []  # upstream's rule
-    command = ["walbc", "-a", "127.0.0.1", "-p", str(r.ports[sid]), "-to", "3", *retry, *args]
-    code, out = engine.containers.get(r.container(sid)).exec_run(command)
+    code, out = engine.containers.get(r.container(sid)).exec_run(
+        walbc_command(r.ports[sid], *args))
     return code, out.decode(errors="replace")
 
 

@@ -24,6 +24,7 @@ import pytest
 import yaml
 from pytest_docker.plugin import DockerComposeExecutor, Services, get_docker_services
 
+from tests.conftest import walbc_command
 from tests.test_deploy import Group, free_ports
 from walbctr.imagetag import keeper_image
 
@@ -63,10 +64,9 @@ class KeptGroup(Group):
         return found[0]
 
     def walbc(self, sid: str, *args: str) -> str:
-        port = self.ports[sid]
-        retry = ["-retry", "0"] if args[0] in ("get", "status") else []
-        result = self.container(sid).exec_run(["walbc", "-a", "127.0.0.1", "-p", str(port),
-                                               *retry, *args])
+        # walbc's own default timeout (-to 10), as before.
+        result = self.container(sid).exec_run(walbc_command(self.ports[sid], *args,
+                                                            timeout=10))
         assert result.exit_code == 0, (sid, args, result.output.decode())
         return str(result.output.decode())
 

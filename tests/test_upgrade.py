@@ -126,11 +126,6 @@ def board_order(output: str, state: str) -> list[str]:
                       re.MULTILINE)
 
 
-def ready_after(client: Any, container: Any, since: float) -> float:
-    """When the server first answered walbctr's readiness probe after `since`."""
-    return first_ready(client, container, since)
-
-
 def assert_all_answer(g: Lab) -> None:
     for sid in ("a0", "p0", "s0"):
         g.wait_healthy(sid, timeout=30)
@@ -462,8 +457,8 @@ def test_restart_is_rolling_with_the_gates_and_kicks(lab: Lab, engine: Any) -> N
     assert {sid: x.id for sid, x in c.items()} == ids  # the same containers, restarted
     assert board_order(run.stderr, "restarted") == ["a0", "p0", "s0"], run.stderr
     started = {sid: docker_time(x.attrs["State"]["StartedAt"]) for sid, x in c.items()}
-    assert started["p0"] >= ready_after(engine, c["a0"], started["a0"])
-    assert started["s0"] >= ready_after(engine, c["p0"], started["p0"])
+    assert started["p0"] >= first_ready(engine, c["a0"], started["a0"])
+    assert started["s0"] >= first_ready(engine, c["p0"], started["p0"])
     assert "a0: kicked p0" in run.stderr and "p0: kicked s0" in run.stderr
     assert lab.states() == before
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import walbc_command
 from tests.test_deploy import Group
 
 
@@ -34,10 +35,7 @@ class VolumeGroup(Group):
 
     def walbc(self, sid: str, *args: str) -> None:
         container = self.engine.containers.get(f"walbctr-{self.name}-{sid}")
-        # As upstream's walbc, the double takes -retry for `get` and `status` only.
-        retry = ["-retry", "0"] if args[0] in ("get", "status") else []
-        result = container.exec_run(["walbc", "-a", "127.0.0.1", "-p", str(self.ports[sid]),
-                                     *retry, *args])
+        result = container.exec_run(walbc_command(self.ports[sid], *args, timeout=10))
         assert result.exit_code == 0, (sid, args, result.output.decode())
 
     def status(self, *args: str, layout: Path | None = None) -> Any:

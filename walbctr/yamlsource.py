@@ -102,6 +102,11 @@ def load(text: str, name: str) -> Source:
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark is not None else None
+        if "exceeded maximum nesting depth" in (err.problem or ""):
+            # libyaml 0.2.6 (PyYAML 6.0.4's wheels) has a nesting limit of its own and
+            # scans ahead of the events _check_shape counts, so a file far deeper than
+            # MAX_DEPTH can stop there first: the same refusal, in the same words.
+            raise LayoutError(name, [_too_deep(line)]) from None
         what = " ".join(s for s in (err.context, err.problem) if s)
         raise LayoutError(
             name, [Problem("", f"YAML syntax error: {what}", line, _SYNTAX_FIX)]
@@ -120,6 +125,11 @@ def load(text: str, name: str) -> Source:
         raise LayoutError(name, [Problem("", f"a value cannot be read: {what}",
                                          fix="write numbers as walb takes them")]) from None
     return Source(name, data, lines)
+
+
+def _too_deep(line: int | None) -> Problem:
+    return Problem("", f"values are nested more than {MAX_DEPTH} levels deep", line,
+                   "a layout needs a handful of levels")
 
 
 def _check_shape(text: str, name: str) -> None:
@@ -146,9 +156,7 @@ def _check_shape(text: str, name: str) -> None:
                 aliases += 1
             elif isinstance(event, yaml.CollectionStartEvent):
                 if len(open_sizes) >= MAX_DEPTH:
-                    raise LayoutError(name, [Problem(
-                        "", f"values are nested more than {MAX_DEPTH} levels deep",
-                        _line(event), "a layout needs a handful of levels")])
+                    raise LayoutError(name, [_too_deep(_line(event))])
                 open_sizes.append(0)
                 open_anchors.append(event.anchor)
             elif isinstance(event, yaml.CollectionEndEvent):

@@ -207,6 +207,27 @@ def test_down_then_up_keeps_base_dirs(make_group: Any) -> None:
     assert tree_digest(g.data) == before
 
 
+def test_down_leaves_a_network_someone_else_still_uses_and_says_whose(
+        make_group: Any) -> None:
+    g = make_group()
+    assert g.up().returncode == 0
+    name = f"walbctr-{g.name}"
+    other = g.engine.containers.run(g.image, ["sleep", "300"], name=f"{g.name}-visitor",
+                                    network=name, detach=True, entrypoint=[])
+    try:
+        down = g.walbctr("down", str(g.path), "--quiet")
+        assert down.returncode == 0, down.stderr
+        assert g.containers() == {}
+        assert f"network {name} stays: {g.name}-visitor still attached" in down.stderr
+        assert g.engine.networks.list(names=[name])
+    finally:
+        other.remove(force=True)
+    again = g.walbctr("down", str(g.path), "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert "stays" not in again.stderr
+    assert not g.engine.networks.list(names=[name])
+
+
 def test_a_server_taken_out_of_the_layout(make_group: Any) -> None:
     g = make_group()
     assert g.up().returncode == 0

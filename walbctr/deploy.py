@@ -559,12 +559,54 @@ def down(layout: Layout, ids: list[str] | None, *, only_host: str | None,
                 _remove_orphan(engine, obs)
                 removed.append(obs.server)
         if whole and layout.network_mode == "bridge":
-            engine = fleet.engines[fleet.hosts[0]]
-            for net in engine.api.networks.list(names=[network_name(layout)]):
-                net.reload()
-                if not net.attrs.get("Containers"):
-                    net.remove()
+            remove_network(fleet.engines[fleet.hosts[0]], network_name(layout))
         return removed
+
+
+NETWORK_SETTLE_S = 3.0
+
+
+def remove_network(engine: Engine, name: str, settle_s: float = NETWORK_SETTLE_S) -> bool:
+    """Remove the group's bridge network once nothing is attached; True if it is gone.
+
+    By the time this runs every server is down and removed, so a network that stays is
+    not worth failing `down` for: the next `up` reuses it. It can stay for two reasons, told
+    apart in the warning: someone else's container is attached to it, or the engine still
+    counts an endpoint that no container holds (moby/moby#42119, seen here on Docker 20.10
+    after a 32-server down; only a daemon restart clears it). A short wait first covers an
+    engine that is still releasing the endpoints of containers just removed."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        nets = engine.api.networks.list(names=[name])
+        net = next((n for n in nets if n.name == name), None)
+        if net is None:
+            return True
+        try:
+            net.reload()
+            attached = sorted(c.get("Name", cid[:12])
+                              for cid, c in (net.attrs.get("Containers") or {}).items())
+            if not attached:
+                net.remove()
+                return True
+        except NotFound:
+            return True
+        except APIError as err:
+            if "active endpoints" not in str(err):
+                raise
+            attached = []
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(POLL_S)
+    if attached:
+        why = f"{', '.join(attached)} still attached to it"
+        fix = "stop or disconnect those containers, then 'docker network rm " + name + "'"
+    else:
+        why = ("the engine still counts an endpoint on it that no container holds "
+               "(a Docker fault, moby/moby#42119)")
+        fix = "the next 'walbctr up' reuses it; a Docker daemon restart lets it be removed"
+    warn(f"warning: host {engine.label}: the servers are down, but the network {name} "
+         f"stays: {why}. It is harmless: {fix}.")
+    return False
 
 
 def _remove_orphan(engine: Engine, obs: Observed) -> None:

@@ -207,6 +207,26 @@ def test_down_then_up_keeps_base_dirs(make_group: Any) -> None:
     assert tree_digest(g.data) == before
 
 
+def test_a_group_whose_name_begins_another_groups_gets_its_own_network(
+        make_group: Any) -> None:
+    g = make_group()
+    # The engine's name filter matches by prefix: group t1234 must not take (or remove)
+    # the network of a group called t12345.
+    longer = g.engine.networks.create(f"walbctr-{g.name}5", driver="bridge")
+    try:
+        run = g.up()
+        assert run.returncode == 0, run.stderr
+        networks = g.containers()["s0"].attrs["NetworkSettings"]["Networks"]
+        assert set(networks) == {f"walbctr-{g.name}"}
+        down = g.walbctr("down", str(g.path), "--quiet")
+        assert down.returncode == 0, down.stderr
+        longer.reload()
+        assert [n.name for n in g.engine.networks.list(names=[f"walbctr-{g.name}"])] == [
+            longer.name]
+    finally:
+        longer.remove()
+
+
 def test_down_leaves_a_network_someone_else_still_uses_and_says_whose(
         make_group: Any) -> None:
     g = make_group()
@@ -219,13 +239,13 @@ def test_down_leaves_a_network_someone_else_still_uses_and_says_whose(
         assert down.returncode == 0, down.stderr
         assert g.containers() == {}
         assert f"network {name} stays: {g.name}-visitor still attached" in down.stderr
-        assert g.engine.networks.list(names=[name])
+        assert [n.name for n in g.engine.networks.list(names=[name])] == [name]
     finally:
         other.remove(force=True)
     again = g.walbctr("down", str(g.path), "--quiet")
     assert again.returncode == 0, again.stderr
     assert "stays" not in again.stderr
-    assert not g.engine.networks.list(names=[name])
+    assert name not in [n.name for n in g.engine.networks.list(names=[name])]
 
 
 def test_a_server_taken_out_of_the_layout(make_group: Any) -> None:

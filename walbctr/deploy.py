@@ -36,6 +36,8 @@ from walbctr.state import GroupLock, record_ready, seen_ready
 from walbctr.tiers import start_tiers, stop_tiers, storages_pointing_at
 
 if TYPE_CHECKING:
+    from docker.models.networks import Network
+
     from walbctr.display import ProgressMode
     from walbctr.engine import Engine
     from walbctr.layout import Layout
@@ -113,9 +115,15 @@ def preflight(layout: Layout, fleet: Fleet, observed: dict[str, Observed]) -> No
 
 def ensure_network(layout: Layout, engine: Engine) -> None:
     name = network_name(layout)
-    if not engine.api.networks.list(names=[name]):
+    if find_network(engine, name) is None:
         engine.api.networks.create(name, driver="bridge",
                                    labels={f"{LABEL}.group": layout.group})
+
+
+def find_network(engine: Engine, name: str) -> Network | None:
+    """The network called exactly `name`: the engine's name filter also matches longer
+    names, so group `lab` would otherwise take group `lab2`'s network for its own."""
+    return next((n for n in engine.api.networks.list(names=[name]) if n.name == name), None)
 
 
 # --- up -----------------------------------------------------------------------------------
@@ -577,8 +585,7 @@ def remove_network(engine: Engine, name: str, settle_s: float = NETWORK_SETTLE_S
     engine that is still releasing the endpoints of containers just removed."""
     deadline = time.monotonic() + settle_s
     while True:
-        nets = engine.api.networks.list(names=[name])
-        net = next((n for n in nets if n.name == name), None)
+        net = find_network(engine, name)
         if net is None:
             return True
         try:

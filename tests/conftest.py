@@ -126,21 +126,28 @@ def first_ready(client: Any, container: Any, since: float | None = None) -> floa
 
     Two witnesses, both kept by the engine rather than told by walbctr: Docker's own
     health check log, and the engine's exec events for the readiness probe walbctr runs
-    while it starts a tier (an exec_die with exit code 0 ends after the answer came).
+    while it starts a tier (an exec_die with exit code 0 ends after the answer came). A
+    tier of several servers on one engine is asked from one exec in one of them, which
+    exits 0 only when every server it asked answered (readiness.batch_argv).
     """
     container.reload()
     start = docker_time(container.attrs["Created"]) if since is None else since
     health = container.attrs["State"].get("Health") or {}
     times = [docker_time(e["End"]) for e in health.get("Log") or []
              if e["ExitCode"] == 0 and docker_time(e["End"]) >= start]
+    labels = container.attrs["Config"]["Labels"]
     events = client.api.events(since=start, until=time.time(), decode=True,
-                               filters={"container": container.id,
+                               filters={"label": f"io.walbctr.group={labels['io.walbctr.group']}",
                                         "event": ["exec_start", "exec_die"]})
+    batched = f"echo {labels['io.walbctr.server']} $rc "
     probes: set[str] = set()
     for event in events:
         action = event.get("Action") or event.get("status") or ""
         attrs = (event.get("Actor") or {}).get("Attributes") or {}
-        if action.startswith("exec_start") and "get host-type" in action:
+        single = (event.get("Actor") or {}).get("ID") == container.id \
+            and "sh -c (" not in action
+        if action.startswith("exec_start") and "get host-type" in action and (
+                single or batched in action):
             probes.add(attrs.get("execID", ""))
         elif action == "exec_die" and attrs.get("execID") in probes \
                 and attrs.get("exitCode") == "0":

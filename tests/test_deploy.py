@@ -192,6 +192,37 @@ def tree_digest(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.parametrize("mode", ["bridge", "host"])
+def test_tiers_of_several_servers_are_asked_in_one_exec_each_and_come_up(
+        make_group: Any, mode: str) -> None:
+    g = make_group(mode)
+    ports = free_ports(5)
+    text = g.path.read_text()
+    g.path.write_text(
+        text[:text.index("proxies:")]
+        + f"proxies:\n  - {{id: p0, host: hostP0, port: {ports[0]}}}\n"
+        f"  - {{id: p1, host: hostP0, port: {ports[1]}}}\n"
+        f"storages:\n  - {{id: s0, host: hostS0, port: {ports[2]}}}\n"
+        f"  - {{id: s1, host: hostS0, port: {ports[3]}}}\n"
+        f"  - {{id: s2, host: hostS0, port: {ports[4]}}}\n")
+    since = time.time()
+    run = g.up()
+    assert run.returncode == 0, run.stderr
+    assert "6 servers healthy (6 created)" in run.stdout
+    c = g.containers()
+    for s in ("s0", "s1", "s2"):
+        assert _time(c[s].attrs["State"]["StartedAt"]) >= max(
+            first_ready(g.engine, c[p]) for p in ("p0", "p1"))
+    batches = [p for p in walbctr_probes(g, since) if "sh -c (" in p]
+    # Each tier of several servers is polled with one exec that asks them all, at the
+    # address they serve on.
+    address = {s: "127.0.0.1" if mode == "host" else s for s in ("p0", "p1", "s0", "s1", "s2")}
+    assert any(all(f"-a {address[s]} -p {g_port} " in p for s, g_port in
+                   (("s0", ports[2]), ("s1", ports[3]), ("s2", ports[4]))) for p in batches)
+    assert any(all(f"-a {address[s]} -p {g_port} " in p for s, g_port in
+                   (("p0", ports[0]), ("p1", ports[1]))) for p in batches)
+
+
 def test_down_then_up_keeps_base_dirs(make_group: Any) -> None:
     g = make_group()
     assert g.up().returncode == 0

@@ -18,7 +18,7 @@ from docker.errors import APIError, NotFound
 from walbctr.compose import LABEL, container_name
 from walbctr.engine import Engine
 from walbctr.errors import WalbctrError
-from walbctr.readiness import answers_as, host_type_argv
+from walbctr.readiness import answers_as, batch_answers, batch_argv, host_type_argv
 
 if TYPE_CHECKING:
     from walbctr.layout import Layout
@@ -197,6 +197,19 @@ def answers(engine: Engine, container_id: str, server: Server) -> bool:
         return False
     return code is not None and answers_as(server.role, int(code), bytes(out).decode(
         errors="replace"))
+
+
+def answers_many(engine: Engine, prober_id: str,
+                 targets: dict[str, tuple[Server, str]]) -> dict[str, bool]:
+    """Whether each server answers the readiness probe now, asked at its (address) from
+    one exec in the prober's container: one exec a poll for a whole tier on an engine."""
+    argv = batch_argv([(sid, address, s.port) for sid, (s, address) in targets.items()])
+    try:
+        exec_id = engine.api.api.exec_create(prober_id, argv)["Id"]
+        out = bytes(engine.api.api.exec_start(exec_id)).decode(errors="replace")
+    except APIError:  # the prober stopped: its state says why; the next poll asks again
+        return dict.fromkeys(targets, False)
+    return batch_answers(out, {sid: s.role for sid, (s, _) in targets.items()})
 
 
 def server_container(layout: Layout, server_id: str) -> tuple[Server, Engine, Any]:

@@ -20,6 +20,7 @@ from walbctr.containers import (
     RESTART_POLICY,
     Observed,
     answers,
+    answers_many,
     inspect,
     list_group,
 )
@@ -351,9 +352,31 @@ def wait_ready(layout: Layout, fleet: Fleet, role: Role,
 
 def _ask_ready(fleet: Fleet, targets: dict[str, tuple[Server, str]]
                ) -> dict[str, bool | Exception]:
-    """Probe every (server, container id) at once."""
-    return fleet.each(targets, lambda sid: answers(
-        fleet.engines[targets[sid][0].host], targets[sid][1], targets[sid][0]))
+    """Probe every (server, container id) at once: one exec per engine, in one of the
+    servers' own containers, asking them all over the network they serve on (the group's
+    bridge network by their aliases, or the host's loopback in host mode); a lone server
+    is asked from inside its own container."""
+    layout = fleet.layout
+    per_engine: dict[str, dict[str, tuple[Server, str]]] = {}
+    for sid, (server, _) in targets.items():
+        per_engine.setdefault(layout.hosts[server.host].engine_key, {})[sid] = (
+            server, server.id if layout.network_mode == "bridge" else "127.0.0.1")
+
+    def ask(key: str) -> dict[str, bool]:
+        group = per_engine[key]
+        if len(group) == 1:
+            (sid, (server, _)), = group.items()
+            return {sid: answers(fleet.engines[server.host], targets[sid][1], server)}
+        first = next(iter(group))
+        return answers_many(fleet.engines[targets[first][0].host], targets[first][1], group)
+
+    results: dict[str, bool | Exception] = {}
+    for key, outcome in fleet.each(per_engine, ask).items():
+        if isinstance(outcome, Exception):
+            results.update(dict.fromkeys(per_engine[key], outcome))
+        else:
+            results.update(outcome)
+    return results
 
 
 def tier_failure(layout: Layout, fleet: Fleet, role: Role,

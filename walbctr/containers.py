@@ -201,8 +201,8 @@ def answers(engine: Engine, container_id: str, server: Server) -> bool:
 
 def answers_many(engine: Engine, prober_id: str,
                  targets: dict[str, tuple[Server, str]]) -> dict[str, bool]:
-    """Whether each server answers the readiness probe now, asked at its (address) from
-    one exec in the prober's container: one exec a poll for a whole tier on an engine."""
+    """Whether each (server, address) answers the readiness probe now, all asked from one
+    exec in the prober's container: one exec a poll for a whole tier on an engine."""
     argv = batch_argv([(sid, address, s.port) for sid, (s, address) in targets.items()])
     try:
         exec_id = engine.api.api.exec_create(prober_id, argv)["Id"]

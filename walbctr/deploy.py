@@ -594,32 +594,32 @@ def down(layout: Layout, ids: list[str] | None, *, only_host: str | None,
         return removed
 
 
+# How long `down` waits for the engine to release the endpoints of containers just removed.
 NETWORK_SETTLE_S = 3.0
 
 
-def remove_network(engine: Engine, name: str, settle_s: float = NETWORK_SETTLE_S) -> bool:
-    """Remove the group's bridge network once nothing is attached; True if it is gone.
+def remove_network(engine: Engine, name: str) -> None:
+    """Remove the group's bridge network once nothing is attached.
 
     By the time this runs every server is down and removed, so a network that stays is
     not worth failing `down` for: the next `up` reuses it. It can stay for two reasons, told
     apart in the warning: someone else's container is attached to it, or the engine still
     counts an endpoint that no container holds (moby/moby#42119, seen here on Docker 20.10
-    after a 32-server down; only a daemon restart clears it). A short wait first covers an
-    engine that is still releasing the endpoints of containers just removed."""
-    deadline = time.monotonic() + settle_s
+    after a 32-server down; only a daemon restart clears it)."""
+    net = find_network(engine, name)
+    if net is None:
+        return
+    deadline = time.monotonic() + NETWORK_SETTLE_S
     while True:
-        net = find_network(engine, name)
-        if net is None:
-            return True
         try:
-            net.reload()
+            net.reload()  # a listed network does not show what is attached
             attached = sorted(c.get("Name", cid[:12])
                               for cid, c in (net.attrs.get("Containers") or {}).items())
             if not attached:
                 net.remove()
-                return True
+                return
         except NotFound:
-            return True
+            return
         except APIError as err:
             if "active endpoints" not in str(err):
                 raise
@@ -629,14 +629,13 @@ def remove_network(engine: Engine, name: str, settle_s: float = NETWORK_SETTLE_S
         time.sleep(POLL_S)
     if attached:
         why = f"{', '.join(attached)} still attached to it"
-        fix = "stop or disconnect those containers, then 'docker network rm " + name + "'"
+        fix = f"stop or disconnect those containers, then 'docker network rm {name}'"
     else:
         why = ("the engine still counts an endpoint on it that no container holds "
                "(a Docker fault, moby/moby#42119)")
         fix = "the next 'walbctr up' reuses it; a Docker daemon restart lets it be removed"
     warn(f"warning: host {engine.label}: the servers are down, but the network {name} "
          f"stays: {why}. It is harmless: {fix}.")
-    return False
 
 
 def _remove_orphan(engine: Engine, obs: Observed) -> None:

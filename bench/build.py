@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from walbctr.source import copy_tree
+from walbctr.image.source import copy_tree
 
 
 def timed(cmd: list[str], cwd: Path | None = None) -> tuple[float, str]:

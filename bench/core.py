@@ -42,8 +42,8 @@ def main() -> None:
                                check=True, capture_output=True), 7)
     print(f"walbctr --help: {help_s * 1000:.0f} ms (goal < 300 ms)")
 
-    from walbctr.compose import render
-    from walbctr.layout import load_layout
+    from walbctr.layout.loader import load_layout
+    from walbctr.render.compose import render
 
     text = big_layout(1000)
 

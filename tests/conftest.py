@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from walbctr.layout import Layout, load_layout
+from walbctr.layout.loader import load_layout
+from walbctr.layout.spec import Layout
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from walbctr.debian_base import base_specs, dockerfile_packages, mmdebstrap_args
-from walbctr.recipe import recipe_dir
+from walbctr.image.debian_base import base_specs, dockerfile_packages, mmdebstrap_args
+from walbctr.image.recipe import recipe_dir
 
 DOCKERFILE = (recipe_dir() / "Dockerfile").read_text()
 

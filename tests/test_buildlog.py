@@ -1,4 +1,4 @@
-from walbctr.buildlog import BuildLog
+from walbctr.image.buildlog import BuildLog
 
 BUILDKIT = """\
 #0 building with "default" instance using docker driver

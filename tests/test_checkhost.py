@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 
 from tests.test_deploy import free_ports
-from walbctr.layout import Layout, load_layout
-from walbctr.probe import MissingHostPathError, probe, sh
-from walbctr.walbdriver import (
+from walbctr.docker.throwaway import MissingHostPathError, probe, sh
+from walbctr.layout.loader import load_layout
+from walbctr.layout.spec import Layout
+from walbctr.walb.driver import (
     StorageHostView,
     StorageVolume,
     decode_saved_string,
@@ -388,7 +389,7 @@ def marks(root: Path) -> list[str]:
 def test_the_markers_are_made_by_a_script_that_pastes_the_values(
         engine: Any, double_image: str, tmp_path: Path) -> None:
     """The control for the test below: pasted into `sh -c`, these values do run."""
-    from walbctr.engine import Engine
+    from walbctr.docker.engine import Engine
 
     (tmp_path / "dir").mkdir()
     for value in HOSTILE:
@@ -399,7 +400,7 @@ def test_the_markers_are_made_by_a_script_that_pastes_the_values(
 
 
 def test_check_host_runs_nothing_from_hostile_values(make_site: Any, engine: Any) -> None:
-    from walbctr.checkhost import check_hosts
+    from walbctr.commands.checkhost import check_hosts
 
     site = make_site()
     root = site.tmp / "data"
@@ -434,7 +435,7 @@ def test_check_host_runs_nothing_from_hostile_values(make_site: Any, engine: Any
 
 def test_a_probe_never_creates_a_missing_host_path(engine: Any, double_image: str,
                                                   tmp_path: Path) -> None:
-    from walbctr.engine import Engine
+    from walbctr.docker.engine import Engine
 
     missing = tmp_path / "not" / "there"
     with pytest.raises(MissingHostPathError) as err:
@@ -446,8 +447,8 @@ def test_a_probe_never_creates_a_missing_host_path(engine: Any, double_image: st
 
 def test_the_log_of_a_server_whose_log_dir_is_missing_is_empty_and_nothing_is_created(
         engine: Any, double_image: str, tmp_path: Path) -> None:
-    from walbctr.engine import Engine
-    from walbctr.logs import log_tail
+    from walbctr.docker.engine import Engine
+    from walbctr.docker.logs import log_tail
 
     text = (f"group: g\nimage: {double_image}\nnetwork: {{mode: bridge}}\n"
             f"defaults:\n  base_dir: {tmp_path}/b/{{id}}\n  log_path: {tmp_path}/logs/{{id}}.log\n"
@@ -467,7 +468,7 @@ def test_real_walb_storage_exits_at_start_when_a_volumes_walb_device_is_missing(
     if engine.images.get(double_image).labels.get("io.walbctr.test-double") == "true":
         pytest.skip("the test double does not open volumes' WalB devices at start; run with "
                     "WALBCTR_TEST_IMAGE set to an image of real walb-tools")
-    from walbctr.engine import Engine
+    from walbctr.docker.engine import Engine
 
     base = tmp_path / "s0"
     walb_volume(base, "vol0", "/dev/walb/vol0", state)

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 from tests.conftest import EXAMPLES
-from walbctr.cmdline import command_line, server_args
-from walbctr.layout import load_layout, read_layout
+from walbctr.layout.loader import load_layout, read_layout
+from walbctr.render.cmdline import command_line, server_args
 
 
 def test_seed_minimal_command_lines() -> None:

@@ -1,10 +1,10 @@
-"""The status tables' text layout (walbctr/columns.py)."""
+"""The status tables' text layout (walbctr/render/columns.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from walbctr.columns import columns
+from walbctr.render.columns import columns
 
 
 def test_every_column_is_as_wide_as_its_widest_cell_with_two_blanks_between() -> None:

@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from tests.conftest import EXAMPLES, MINIMAL, ROOT
-from walbctr.compose import compose_project, config_hash, render
-from walbctr.layout import Layout, load_layout, read_layout
+from walbctr.layout.loader import load_layout, read_layout
+from walbctr.layout.spec import Layout
+from walbctr.render.compose import compose_project, config_hash, render
 
 
 def services(layout: Layout) -> dict[str, Any]:

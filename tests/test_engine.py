@@ -1,5 +1,5 @@
-from walbctr.engine import Engine
-from walbctr.host import TlsSpec
+from walbctr.docker.engine import Engine
+from walbctr.layout.host import TlsSpec
 
 
 def test_local_engine_needs_no_flags() -> None:

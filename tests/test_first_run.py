@@ -64,7 +64,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 def test_probe_output_reads_as_what_the_machine_has_of_a_loop_vg() -> None:
-    from walbctr.loopvg import parse_seen
+    from walbctr.docker.loop_vg import parse_seen
 
     seen = parse_seen("tags walbctr-lab-lab,x\npv /dev/loop5\nfile\nloop /dev/loop5\n")
     assert seen.exists and seen.tagged("walbctr-lab-lab") and seen.only_on_its_file
@@ -78,8 +78,8 @@ def test_probe_output_reads_as_what_the_machine_has_of_a_loop_vg() -> None:
 
 def test_next_steps_name_the_layout_a_storage_and_purge_lab_only_for_a_lab_vg(
         minimal: Any) -> None:
-    from walbctr.firstrun import build_command, next_steps
-    from walbctr.layout import load_layout
+    from walbctr.commands.bootstrap import build_command, next_steps
+    from walbctr.layout.loader import load_layout
 
     text = next_steps(minimal, "my layout.yaml")
     assert "walbctr status 'my layout.yaml'" in text
@@ -177,9 +177,9 @@ def port_busy(port: int) -> bool:
 @pytest.mark.slow
 def test_quick_start_brings_up_a_healthy_lab_and_purge_lab_leaves_nothing(
         engine: Any, tmp_path: Path) -> None:
-    from walbctr.firstrun import built_images
-    from walbctr.imagetag import DEFAULT_IMAGE, keeper_image
-    from walbctr.layout import read_layout
+    from walbctr.commands.bootstrap import built_images
+    from walbctr.layout.imagetag import DEFAULT_IMAGE, keeper_image
+    from walbctr.layout.loader import read_layout
 
     install, up = readme_blocks("Set up")[0]
     layout_arg = shlex.split(up)[2]
@@ -343,8 +343,8 @@ def test_a_lab_vg_whose_loop_device_went_away_is_attached_again(
         engine: Any, double_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """After a reboot the loop device is gone and LVM no longer sees the VG; the next
     `up` attaches the same file again instead of making a new, empty one."""
-    from walbctr import labvg
-    from walbctr.layout import read_layout
+    from walbctr.commands import lab as labvg
+    from walbctr.layout.loader import read_layout
 
     monkeypatch.setenv("WALBCTR_STATE_DIR", str(tmp_path / "state"))
     vg = f"walbctr_lab_{os.urandom(3).hex()}"

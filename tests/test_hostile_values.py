@@ -17,10 +17,11 @@ import pytest
 import yaml
 
 from tests.test_compose import compose_v2
-from walbctr.cmdline import server_args
-from walbctr.compose import render
 from walbctr.errors import LayoutError
-from walbctr.layout import Layout, load_layout
+from walbctr.layout.loader import load_layout
+from walbctr.layout.spec import Layout
+from walbctr.render.cmdline import server_args
+from walbctr.render.compose import render
 
 # What reaches shells, Compose and YAML in surprising ways; each is put inside an
 # otherwise good value.

@@ -26,7 +26,7 @@ from pytest_docker.plugin import DockerComposeExecutor, Services, get_docker_ser
 
 from tests.conftest import walbc_command
 from tests.test_deploy import Group, free_ports
-from walbctr.imagetag import keeper_image
+from walbctr.layout.imagetag import keeper_image
 
 INTERVAL = 2.0  # the keeper's volume scan
 PROBE = 0.25  # its reachability probe

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.test_many_hosts import Deployment, fleet  # noqa: F401 (fleet is a fixture)
-from walbctr.imagetag import keeper_image
+from walbctr.layout.imagetag import keeper_image
 
 INTERVAL = 2
 

@@ -6,10 +6,11 @@ import pytest
 
 from tests.conftest import EXAMPLES, MINIMAL
 from walbctr.errors import WalbctrError
-from walbctr.imagetag import DEFAULT_IMAGE
-from walbctr.layout import Layout, load_layout, read_layout
-from walbctr.schema import layout_schema
-from walbctr.server import Role
+from walbctr.layout.imagetag import DEFAULT_IMAGE
+from walbctr.layout.loader import load_layout, read_layout
+from walbctr.layout.schema import layout_schema
+from walbctr.layout.server import Role
+from walbctr.layout.spec import Layout
 
 
 def test_builtin_defaults(minimal: Layout) -> None:

@@ -7,11 +7,12 @@ import json
 import pytest
 
 from tests.conftest import EXAMPLES
-from walbctr.compose import compose_project, render
 from walbctr.errors import LayoutError
-from walbctr.keeper import Config, Duties, Kick, ServerRef, parse_config
-from walbctr.layout import load_layout, read_layout
-from walbctr.monitor import KEEPER_SERVICE, keeper_config
+from walbctr.keeper.duties import Config, Duties, Kick, ServerRef, parse_config
+from walbctr.layout.loader import load_layout, read_layout
+from walbctr.layout.monitor import KEEPER_SERVICE
+from walbctr.render.compose import compose_project, render
+from walbctr.render.keeper_service import keeper_config
 
 LAB = (EXAMPLES / "lab.yaml").read_text()
 WITHOUT_MONITOR = LAB.split("\nmonitor:")[0] + "\n"
@@ -179,8 +180,8 @@ def test_a_bad_configuration_is_refused_in_words() -> None:
 def test_the_keeper_probes_with_walbctrs_own_readiness_probe() -> None:
     """The keeper's image has no pydantic, so it cannot import readiness.py; the probe
     it builds must stay the one walbctr waits with (issue 12: one probe everywhere)."""
-    from walbctr.keeper import walbc_argv
-    from walbctr.readiness import host_type_argv
+    from walbctr.keeper.duties import walbc_argv
+    from walbctr.walb.readiness import host_type_argv
 
     server = ServerRef("a0", "archive", "10.0.0.1", 10000)
     assert walbc_argv(server, ["get", "host-type"], 3) == host_type_argv(10000, "10.0.0.1", 3)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from walbctr.metrics import FAMILIES
+from walbctr.keeper.metrics import FAMILIES
 
 MONITORING = Path(__file__).resolve().parent.parent / "monitoring"
 # The counters (prometheus-client adds _total) and gauges outside the snapshot.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from walbctr.readiness import batch_answers, batch_argv, host_type_argv
-from walbctr.server import Role
+from walbctr.layout.server import Role
+from walbctr.walb.readiness import batch_answers, batch_argv, host_type_argv
 
 
 def test_each_server_is_judged_by_its_own_line() -> None:

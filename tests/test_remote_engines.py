@@ -31,7 +31,7 @@ from tests.harness import hosts as harness
 from tests.harness.ssh import CLIENT_OPTIONS, DOCKER_USER, PLAIN_USER, SshSetup, ssh_problem
 from tests.harness.tls import PORT as TLS_PORT
 from tests.harness.tls import TlsSetup, tls_problem
-from walbctr.engine import SSH_CHECK_TIMEOUT_S
+from walbctr.docker.engine import SSH_CHECK_TIMEOUT_S
 
 NAMES = ["hostA0", "hostP0", "hostS0"]
 SERVERS = {"a0": "hostA0", "p0": "hostP0", "s0": "hostS0"}

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from walbctr.errors import WalbctrError
-from walbctr.imagetag import DEFAULT_IMAGE, image_tag
-from walbctr.source import copy_tree, describe, resolve
+from walbctr.image.source import copy_tree, describe, resolve
+from walbctr.layout.imagetag import DEFAULT_IMAGE, image_tag
 
 
 def make_tree(root: Path) -> Path:

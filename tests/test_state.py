@@ -1,4 +1,4 @@
-"""The controller's state dir: the runs walbctr saw answer (walbctr/state.py)."""
+"""The controller's state dir: the runs walbctr saw answer (walbctr/docker/state.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from walbctr.state import record_ready, seen_ready
+from walbctr.docker.state import record_ready, seen_ready
 
 
 @pytest.fixture(autouse=True)

@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from tests.test_deploy import Group, free_ports
-from walbctr.compose import render
-from walbctr.layout import load_layout
+from walbctr.layout.loader import load_layout
+from walbctr.render.compose import render
 
 # A server that does not stop on SIGTERM at all (hung in the kernel, say).
 DEAF = """#!/bin/bash

@@ -25,7 +25,7 @@ import pytest
 
 from tests.conftest import DOUBLE_SOURCE, ROOT, docker_time, first_ready, run_walbctr
 from tests.test_deploy import Group, free_ports
-from walbctr.imagetag import keeper_image
+from walbctr.layout.imagetag import keeper_image
 
 NEW_VERSION = "1.0.20-double-upgrade"
 
@@ -467,7 +467,7 @@ def test_restart_is_rolling_with_the_gates_and_kicks(lab: Lab, engine: Any) -> N
 
 
 def _steps(*ids_roles: str) -> list[Any]:
-    from walbctr.upgrade import Step
+    from walbctr.commands.upgrade import Step
 
     return [Step(sid, role, f"h{sid}", "old:1", "sha256:1", "new:2")
             for sid, role in (x.split(":") for x in ids_roles)]
@@ -475,8 +475,8 @@ def _steps(*ids_roles: str) -> list[Any]:
 
 def test_the_plan_survives_a_round_trip_through_its_file_written_by_rename(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from walbctr.commands.upgrade import Plan, load_plan, plan_path, save_plan
     from walbctr.errors import WalbctrError
-    from walbctr.upgrade import Plan, load_plan, plan_path, save_plan
 
     monkeypatch.setenv("WALBCTR_STATE_DIR", str(tmp_path))
     plan = Plan("g1", "l.yaml", "new:2", "2026-01-01T00:00:00Z",
@@ -493,8 +493,8 @@ def test_the_plan_survives_a_round_trip_through_its_file_written_by_rename(
 
 
 def test_a_rollback_goes_back_in_reverse_order_over_the_touched_servers_only() -> None:
-    from walbctr.layout import load_layout
-    from walbctr.upgrade import Plan, _rollback_steps
+    from walbctr.commands.upgrade import Plan, _rollback_steps
+    from walbctr.layout.loader import load_layout
 
     steps = _steps("a0:archive", "a1:archive", "p0:proxy", "s0:storage")
     for s in steps[:3]:
@@ -508,7 +508,7 @@ def test_a_rollback_goes_back_in_reverse_order_over_the_touched_servers_only() -
 
 
 def test_batches_never_mix_tiers_and_hold_at_most_n_servers() -> None:
-    from walbctr.upgrade import _batches
+    from walbctr.commands.upgrade import _batches
 
     steps = _steps("a0:archive", "a1:archive", "a2:archive", "p0:proxy", "s0:storage",
                    "s1:storage")
@@ -518,9 +518,9 @@ def test_batches_never_mix_tiers_and_hold_at_most_n_servers() -> None:
 
 
 def test_a_gate_fact_walbc_could_not_read_counts_as_a_problem_not_as_all_clear() -> None:
-    from walbctr.server import Role
-    from walbctr.upgrade import _unread
-    from walbctr.volumes import VolumeRecord
+    from walbctr.commands.upgrade import _unread
+    from walbctr.layout.server import Role
+    from walbctr.walb.volumes import VolumeRecord
 
     storage = [VolumeRecord("vol0", "storage", state="Target", overflow=False),
                VolumeRecord("vol1", "storage", state="Target"),

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from walbctr.cmdline import command_line
 from walbctr.errors import LayoutError
-from walbctr.layout import load_layout
+from walbctr.layout.loader import load_layout
+from walbctr.render.cmdline import command_line
 
 INVALID = Path(__file__).parent / "layouts" / "invalid"
 CASES = sorted(INVALID.glob("*.yaml"))

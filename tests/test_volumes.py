@@ -1,4 +1,4 @@
-"""walbctr.volumes: parsers of what walbc prints, the batch query, problems in words.
+"""walbctr.walb.volumes: parsers of what walbc prints, the batch query, problems in words.
 
 Texts come from /work/shared/walb-samples.md (real walb-tools v1.0.19 servers) and from
 upstream's format code at tag v1.0.19 (file:line noted where a text is built from it).
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from walbctr import volumes as v
+from walbctr.walb import volumes as v
 
 # --- real samples (walb-samples.md) ----------------------------------------------------------
 

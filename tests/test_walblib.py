@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import EXAMPLES
-from walbctr.layout import Layout, load_layout, read_layout
-from walbctr.walblib import walblib_config
+from walbctr.layout.loader import load_layout, read_layout
+from walbctr.layout.spec import Layout
+from walbctr.render.walblib import walblib_config
 
 
 def fake_walblib() -> types.ModuleType:

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from walbctr.errors import LayoutError
-from walbctr.layout import load_layout
-from walbctr.yamlsource import MAX_BYTES, MAX_VALUES, format_loc, load, parse_loc
+from walbctr.layout.loader import load_layout
+from walbctr.layout.yamlsource import MAX_BYTES, MAX_VALUES, format_loc, load, parse_loc
 
 
 def test_lines_are_indexed_by_field_path() -> None:
@@ -51,7 +51,7 @@ MEMORY_LIMIT_MB = 200
 MEASURE = """\
 import json, resource, sys, time
 from walbctr.errors import LayoutError
-from walbctr.layout import read_layout
+from walbctr.layout.loader import read_layout
 start = time.perf_counter()
 try:
     read_layout(sys.argv[1])

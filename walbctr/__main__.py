@@ -1,3 +1,3 @@
-from walbctr.cli import main
+from walbctr.cli.main import main
 
 main()

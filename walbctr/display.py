@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from walbctr.buildlog import BuildLog, Step
+from walbctr.image.buildlog import BuildLog, Step
 
 # live: a table redrawn in place (a terminal); plain: a line per change (CI logs); quiet.
 ProgressMode = Literal["live", "plain", "quiet"]

@@ -1,0 +1,798 @@
+"""The walbctr command: a thin shell over the pure core and the Docker edges.
+
+Heavy modules (pydantic models, docker, python-on-whales, rich) are imported inside the
+commands that need them, so that `walbctr --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from walbctr import __version__
+from walbctr.errors import WalbctrError
+
+if TYPE_CHECKING:
+    from walbctr.display import ProgressMode
+    from walbctr.layout.spec import Layout
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_LAYOUT = os.environ.get("WALBCTR_LAYOUT", "layout.yaml")
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def friendly(func: F) -> F:
+    """Operator errors become a paragraph and an exit status, never a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except WalbctrError as err:
+            click.echo(f"walbctr: {err}", err=True)
+            sys.exit(err.exit_code)
+        except KeyboardInterrupt:
+            click.echo("walbctr: interrupted", err=True)
+            sys.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise  # click's own ways out: usage errors, --help, a declined prompt
+        except Exception as err:
+            if os.environ.get("WALBCTR_DEBUG"):
+                raise
+            kind = type(err).__module__.split(".")[0]
+            what = "Docker" if kind in ("docker", "python_on_whales", "requests") else \
+                "internal error"
+            text = " ".join(str(err).split())[:600] or type(err).__name__
+            click.echo(f"walbctr: {what}: {text}\n(set WALBCTR_DEBUG=1 for the traceback"
+                       + ("; please report this)" if what == "internal error" else ")"),
+                       err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def load(path: str) -> Layout:
+    from walbctr.layout.loader import read_layout
+
+    layout = read_layout(path)
+    for w in layout.warnings:
+        click.echo(f"warning: {w.render(layout.source)}", err=True)
+    return layout
+
+
+layout_argument = click.argument(
+    "layout", default=DEFAULT_LAYOUT, required=False, metavar="[LAYOUT]",
+    type=click.Path(dir_okay=False),
+)
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="walbctr")
+def main() -> None:
+    """Build, run and operate WalB backup groups in containers.
+
+    One layout file (LAYOUT, default ./layout.yaml or $WALBCTR_LAYOUT) says which walb
+    servers run on which hosts. walbctr turns it into server command lines and compose
+    files, builds the walb-tools image, and runs the group through Docker.
+
+    \b
+    Start here:
+      walbctr up examples/lab.yaml                 a lab group on this machine's Docker
+      walbctr down examples/lab.yaml --purge-lab   and take it away again
+      walbctr validate examples/minimal.yaml       check a layout
+      walbctr cmdline examples/minimal.yaml        the exact server command lines
+      walbctr render examples/minimal.yaml         compose files, one per host
+      walbctr schema > layout.schema.json          editor completion for layouts
+    """
+
+
+@main.command()
+@layout_argument
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing when the layout is valid.")
+@friendly
+def validate(layout: str, quiet: bool) -> None:
+    """Check LAYOUT and report every problem at once.
+
+    Exit status 0 when valid, 2 when not. Each problem names the file, line and field
+    (e.g. archives[0].vg) and how to fix it. Warnings do not fail validation.
+    """
+    from walbctr.layout.server import Role
+
+    lay = load(layout)
+    if quiet:
+        return
+    counts = ", ".join(
+        f"{len(lay.of_role(r))} {r.value if len(lay.of_role(r)) == 1 else r.section}"
+        for r in Role
+    )
+    hosts = len(lay.used_hosts)
+    click.echo(f"{lay.source}: ok: group {lay.group!r}, {counts} on {hosts} "
+               f"host{'s' if hosts != 1 else ''} ({lay.network_mode} networking)")
+
+
+@main.command()
+@layout_argument
+@click.option("--host", "host", help="Only the servers on this host.")
+@friendly
+def cmdline(layout: str, host: str | None) -> None:
+    """Print every server's command line, in start order.
+
+    Archives first, then proxies, then storages: the order upstream requires. These are
+    exactly the commands the containers run. A storage's -archive (the primary archive:
+    the first in 'archives') and -proxy (proxies in list order, highest priority first)
+    are derived from the layout, never typed twice.
+    """
+    from walbctr.render.cmdline import command_line
+
+    lay = load(layout)
+    hosts = lay.select_hosts(host)
+    for s in lay.servers:
+        if s.host in hosts:
+            click.echo(f"@{s.host} {s.id}: {command_line(s, lay)}")
+
+
+@main.command()
+@layout_argument
+@click.option("-o", "--output", default="compose", show_default=True,
+              type=click.Path(file_okay=False),
+              help="Directory to write into; files go to OUTPUT/GROUP/HOST.yaml.")
+@click.option("--stdout", is_flag=True, help="Print the files instead of writing them.")
+@click.option("--no-start-interval", is_flag=True,
+              help="For engines older than Docker 25 (API 1.44), whose Compose refuses the "
+                   "health check's start_interval ('walbctr up' decides this per engine).")
+@friendly
+def render(layout: str, output: str, stdout: bool, no_start_interval: bool) -> None:
+    """Write compose files for LAYOUT: one per host that runs servers.
+
+    Each server is a service named by its id, with the walb command line, a walb-protocol
+    health check, depends_on in tier order (within the host), least privilege per role,
+    and its base dir and log bound at the same paths. Output is deterministic. Files for
+    hosts that no longer run servers are removed if walbctr generated them.
+    """
+    from walbctr.render.compose import file_name
+    from walbctr.render.compose import render as render_files
+
+    lay = load(layout)
+    files = render_files(lay, lay.used_hosts if no_start_interval else ())
+    if stdout:
+        for text in files.values():
+            click.echo(text, nl=False)
+        return
+    from walbctr.docker.compose_files import write_files
+
+    written = write_files(Path(output) / lay.group,
+                          {file_name(h): t for h, t in files.items()}, prune=True,
+                          fix="choose another directory with -o")
+    for path in written.values():
+        click.echo(str(path))
+
+
+@main.command("walblib-config")
+@layout_argument
+@click.option("--bin-dir", default="/usr/local/bin/", show_default=True,
+              help="Where walbc lives on the machine that runs the walblib script.")
+@friendly
+def walblib_config(layout: str, bin_dir: str) -> None:
+    """Print a walb-config.py for upstream's Python 2 walblib.
+
+    It declares the same servers (ServerConnectionParam, ServerStartupParam), the same
+    ServerLayout (first archive primary, proxies in priority order) and a Controller, so
+    existing walblib scripts drive the containerized group:
+
+    \b
+      walbctr walblib-config layout.yaml > walb-config.py
+      python2 -c "execfile('walb-config.py'); print walbc.get_host_type(a0)"
+    """
+    from walbctr.render.walblib import walblib_config as config
+
+    click.echo(config(load(layout), bin_dir), nl=False)
+
+
+@main.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write to this file instead of standard output.")
+@friendly
+def schema(output: str | None) -> None:
+    """Print the JSON Schema of the layout file.
+
+    Point your editor at it for completion and checking, e.g. with the YAML language
+    server: put '# yaml-language-server: $schema=layout.schema.json' on a layout's first
+    line.
+    """
+    from walbctr.layout.schema import layout_schema
+
+    text = layout_schema()
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
+
+
+def _progress_mode(plain: bool, quiet: bool) -> ProgressMode:
+    if quiet:
+        return "quiet"
+    if plain or not sys.stderr.isatty():
+        return "plain"
+    return "live"
+
+
+@main.command()
+@click.option("--source", metavar="URL|DIR", envvar="WALBCTR_SOURCE",
+              help="walb-tools to compile: a git URL, or a local checkout or unpacked "
+                   "tarball (no .git needed). Default: $WALBCTR_SOURCE, else upstream, "
+                   "pinned.")
+@click.option("--ref", metavar="REF",
+              help="Commit, tag or branch to fetch with a URL source. Default: the pinned "
+                   "v1.0.19 commit d7295d2.")
+@click.option("--base-image", metavar="IMAGE",
+              help="Base for both stages instead of debian:bookworm-slim (or walbctr's own "
+                   "bases when that cannot be had).")
+@click.option("--all-tools", is_flag=True,
+              help="Build all of walb-tools' ~50 tools (make build), not just the servers "
+                   "and clients (make core).")
+@click.option("-t", "--tag", "tags", multiple=True, metavar="TAG",
+              help="An extra tag for the image (repeatable).")
+@click.option("--no-cache", is_flag=True, help="Rebuild every step.")
+@click.option("--no-pull", is_flag=True, help="Never try to pull a base image.")
+@click.option("--plain", is_flag=True, help="Plain build log lines (for CI logs).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress; only the result or error.")
+@friendly
+def build(source: str | None, ref: str | None, base_image: str | None, all_tools: bool,
+          tags: tuple[str, ...], no_cache: bool, no_pull: bool, plain: bool,
+          quiet: bool) -> None:
+    """Build the walb-tools image that layouts run.
+
+    Compiles walb-tools (make core DISABLE_COMMIT_ID=1) in a builder stage and copies the
+    stripped executables into a runtime stage with the libraries and the LVM, dmsetup and
+    util-linux tools walb calls at fixed paths. The tag encodes the walb-tools version and
+    revision, e.g. walbctr/walb-tools:1.0.19-d7295d2, the layouts' default image.
+
+    \b
+    Without a registry: when debian:bookworm-slim is absent and cannot be pulled, the
+    build creates its own bases from Debian packages (mmdebstrap + docker import, once,
+    under a minute each; see 'walbctr base'); then it needs no download at all.
+
+    \b
+    Examples:
+      walbctr build                                  upstream v1.0.19, pinned
+      walbctr build --source ~/src/walb-tools        a local tree
+      walbctr build --source URL --ref v1.0.18       another revision
+    """
+    from walbctr.errors import warn
+    from walbctr.image.build import build as run_build
+    from walbctr.image.build import human_size
+
+    mode = _progress_mode(plain, quiet)
+    echo = (lambda _text: None) if mode == "quiet" else warn
+    built = run_build(source=source, ref=ref, base_image=base_image,
+                      target="build" if all_tools else "core", extra_tags=tags,
+                      no_cache=no_cache, pull=not no_pull, progress=mode, echo=echo)
+    click.echo(f"{built.tag} {built.image_id} {human_size(built.size)} "
+               f"(built in {built.seconds:.1f} s)")
+    if built.keeper_tag:
+        click.echo(f"{built.keeper_tag} (the keeper, for layouts with a monitor block)")
+
+
+@main.command()
+@click.option("--force", is_flag=True, help="Recreate the bases even if present.")
+@click.option("--plain", is_flag=True, help="Show mmdebstrap's output.")
+@friendly
+def base(force: bool, plain: bool) -> None:
+    """Create walbctr's base images from Debian packages, without a registry.
+
+    \b
+    walbctr/base:bookworm-runtime  Debian minbase + what walb-tools loads and calls
+    walbctr/base:bookworm-build    Debian minbase + compiler and headers
+
+    mmdebstrap builds each root filesystem from Debian's package archive (no image
+    registry involved) and 'docker import' loads it. 'walbctr build' does this by
+    itself when it needs to. For a site with no network at all: run this where Debian
+    packages can be reached, then 'docker save' the two images and 'docker load' them
+    there.
+    """
+    from walbctr.docker.engine import Engine
+    from walbctr.errors import warn
+    from walbctr.image.build import ensure_bases
+    from walbctr.image.recipe import recipe_dir
+
+    engine = Engine()
+    engine.api  # noqa: B018 (fail early when the engine is unreachable)
+    dockerfile = (recipe_dir() / "Dockerfile").read_text()
+    for tag in ensure_bases(engine, dockerfile, warn, plain, force=force):
+        image = engine.api.images.get(tag)
+        click.echo(f"{tag} {image.id} {int(image.attrs.get('Size', 0)) / 1e6:.1f} MB")
+
+
+# --- running the group --------------------------------------------------------------------
+
+
+def _split_layout(args: tuple[str, ...]) -> tuple[str, list[str]]:
+    """[LAYOUT] REST...: the first argument is the layout when it names a YAML file."""
+    if args and (args[0].endswith((".yaml", ".yml")) or Path(args[0]).is_file()):
+        return args[0], list(args[1:])
+    return DEFAULT_LAYOUT, list(args)
+
+
+host_option = click.option("--host", "host", metavar="HOST",
+                           help="Only the servers on this host.")
+plain_option = click.option("--plain", is_flag=True,
+                            help="One line per state change instead of a live table (CI).")
+quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print only the result.")
+
+
+def gate_options(func: F) -> F:
+    """The options `upgrade` and `restart` share: how many at once, and the gates."""
+    for option in reversed((
+        click.option("--parallel-per-tier", type=click.IntRange(1), default=1,
+                     show_default=True, metavar="N",
+                     help="Servers of one tier replaced at the same time."),
+        click.option("--gate-timeout", type=click.FloatRange(0), default=600,
+                     show_default=True, metavar="SECONDS",
+                     help="How long to wait for an archive's running action before "
+                          "stopping the run."),
+        click.option("--force", is_flag=True,
+                     help="Do not wait for archive actions (a graceful shutdown still waits "
+                          "until the stop_grace_period), go on despite an overflow or send "
+                          "error, accept changed volume states."))):
+        func = option(func)
+    return func
+
+
+@main.command()
+@layout_argument
+@host_option
+@click.option("--timeout", type=click.IntRange(1), metavar="SECONDS",
+              help="Seconds each server may take to answer walbc. Default: its "
+                   "start_period (archive 600, proxy 60, storage 120; set in the layout).")
+@click.option("--push", "push_image", is_flag=True,
+              help="Copy the image to hosts that lack it first (see 'walbctr push').")
+@click.option("--build", "build_image", is_flag=True,
+              help="Build the image first if this machine lacks it (without asking).")
+@click.option("--source", metavar="URL|DIR", envvar="WALBCTR_SOURCE",
+              help="With a build: the walb-tools to compile (see 'walbctr build'). "
+                   "Default: $WALBCTR_SOURCE, else upstream v1.0.19, pinned.")
+@click.option("--yes", is_flag=True,
+              help="Recreate servers whose image alone changed without asking (see "
+                   "'walbctr upgrade', the safe way to change the image).")
+@plain_option
+@quiet_option
+@friendly
+def up(layout: str, host: str | None, timeout: int | None, push_image: bool, build_image: bool,
+       source: str | None, yes: bool, plain: bool, quiet: bool) -> None:
+    """Bring the group up: archives, then proxies, then storages, healthy.
+
+    Validates and renders LAYOUT, checks every host first (engine, image, ports), then
+    applies each host's compose file in tiers across all hosts: every archive answers
+    walbc before any proxy starts, every proxy before any storage starts (walbctr asks
+    each started server itself, several times a second). Running it again with an
+    unchanged layout changes nothing; a changed server is recreated alone; a restart
+    policy that an interrupted down or restart left lifted is put back.
+
+    If a tier fails, the error names the server, its host, the exit status and log lines
+    of the run that failed, and how often it was restarted; later tiers are not started
+    and what started is left running for inspection.
+
+    \b
+    On this machine's engine, a missing image is built (on a terminal after asking;
+    with --build without), and an archive with lab_vg_size gets its VG on a loop file.
+    """
+    from walbctr.commands.bootstrap import build_command, next_steps, prepare
+    from walbctr.commands.deploy import ImageChangeError, ImageMissingError
+    from walbctr.commands.deploy import up as run_up
+    from walbctr.errors import warn
+
+    lay = load(layout)
+    mode = _progress_mode(plain, quiet)
+    if push_image:
+        _push(lay, host, quiet)
+    prepare(lay, lay.select_hosts(host), build=build_image, source=source,
+            confirm=lambda q: sys.stdin.isatty() and click.confirm(q, default=True, err=True),
+            command=build_command(layout, source, host), progress=mode,
+            echo=(lambda _t: None) if quiet else warn)
+    try:
+        done = run_up(lay, only_host=host, timeout=timeout, mode=mode,
+                      allow_image_change=yes)
+    except ImageChangeError as err:
+        if not sys.stdin.isatty() or not click.confirm(
+                f"{err}\nrecreate them with 'walbctr up' anyway?", default=False, err=True):
+            raise
+        done = run_up(lay, only_host=host, timeout=timeout, mode=mode,
+                      allow_image_change=True)
+    except ImageMissingError as err:
+        if push_image or not err.remote or not sys.stdin.isatty() or not click.confirm(
+                f"{err.message}\ncopy it from this machine now?", err=True):
+            raise
+        _push(lay, host, quiet)
+        done = run_up(lay, only_host=host, timeout=timeout, mode=mode,
+                      allow_image_change=yes)
+    total = sum(len(ids) for ids in (done.created, done.recreated, done.restarted,
+                                     done.started, done.unchanged))
+    if done.repaired:
+        click.echo(f"restored the restart policy of {', '.join(done.repaired)} (an "
+                   "interrupted down or restart had lifted it)", err=True)
+    if not (done.created or done.recreated or done.restarted or done.started):
+        click.echo(f"group {lay.group}: {total} servers healthy, nothing to change "
+                   f"({done.seconds:.1f} s)")
+        return
+    parts = [f"{len(v)} {k}" for k, v in (("created", done.created),
+                                         ("recreated", done.recreated),
+                                         ("restarted", done.restarted),
+                                         ("started", done.started),
+                                         ("unchanged", done.unchanged)) if v]
+    click.echo(f"group {lay.group}: {total} servers healthy ({', '.join(parts)}) in "
+               f"{done.seconds:.1f} s")
+    if done.created and not quiet:
+        click.echo(next_steps(lay, layout))
+
+
+@main.command()
+@click.argument("args", nargs=-1, metavar="[LAYOUT] [ID]...")
+@host_option
+@click.option("--purge-lab", is_flag=True,
+              help="Also remove the lab VGs walbctr made for the layout's archives "
+                   "(lab_vg_size): VG, loop device and file. Never a VG it did not make.")
+@plain_option
+@quiet_option
+@friendly
+def down(args: tuple[str, ...], host: str | None, purge_lab: bool, plain: bool,
+         quiet: bool) -> None:
+    """Stop and remove the group's containers (or only the servers ID...).
+
+    Storages stop first, then proxies, then archives; each gets 'walbc shutdown
+    graceful', then SIGTERM after its stop_grace_period. Base dirs, log files and LVM
+    volumes are never removed: 'walbctr up' later finds them as they were. With
+    --purge-lab, the lab VGs walbctr made (lab_vg_size) go too, and only those.
+    """
+    from walbctr.commands.deploy import down as run_down
+    from walbctr.commands.lab import plan_purge, purge
+
+    layout, ids = _split_layout(args)
+    lay = load(layout)
+    if purge_lab and (ids or host):
+        raise click.UsageError("--purge-lab takes the whole group down: give no ids or --host")
+    plan = plan_purge(lay) if purge_lab else None  # refuses before anything stops
+    mode = _progress_mode(plain, quiet)
+    removed = run_down(lay, ids or None, only_host=host, mode=mode)
+    kept = ", ".join(sorted({s.base_dir for s in lay.servers if s.id in removed})) or "-"
+    click.echo(f"group {lay.group}: removed {len(removed)} containers; data kept in {kept}")
+    for line in purge(lay, plan) if plan is not None else []:
+        click.echo(line)
+
+
+@main.command()
+@click.argument("args", nargs=-1, metavar="[LAYOUT] [ID]...")
+@host_option
+@click.option("--timeout", type=click.IntRange(1), metavar="SECONDS",
+              help="Seconds each server may take to answer walbc again. Default: its "
+                   "start_period.")
+@gate_options
+@plain_option
+@quiet_option
+@friendly
+def restart(args: tuple[str, ...], host: str | None, timeout: int | None,
+            parallel_per_tier: int, gate_timeout: float, force: bool, plain: bool,
+            quiet: bool) -> None:
+    """Rolling restart of servers (all, or ID...), with walb's gates and kicks.
+
+    One server at a time (--parallel-per-tier N for more), archives, then proxies, then
+    storages, each answering walbc before the next, with the gates and follow-ups of
+    'walbctr upgrade' (see 'walbctr upgrade --help'): an archive's running
+    merge/apply/restore/replication/resize is waited for, an overflow or a wdiff send
+    error refuses (--force goes on), volume states are checked after, and the proxies
+    (after an archive) and storages (after a proxy) are kicked. Every stop is 'walbc
+    shutdown graceful'.
+    """
+    from walbctr.commands.upgrade import Options, rolling_restart, summary
+
+    layout, ids = _split_layout(args)
+    lay = load(layout)
+    mode = _progress_mode(plain, quiet)
+    options = Options(parallel=parallel_per_tier, gate_timeout=gate_timeout, force=force,
+                      timeout=timeout)
+    done = rolling_restart(lay, ids or None, only_host=host, options=options, mode=mode)
+    for line in summary(done, lay):
+        click.echo(line)
+
+
+@main.command()
+@layout_argument
+@click.option("--image", metavar="IMAGE",
+              help="The image to upgrade to; it must be the one LAYOUT names (edit 'image:' "
+                   "in LAYOUT first). Default: LAYOUT's image.")
+@click.option("--resume", is_flag=True,
+              help="Finish the last upgrade, interrupted or stopped by a gate.")
+@click.option("--rollback", is_flag=True,
+              help="Return every server the last upgrade touched to the image it ran before "
+                   "(storages first), with the same gates.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--timeout", type=click.IntRange(1), metavar="SECONDS",
+              help="Seconds each server may take to answer walbc after its start. Default: "
+                   "its start_period.")
+@gate_options
+@plain_option
+@quiet_option
+@friendly
+def upgrade(layout: str, image: str | None, resume: bool, rollback: bool, dry_run: bool,
+            timeout: int | None, parallel_per_tier: int, gate_timeout: float, force: bool,
+            plain: bool, quiet: bool) -> None:
+    """Upgrade the group's servers to a new image, one at a time, with walb's gates.
+
+    \b
+    First set 'image: NEW' in LAYOUT (the layout says what runs), then:
+      walbctr upgrade LAYOUT --dry-run      the plan
+      walbctr upgrade LAYOUT                do it
+      walbctr upgrade LAYOUT --resume       finish an interrupted or stopped upgrade
+      walbctr upgrade LAYOUT --rollback     back to the image each server ran before
+
+    Archives, then proxies, then storages; each server is recreated on the new image
+    ('walbc shutdown graceful', then compose up of that service alone) and must answer
+    walbc before the next. Before a stop: an archive must run no Merge, Apply, Restore,
+    ReplSyncAsClient or Resize (waits up to --gate-timeout), a storage no overflowed
+    volume, a proxy no wdiff send error (--force goes on). After a start: every volume in
+    the state it had (a proxy volume that was Stopped is stopped again: walb-proxy starts
+    them all). Then walb's follow-ups: the proxies are kicked after an archive, the
+    storages after a proxy. The plan and progress are kept in walbctr's state dir; a
+    server failing a gate stops the upgrade, and the message says what to run next.
+    """
+    from walbctr.commands.upgrade import Options, summary
+    from walbctr.commands.upgrade import upgrade as run_upgrade
+    from walbctr.errors import warn
+
+    if resume and rollback:
+        raise click.UsageError("give --resume or --rollback, not both")
+    lay = load(layout)
+    options = Options(parallel=parallel_per_tier, gate_timeout=gate_timeout, force=force,
+                      timeout=timeout)
+    done = run_upgrade(lay, image, resume=resume, rollback=rollback, dry_run=dry_run,
+                       options=options, mode=_progress_mode(plain, quiet),
+                       echo=click.echo)
+    if dry_run:
+        return
+    for line in summary(done, lay):
+        click.echo(line)
+    for note in done.notes if not quiet else []:
+        warn(f"note: {note}")
+
+
+@main.command("status")
+@layout_argument
+@host_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--volumes", is_flag=True,
+              help="One row per (server, volume): walb state, overflow, send errors, backup "
+                   "lag, running actions, snapshots, and problems with walb's remedy.")
+@click.option("--lag-threshold", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="With --volumes: backup lag (ts-delta) that counts as a problem. Default: "
+                   "the monitor block's lag_threshold, else 600.")
+@friendly
+def status(layout: str, host: str | None, as_json: bool, volumes: bool,
+           lag_threshold: float | None) -> None:
+    """One row per server: state, health, restarts, last exit, image, walb version, uptime.
+
+    A host whose engine cannot be reached shows its servers as 'unknown' instead of
+    failing the whole command. RESTARTS counts the restart policy's restarts; a server
+    that restarted or stopped gets the exit status and last log line of its last run (a
+    crash loop at a glance). DRIFT marks a container whose configuration or restart policy
+    differs from the layout's ('walbctr up' fixes it). HEALTH is Docker's health check;
+    until Docker has run it after a start, a run walbctr saw answer while starting it
+    counts as healthy, and any other is asked the same probe.
+    Exit status 1 when any server is not running and healthy.
+
+    With --volumes: one walbc batch per server (all at once), one row per volume; a
+    server that cannot be asked shows 'unknown'. Exit status 1 when any volume has a
+    problem to act on or any server's volumes are unknown.
+    """
+    from walbctr.commands.status import format_duration, rows_json, status_rows
+
+    lay = load(layout)
+    if volumes:
+        _volume_status(lay, host, as_json, lag_threshold)
+        return
+    rows = status_rows(lay, host)
+    if as_json:
+        click.echo(rows_json(rows), nl=False)
+    else:
+        from walbctr.render.columns import columns
+
+        cells = []
+        for r in rows:
+            state = r.state + (" (host unreachable)" if r.state == "unknown" else
+                               " (not in the layout)" if r.role == "?" else "")
+            cells.append((r.id, r.role, r.host, r.endpoint, state, r.health,
+                          str(r.restarts) if r.restarts else "",
+                          "" if r.last_exit is None else str(r.last_exit), r.image,
+                          r.walb_version, format_duration(r.uptime_s), "yes" if r.drift else ""))
+        click.echo(columns(("ID", "ROLE", "HOST", "ADDRESS", "STATE", "HEALTH", "RESTARTS",
+                            "LAST EXIT", "IMAGE", "WALB", "UPTIME", "DRIFT"), cells), nl=False)
+        for note in dict.fromkeys(r.note for r in rows if r.note):
+            click.echo(note, err=True)
+    if not all(r.state == "running" and r.health == "healthy" for r in rows):
+        sys.exit(1)
+
+
+main.add_command(status, "ps")
+
+
+def _volume_status(lay: Layout, host: str | None, as_json: bool,
+                   lag_threshold: float | None) -> None:
+    from walbctr.commands import volume_table as vs
+
+    rows = vs.volume_rows(lay, host, vs.lag_threshold(lay, lag_threshold))
+    if as_json:
+        click.echo(vs.rows_json(rows), nl=False)
+    else:
+        from walbctr.render.columns import columns
+
+        cells = [vs.table_cells(r) for r in rows]
+        shown = [c for c in vs.table_cells(vs.VolumeRow("", "", "", "", "")) if
+                 c in ("SERVER", "ROLE", "VOLUME", "STATE", "PROBLEM") or
+                 any(cell[c] for cell in cells)]
+        click.echo(columns(shown, [[cell[c] for c in shown] for cell in cells]), nl=False)
+        for line in vs.problem_lines(rows):
+            click.echo(line, err=True)
+    if any(r.needs_attention for r in rows):
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("args", nargs=-1, required=True, metavar="[LAYOUT] ID")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("-n", "--tail", type=click.IntRange(0), help="Only the last N lines.")
+@friendly
+def logs(args: tuple[str, ...], follow: bool, tail: int | None) -> None:
+    """Print a server's log: the container log, or its log_path file on its host."""
+    from walbctr.docker.logs import stream_logs
+
+    layout, rest = _split_layout(args)
+    if len(rest) != 1:
+        raise click.UsageError("give one server id")
+    with contextlib.suppress(BrokenPipeError):
+        for chunk in stream_logs(load(layout), rest[0], follow, tail):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, required=True, type=click.UNPROCESSED,
+                metavar="[LAYOUT] ID ARGS...")
+@friendly
+def walbc(args: tuple[str, ...]) -> None:
+    """Run walbc against server ID, e.g. 'walbctr walbc layout.yaml s0 status'.
+
+    walbc runs inside ID's container, so addresses resolve as the servers see them; its
+    output and exit status pass through. '-a' and '-p' are filled in; put other walbc
+    options (-to, -retry, -id) before the command, as walbc wants them.
+    """
+    from walbctr.commands.exec import walbc as run_walbc
+
+    layout, rest = _split_layout(args)
+    if len(rest) < 2:
+        raise click.UsageError("give a server id and a walbc command, e.g. 's0 status'")
+    sys.exit(run_walbc(load(layout), rest[0], rest[1:]))
+
+
+@main.command("exec", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, required=True, type=click.UNPROCESSED,
+                metavar="[LAYOUT] ID -- CMD...")
+@friendly
+def exec_(args: tuple[str, ...]) -> None:
+    """Run CMD in server ID's running container (e.g. -- lvs, -- wdevc list)."""
+    from walbctr.commands.exec import exec_argv, replace_process
+
+    layout, rest = _split_layout(args)
+    if "--" in rest:
+        cut = rest.index("--")
+        rest = rest[:cut] + rest[cut + 1:]
+    if len(rest) < 2:
+        raise click.UsageError("give a server id and a command: ID -- CMD...")
+    argv, env = exec_argv(load(layout), rest[0], rest[1:], interactive=True)
+    replace_process(argv, env)
+
+
+@main.command()
+@click.argument("args", nargs=-1, required=True, metavar="[LAYOUT] ID")
+@friendly
+def shell(args: tuple[str, ...]) -> None:
+    """An interactive shell in server ID's running container."""
+    from walbctr.commands.exec import exec_argv, replace_process
+
+    layout, rest = _split_layout(args)
+    if len(rest) != 1:
+        raise click.UsageError("give one server id")
+    argv, env = exec_argv(load(layout), rest[0], ["bash"], interactive=True)
+    replace_process(argv, env)
+
+
+@main.command("check-host")
+@layout_argument
+@host_option
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable output: a list of {host, check, result, detail}.")
+@friendly
+def check_host(layout: str, host: str | None, as_json: bool) -> None:
+    """Check hosts before deploying; report every result together.
+
+    \b
+    Per host: engine reachable and its version; the image present; privileged
+    containers allowed (where servers need them); for archives, the VG (and thin pool)
+    as the archive's own vgs sees it; for storages, /dev/walb/control (the walb driver;
+    a warning), the WalB device of every volume in the base dir (without it the storage
+    exits at start: a failure) and the kernel against walb-driver's supported range;
+    base dirs and log dirs writable; ports free. Changes nothing on any host.
+    Exit status 1 when any check fails (warnings do not fail).
+    """
+    from walbctr.commands.checkhost import FAIL, check_hosts
+
+    checks = check_hosts(load(layout), host)
+    if as_json:
+        import json
+
+        click.echo(json.dumps([{"host": c.host, "check": c.name, "result": c.result,
+                                "detail": c.detail} for c in checks], indent=1))
+        sys.exit(1 if any(c.result == FAIL for c in checks) else 0)
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(box=None, padding=(0, 2), show_edge=False)
+    for col in ("HOST", "CHECK", "RESULT", "DETAIL"):
+        table.add_column(col)
+    style = {"ok": "green", "warn": "yellow", "FAIL": "bold red"}
+    for c in checks:
+        # Layout values and tool output (lvs shows hidden LVs as [name]) are not markup.
+        table.add_row(escape(c.host), escape(c.name), f"[{style[c.result]}]{c.result}[/]",
+                      escape(c.detail))
+    Console(width=200).print(table)
+    if any(c.result == FAIL for c in checks):
+        sys.exit(1)
+
+
+@main.command()
+@layout_argument
+@host_option
+@quiet_option
+@friendly
+def push(layout: str, host: str | None, quiet: bool) -> None:
+    """Copy the layout's image to every host's engine, without a registry.
+
+    Streams 'docker save' from this machine's engine into 'docker load' on each host's
+    engine, all hosts at once; a host that already has the same image id is skipped, and
+    the id is checked on arrival. 'walbctr up --push' does this before starting.
+    """
+    lay = load(layout)
+    pushed = _push(lay, host, quiet)
+    for p in sorted(pushed, key=lambda p: p.host):
+        hosts = ", ".join(p.hosts)
+        image = p.image or lay.image
+        if p.skipped:
+            click.echo(f"{hosts}: already has {image} ({p.seconds:.2f} s)")
+        else:
+            click.echo(f"{hosts}: loaded {image}, {p.megabytes:.1f} MB in "
+                       f"{p.seconds:.1f} s")
+
+
+def _push(lay: Layout, host: str | None, quiet: bool) -> list[Any]:
+    from walbctr.image.push import push as run_push
+
+    if quiet or not sys.stderr.isatty():
+        return run_push(lay, host, lambda _h, _s, _e: None)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
+
+    with Progress("[bold]{task.description}", BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), transient=False) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(h: str, sent: int, expected: int) -> None:
+            if h not in tasks:
+                tasks[h] = bar.add_task(h, total=expected or None)
+            bar.update(tasks[h], completed=sent)
+
+        return run_push(lay, host, progress)

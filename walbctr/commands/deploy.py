@@ -1,0 +1,651 @@
+"""`walbctr up` and `down`: a layout applied per host through Compose v2, in tiers across
+hosts, with every server's health watched through the Engine API; and the building blocks
+that stop and start one server (the rolling `restart` and `upgrade` are in upgrade.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from docker.errors import APIError, NotFound
+
+from walbctr.commands import keeper_container as keeper_service
+from walbctr.display import ServerBoard
+from walbctr.docker.compose_files import write_compose_files
+from walbctr.docker.containers import (
+    RESTART_POLICY,
+    Observed,
+    answers,
+    answers_many,
+    inspect,
+    list_group,
+)
+from walbctr.docker.engine import require_compose
+from walbctr.docker.fleet import Fleet
+from walbctr.docker.logs import failed_run, log_tail
+from walbctr.docker.state import GroupLock, record_ready, seen_ready
+from walbctr.docker.throwaway import busy_ports
+from walbctr.errors import WalbctrError, explain, warn
+from walbctr.layout.server import Role, Server
+from walbctr.layout.tiers import start_tiers, stop_tiers, storages_pointing_at
+from walbctr.render.compose import LABEL, desired_hashes, network_name, project_name
+from walbctr.walb.readiness import POLL_S
+
+if TYPE_CHECKING:
+    from docker.models.networks import Network
+
+    from walbctr.display import ProgressMode
+    from walbctr.docker.engine import Engine
+    from walbctr.layout.spec import Layout
+
+# How often a stop is checked on: a graceful walb shutdown takes about 2 s when idle.
+STOP_POLL_S = 0.25
+POLICY_TRIES = 12
+
+
+@dataclass
+class Outcome:
+    created: list[str] = field(default_factory=list)
+    recreated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    restarted: list[str] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)  # its stopped container started again
+    repaired: list[str] = field(default_factory=list)  # restart policy put back
+    seconds: float = 0.0
+
+
+class ImageMissingError(WalbctrError):
+    """The layout's image is missing on some hosts (and nothing else is wrong)."""
+
+    remote = True  # False when only the local engine lacks it: pushing cannot help
+
+
+def preflight(layout: Layout, fleet: Fleet, observed: dict[str, Observed]) -> None:
+    """Everything that can be known before a container starts, checked on every host."""
+    problems: list[str] = []
+    missing: list[str] = []
+
+    def check(host: str) -> list[str]:
+        engine = fleet.engines[host]
+        found: list[str] = []
+        if engine.image_or_none(layout.image) is None:
+            missing.append(host)
+            return found
+        waiting = [s for s in layout.servers_on(host)
+                   if s.id not in observed or observed[s.id].status != "running"]
+        if layout.network_mode == "host":
+            for s in busy_ports(engine, layout, waiting):
+                found.append(f"host {host}: port {s.port} of {s.id} is already in use by "
+                             "another program; stop it, or give the server another port")
+        else:
+            published = [s for s in waiting if s.publish is not None]
+            for s in busy_ports(engine, layout, published):
+                found.append(f"host {host}: port {s.port} that {s.id} publishes is already "
+                             "in use; stop that program, or publish another port")
+        return found
+
+    for host, result in fleet.each(fleet.hosts, check).items():
+        if isinstance(result, WalbctrError):
+            problems.append(result.message + (f" ({result.fix})" if result.fix else ""))
+        elif isinstance(result, Exception):
+            problems.append(f"host {host}: {explain(result)}")
+        else:
+            problems += result
+    missing.sort(key=fleet.hosts.index)  # threads finish in any order; report in order
+    if missing and not problems:
+        local = all(layout.hosts[h].engine is None for h in missing)
+        err = ImageMissingError(
+            f"image {layout.image} is not on the engine of {', '.join(missing)}; nothing "
+            "was started",
+            "build it on this machine with 'walbctr build' (or 'walbctr build --source "
+            "DIR' from a copy of walb-tools)" if local else
+            "copy it there with 'walbctr push' (or 'walbctr up --push'), or build it on "
+            "this machine first with 'walbctr build'")
+        err.remote = not local
+        raise err
+    problems += [f"host {h}: image {layout.image} is not on its engine ('walbctr push' "
+                 "copies it)" for h in missing]
+    if problems:
+        raise WalbctrError("nothing was started:\n  " + "\n  ".join(problems))
+
+
+def ensure_network(layout: Layout, engine: Engine) -> None:
+    name = network_name(layout)
+    if find_network(engine, name) is None:
+        engine.api.networks.create(name, driver="bridge",
+                                   labels={f"{LABEL}.group": layout.group})
+
+
+def find_network(engine: Engine, name: str) -> Network | None:
+    """The network called exactly `name`: the engine's name filter also matches longer
+    names, so group `lab` would otherwise take group `lab2`'s network for its own."""
+    return next((n for n in engine.api.networks.list(names=[name]) if n.name == name), None)
+
+
+# --- up -----------------------------------------------------------------------------------
+
+
+def up(layout: Layout, *, only_host: str | None, timeout: float | None,
+       mode: ProgressMode, allow_image_change: bool = False) -> Outcome:
+    """Apply the layout in tiers; `timeout` overrides each server's start_period."""
+    started = time.monotonic()
+    fleet = Fleet(layout, only_host)
+    with GroupLock(layout.group, "up"):
+        before = fleet.observe()
+        for sid in sorted(set(before) - {s.id for s in layout.servers}):
+            warn(f"warning: {sid} ({before[sid].name}) still runs but is no longer in "
+                 f"{layout.source}; 'walbctr down {layout.source}' removes it with the "
+                 "group (its data stays)")
+        old = fleet.old_engines()
+        wanted = desired_hashes(layout, fleet.hosts, old)
+        servers = [s for s in layout.servers if s.host in fleet.hosts]
+        outcome = Outcome()
+        outcome.repaired = _restore_policies(fleet, servers, before)
+        if _all_current(fleet, layout, servers, before, wanted) and \
+                keeper_service.current(layout, fleet):
+            outcome.unchanged = [s.id for s in servers]
+            outcome.seconds = time.monotonic() - started
+            return outcome
+        if not allow_image_change:
+            _refuse_image_only_change(layout, fleet, servers, before, wanted, old)
+        require_compose()
+        preflight(layout, fleet, before)
+        no_keeper = keeper_service.missing_image(layout, fleet)
+        if no_keeper:
+            raise WalbctrError(f"nothing was started:\n  {no_keeper}")
+
+        paths = write_compose_files(layout, fleet.hosts, old)
+        if layout.network_mode == "bridge":
+            ensure_network(layout, fleet.engines[fleet.hosts[0]])
+        rows = [(s.id, s.role.value, s.host) for s in servers]
+        with ServerBoard(rows, mode) as board:
+            for role, by_host in start_tiers(layout, [s.id for s in servers]):
+                _start_tier(layout, fleet, paths, role, by_host, before, outcome, board,
+                            timeout)
+            if layout.network_mode == "bridge":
+                _restart_stale_storages(layout, fleet, outcome, board, timeout)
+        keeper_service.start(layout, fleet, paths)  # last: it kicks what is up
+        outcome.seconds = time.monotonic() - started
+        return outcome
+
+
+class ImageChangeError(WalbctrError):
+    """`up` would replace running servers whose only difference is their image."""
+
+
+def _refuse_image_only_change(layout: Layout, fleet: Fleet, servers: list[Server],
+                              before: dict[str, Observed], wanted: dict[str, str],
+                              old: frozenset[str]) -> None:
+    """An image change is an upgrade: `walbctr upgrade` has the gates, kicks and rollback
+    that recreating every tier at once has not."""
+    changed: dict[str, str] = {}
+    new_ids: dict[str, str | None] = {}
+    for s in servers:
+        obs = before.get(s.id)
+        if obs is None or obs.status != "running":
+            continue
+        if s.host not in new_ids:
+            image = fleet.engines[s.host].image_or_none(layout.image)
+            new_ids[s.host] = image.id if image is not None else None
+        if obs.config_hash == wanted[s.id]:
+            if new_ids[s.host] is not None and obs.image_id != new_ids[s.host]:
+                changed[s.id] = f"{obs.image} (rebuilt)"
+            continue
+        if obs.image == layout.image:
+            continue
+        was = dataclasses.replace(layout, spec=layout.spec.model_copy(
+            update={"image": obs.image}))
+        if desired_hashes(was, [s.host], old)[s.id] == obs.config_hash:
+            changed[s.id] = obs.image
+    if changed:
+        olds = ", ".join(dict.fromkeys(changed.values()))
+        raise ImageChangeError(
+            f"only the image changed for {', '.join(changed)} ({olds} -> {layout.image}): "
+            "'walbctr up' would recreate them tier by tier, without the upgrade's gates "
+            "(running archive actions, overflows, send errors), kicks or way back; nothing "
+            "was changed",
+            f"run 'walbctr upgrade {layout.source}' (the safe path: one server at a time, "
+            f"--rollback to go back), or 'walbctr up {layout.source} --yes' to recreate them "
+            "anyway")
+
+
+def _restore_policies(fleet: Fleet, servers: list[Server],
+                      before: dict[str, Observed]) -> list[str]:
+    """Put back the restart policy a `down` or `restart` lifted and did not restore."""
+    fixed = []
+    for s in servers:
+        obs = before.get(s.id)
+        if obs is not None and obs.policy_drift and obs.status != "removing":
+            _set_policy(fleet.engines[s.host], s, obs.container_id, RESTART_POLICY)
+            fixed.append(s.id)
+    return fixed
+
+
+def _all_current(fleet: Fleet, layout: Layout, servers: list[Server],
+                 before: dict[str, Observed], wanted: dict[str, str]) -> bool:
+    if not all(s.id in before and before[s.id].status == "running"
+               and before[s.id].health in ("healthy", "starting")
+               and before[s.id].config_hash == wanted[s.id] for s in servers):
+        return False
+    # Docker's health stays 'starting' until its first check, up to an interval after a
+    # start; such a server is current when it answers the same probe now.
+    seen = seen_ready(layout.group)
+    starting = {s.id: (s, before[s.id].container_id) for s in servers
+                if before[s.id].health == "starting"
+                and seen.get(s.id) != (before[s.id].container_id, before[s.id].started_at)}
+    if not all(ok is True for ok in _ask_ready(fleet, starting).values()):
+        return False
+    image_ids: dict[str, str | None] = {}
+    for s in servers:
+        key = fleet.layout.hosts[s.host].engine_key
+        if key not in image_ids:
+            image = fleet.engines[s.host].image_or_none(layout.image)
+            image_ids[key] = image.id if image is not None else None
+        if before[s.id].image_id != image_ids[key]:
+            return False
+    return True
+
+
+def _start_tier(layout: Layout, fleet: Fleet, paths: dict[str, Path], role: Role,
+                by_host: dict[str, tuple[Server, ...]], before: dict[str, Observed],
+                outcome: Outcome, board: ServerBoard, timeout: float | None) -> None:
+    """Start one tier on its hosts at once; compose recreates what its config hash says."""
+    for servers in by_host.values():
+        for s in servers:
+            board.begin(s.id)
+            board.set(s.id, "created")
+
+    def apply(host: str) -> None:
+        fleet.engines[host].compose_up(paths[host], project_name(layout, host),
+                                       [s.id for s in by_host[host]])
+
+    for host, result in fleet.each(by_host, apply).items():
+        if isinstance(result, Exception):
+            for s in by_host[host]:
+                board.set(s.id, "failed")
+            raise result
+    ids = [s.id for servers in by_host.values() for s in servers]
+    now = wait_ready(layout, fleet, role, by_host, before, board, timeout)
+    for sid in ids:
+        if sid not in before:
+            outcome.created.append(sid)
+        elif before[sid].container_id != now[sid].container_id:
+            outcome.recreated.append(sid)
+        elif before[sid].status != "running":
+            outcome.started.append(sid)  # stopped by hand, or by an interrupted down
+        else:
+            outcome.unchanged.append(sid)
+
+
+def wait_ready(layout: Layout, fleet: Fleet, role: Role,
+               by_host: dict[str, tuple[Server, ...]], before: dict[str, Observed],
+               board: ServerBoard, timeout: float | None) -> dict[str, Observed]:
+    """Wait until every server of the tier answers walbc; one that exits or restarts
+    (since `before`) fails the tier, and so does one silent past its start_period.
+
+    walbctr asks the servers itself (readiness.py) instead of waiting for Docker's health
+    check, whose interval is long: a tier moves on within a poll of being ready.
+    """
+    pending = {s.id: s for servers in by_host.values() for s in servers}
+    limit = {sid: timeout if timeout is not None else s.start_period
+             for sid, s in pending.items()}
+    started = time.monotonic()
+    done: dict[str, Observed] = {}
+    engines = {layout.hosts[h].engine_key: h for h in by_host}
+    while True:
+        listed = {}
+        for found in fleet.each(engines.values(), lambda h: list_group(
+                fleet.engines[h], layout.group)).values():
+            if isinstance(found, Exception):
+                raise found
+            listed.update(found)
+        failures: list[tuple[Server, Observed | None, str]] = []
+        running = [sid for sid in pending if sid in listed
+                   and listed[sid].status == "running"]
+        for sid, server in pending.items():
+            if sid in listed and listed[sid].status in ("exited", "dead", "restarting"):
+                obs = inspect(fleet.engines[server.host], listed[sid].container_id)
+                failures.append((server, obs, "exited"))
+        answered = _ask_ready(fleet, {sid: (pending[sid], listed[sid].container_id)
+                                      for sid in running})
+        for sid, ok in answered.items():
+            server = pending[sid]
+            if ok is not True:
+                board.set(sid, "starting")
+                continue
+            obs = inspect(fleet.engines[server.host], listed[sid].container_id)
+            same = sid in before and obs is not None and \
+                before[sid].container_id == obs.container_id
+            expected = before[sid].restart_count if same else 0
+            if obs is None or obs.restart_count > expected:
+                failures.append((server, obs, "exited"))
+                continue
+            if obs.policy_drift:
+                _set_policy(fleet.engines[server.host], server, obs.container_id,
+                            RESTART_POLICY)
+            board.set(sid, "healthy")
+            done[sid] = obs
+            del pending[sid]
+        if failures:
+            for server, _, _ in failures:
+                board.set(server.id, "failed")
+            raise tier_failure(layout, fleet, role, failures)
+        if not pending:
+            record_ready(layout.group, {sid: (o.container_id, o.started_at)
+                                        for sid, o in done.items()})
+            return done
+        waited = time.monotonic() - started
+        late = [(s, None, f"did not answer walbc within {limit[sid]:.0f} s "
+                 "(its start_period)") for sid, s in pending.items() if waited > limit[sid]]
+        if late:
+            for server, _, _ in late:
+                board.set(server.id, "failed")
+            raise tier_failure(layout, fleet, role, late)
+        board.tick()
+        time.sleep(POLL_S)
+
+
+def _ask_ready(fleet: Fleet, targets: dict[str, tuple[Server, str]]
+               ) -> dict[str, bool | Exception]:
+    """Probe every (server, container id) at once: one exec per engine, in one of the
+    servers' own containers, asking them all over the network they serve on (the group's
+    bridge network by their aliases, or the host's loopback in host mode); a lone server
+    is asked from inside its own container."""
+    layout = fleet.layout
+    per_engine: dict[str, dict[str, tuple[Server, str]]] = {}
+    for sid, (server, _) in targets.items():
+        per_engine.setdefault(layout.hosts[server.host].engine_key, {})[sid] = (
+            server, server.id if layout.network_mode == "bridge" else "127.0.0.1")
+
+    def ask(key: str) -> dict[str, bool]:
+        group = per_engine[key]
+        if len(group) == 1:
+            (sid, (server, _)), = group.items()
+            return {sid: answers(fleet.engines[server.host], targets[sid][1], server)}
+        first = next(iter(group))
+        return answers_many(fleet.engines[targets[first][0].host], targets[first][1], group)
+
+    results: dict[str, bool | Exception] = {}
+    for key, outcome in fleet.each(per_engine, ask).items():
+        if isinstance(outcome, Exception):
+            results.update(dict.fromkeys(per_engine[key], outcome))
+        else:
+            results.update(outcome)
+    return results
+
+
+def tier_failure(layout: Layout, fleet: Fleet, role: Role,
+                 failures: Sequence[tuple[Server, Observed | None, str]]) -> WalbctrError:
+    parts = []
+    for server, obs, why in failures:
+        engine = fleet.engines[server.host]
+        head = f"{server.id} ({server.role.value} on {server.host})"
+        try:
+            if why == "exited" and obs is not None:
+                run = failed_run(engine, layout, server, obs)
+                text = f"{head} {run.headline()}"
+                what = "last log lines of the run that failed" if run.bounded else \
+                    "last log lines"
+                tail = run.lines
+            else:
+                text = f"{head} {why}"
+                what = "last log lines"
+                tail = log_tail(engine, layout, server, 20)
+        except Exception as err:  # the report must not hide the failure it reports
+            text, what, tail = f"{head} {why}", "log", [f"(could not read it: {explain(err)})"]
+        if why.startswith("did not answer") and server.role is Role.ARCHIVE:
+            text += ("\n    an archive answers only after scanning its VG and recovering "
+                     "every volume: a large one may need a longer start_period")
+        text += f"\n    {what}:\n      " + "\n      ".join(tail or ["(empty)"])
+        parts.append(text)
+    later = " and ".join(r.section for r in role.later) or "nothing else"
+    later += " was" if not role.later else " were"
+    first = failures[0][0].id
+    source = layout.source
+    return WalbctrError(
+        f"the {role.value} tier failed:\n  " + "\n  ".join(parts)
+        + f"\n{later.capitalize()} not started; what did start is left running for "
+        "inspection.",
+        f"look with 'walbctr logs {source} {first}' and 'walbctr status {source}'; stop "
+        f"the group with 'walbctr down {source}'",
+    )
+
+
+def _restart_stale_storages(layout: Layout, fleet: Fleet, outcome: Outcome,
+                            board: ServerBoard, timeout: float | None) -> None:
+    """On a bridge network a recreated peer has a new address the storages never saw."""
+    moved = outcome.recreated
+    fresh = set(outcome.created) | set(outcome.recreated)
+    stale = [s for s in storages_pointing_at(layout, moved) if s.id not in fresh
+             and s.host in fleet.hosts]
+    if not stale:
+        return
+    seen = fleet.observe()
+    for s in stale:
+        engine = fleet.engines[s.host]
+        stop_container(engine, s, seen[s.id], board)
+        _start(engine, s, seen[s.id].container_id)
+        board.set(s.id, "starting")
+        outcome.restarted.append(s.id)
+        outcome.unchanged.remove(s.id)
+    by_host: dict[str, tuple[Server, ...]] = {}
+    for s in stale:
+        by_host[s.host] = (*by_host.get(s.host, ()), s)
+    wait_ready(layout, fleet, Role.STORAGE, by_host, fleet.observe(), board, timeout)
+
+
+# --- stopping, in any state ---------------------------------------------------------------
+
+
+def _api_error(server: Server, what: str, err: Exception) -> WalbctrError:
+    return WalbctrError(
+        f"host {server.host}: could not {what} {server.id}: {explain(err)}",
+        "run the command again (walbctr picks up where the container is now); if it "
+        "persists, look at the engine there ('docker ps -a', its daemon log)")
+
+
+def _set_policy(engine: Engine, server: Server, container_id: str, policy: str) -> None:
+    try:
+        engine.api.api.update_container(container_id, restart_policy={"Name": policy})
+    except NotFound:
+        pass
+    except APIError as err:
+        raise _api_error(server, f"set the restart policy ({policy}) of", err) from None
+
+
+def _start(engine: Engine, server: Server, container_id: str) -> None:
+    try:
+        engine.api.api.start(container_id)
+    except APIError as err:
+        raise _api_error(server, "start", err) from None
+    _set_policy(engine, server, container_id, RESTART_POLICY)
+
+
+def _lift_policy(engine: Engine, server: Server, container_id: str) -> None:
+    """Restart policy 'no'. An engine may refuse the update for a moment while the
+    container is between two runs of a crash loop (seen: 'unknown'), so try again."""
+    for attempt in range(POLICY_TRIES):
+        try:
+            _set_policy(engine, server, container_id, "no")
+            return
+        except WalbctrError:
+            if attempt == POLICY_TRIES - 1:
+                raise
+            time.sleep(STOP_POLL_S)
+
+
+def stop_container(engine: Engine, server: Server, obs: Observed, board: ServerBoard) -> None:
+    """Stop a server's container whatever state it is in, gracefully where it runs.
+
+    The restart policy is lifted first so that a server that exits on request stays
+    down; `walbc shutdown graceful` lets running work finish (SIGTERM is walb's forced
+    stop); a restarting container is stopped before it can come back. A container that
+    vanished meanwhile counts as stopped.
+    """
+    api = engine.api.api
+    cid = obs.container_id
+    board.begin(server.id)
+    board.set(server.id, "stopping")
+    _lift_policy(engine, server, cid)
+    deadline = time.monotonic() + server.stop_grace_period
+    asked = False
+    try:
+        while True:
+            now = inspect(engine, cid)
+            if now is None or now.status in ("exited", "dead", "created", "removing"):
+                break
+            if now.status == "paused":
+                api.unpause(cid)
+            elif now.status == "restarting":
+                api.stop(cid, timeout=10)  # nothing runs: this only cancels the restart
+            elif not asked:
+                asked = True
+                try:
+                    exec_id = api.exec_create(cid, ["walbc", "-a", "127.0.0.1", "-p",
+                                                    str(server.port), "-to", "10",
+                                                    "shutdown", "graceful"])["Id"]
+                    api.exec_start(exec_id)
+                except APIError:
+                    pass  # it is stopping already, or not listening: the stop below does it
+            elif time.monotonic() > deadline:
+                # The grace period is over: walb's forced stop. The image's entrypoint
+                # takes a first stop signal as a graceful request (one is under way) and a
+                # second as `shutdown force`: two different signals, as a repeated one may
+                # merge with the first in flight. Images without it force on either.
+                with contextlib.suppress(APIError):  # it may have exited meanwhile
+                    api.kill(cid, "SIGINT")
+                api.stop(cid, timeout=10)
+            time.sleep(STOP_POLL_S)
+    except NotFound:
+        pass
+    except APIError as err:
+        raise _api_error(server, "stop", err) from None
+    board.set(server.id, "stopped")
+
+
+def remove_container(engine: Engine, server: Server, container_id: str) -> None:
+    """Remove a stopped server's container; its data (base dir, logs, LVs) stays."""
+    api = engine.api.api
+    for _ in range(40):
+        try:
+            api.remove_container(container_id)
+            return
+        except NotFound:
+            return
+        except APIError as err:
+            text = explain(err)
+            if "already in progress" in text or "is restarting" in text or \
+                    "is running" in text or "Stop the container" in text:
+                # Another removal is under way, or the engine still finishes the stop.
+                time.sleep(STOP_POLL_S)
+                with contextlib.suppress(NotFound, APIError):
+                    api.stop(container_id, timeout=10)
+                continue
+            raise _api_error(server, "remove the container of", err) from None
+    raise WalbctrError(f"host {server.host}: the container of {server.id} could not be "
+                       "removed in 10 s", "run 'walbctr down' again")
+
+
+def stop_servers(layout: Layout, fleet: Fleet, ids: list[str] | None, mode: ProgressMode,
+                 observed: dict[str, Observed]) -> list[Server]:
+    """Stop the chosen servers in reverse tier order; return those that had containers."""
+    servers = [s for s in layout.servers if s.host in fleet.hosts
+               and (ids is None or s.id in ids) and s.id in observed]
+    rows = [(s.id, s.role.value, s.host) for s in reversed(servers)]
+    with ServerBoard(rows, mode) as board:
+        for _role, by_host in stop_tiers(layout, [s.id for s in servers]):
+            tier = [s for group in by_host.values() for s in group]
+            results = fleet.each([s.id for s in tier], lambda sid: stop_container(
+                fleet.engines[layout.server(sid).host], layout.server(sid), observed[sid],
+                board))
+            errors = [r for r in results.values() if isinstance(r, Exception)]
+            if errors:
+                raise errors[0]
+    return servers
+
+
+def down(layout: Layout, ids: list[str] | None, *, only_host: str | None,
+         mode: ProgressMode) -> list[str]:
+    fleet = Fleet(layout, only_host)
+    for sid in ids or []:
+        layout.server(sid)  # an unknown id is an error before anything stops
+    with GroupLock(layout.group, "down"):
+        observed = fleet.observe()
+        if ids is None:  # first, so that it does not report the servers' stops as outages
+            keeper_service.remove(layout, fleet)
+        stopped = stop_servers(layout, fleet, ids, mode, observed)
+        for s in stopped:
+            remove_container(fleet.engines[s.host], s, observed[s.id].container_id)
+        removed = [s.id for s in stopped]
+        whole = ids is None and only_host is None
+        if whole:
+            # Servers taken out of the layout since they were started go with the group;
+            # the image's stop shim turns Docker's stop into a graceful walb shutdown.
+            for engine, obs in fleet.orphans():
+                _remove_orphan(engine, obs)
+                removed.append(obs.server)
+        if whole and layout.network_mode == "bridge":
+            remove_network(fleet.engines[fleet.hosts[0]], network_name(layout))
+        return removed
+
+
+# How long `down` waits for the engine to release the endpoints of containers just removed.
+NETWORK_SETTLE_S = 3.0
+
+
+def remove_network(engine: Engine, name: str) -> None:
+    """Remove the group's bridge network once nothing is attached.
+
+    By the time this runs every server is down and removed, so a network that stays is
+    not worth failing `down` for: the next `up` reuses it. It can stay for two reasons, told
+    apart in the warning: someone else's container is attached to it, or the engine still
+    counts an endpoint that no container holds (moby/moby#42119, seen here on Docker 20.10
+    after a 32-server down; only a daemon restart clears it)."""
+    net = find_network(engine, name)
+    if net is None:
+        return
+    deadline = time.monotonic() + NETWORK_SETTLE_S
+    while True:
+        try:
+            net.reload()  # a listed network does not show what is attached
+            attached = sorted(c.get("Name", cid[:12])
+                              for cid, c in (net.attrs.get("Containers") or {}).items())
+            if not attached:
+                net.remove()
+                return
+        except NotFound:
+            return
+        except APIError as err:
+            if "active endpoints" not in str(err):
+                raise
+            attached = []
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(POLL_S)
+    if attached:
+        why = f"{', '.join(attached)} still attached to it"
+        fix = f"stop or disconnect those containers, then 'docker network rm {name}'"
+    else:
+        why = ("the engine still counts an endpoint on it that no container holds "
+               "(a Docker fault, moby/moby#42119)")
+        fix = "the next 'walbctr up' reuses it; a Docker daemon restart lets it be removed"
+    warn(f"warning: host {engine.label}: the servers are down, but the network {name} "
+         f"stays: {why}. It is harmless: {fix}.")
+
+
+def _remove_orphan(engine: Engine, obs: Observed) -> None:
+    api = engine.api.api
+    try:
+        api.update_container(obs.container_id, restart_policy={"Name": "no"})
+        api.stop(obs.container_id, timeout=120)
+        api.remove_container(obs.container_id)
+    except NotFound:
+        pass
+    except APIError as err:
+        raise WalbctrError(f"host {engine.label}: could not remove {obs.name} (no longer in "
+                           f"the layout): {explain(err)}", "run 'walbctr down' again") from None

@@ -1,0 +1,112 @@
+"""The keeper's container on its host: checked before `up`, started after the storages,
+removed first by `down`. Not a server: it carries the label io.walbctr.keeper instead of
+io.walbctr.group, so the server-level code (status table, tiers, orphans) never sees it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from walbctr.errors import WalbctrError
+from walbctr.layout.monitor import KEEPER_LABEL, KEEPER_SERVICE
+from walbctr.render.compose import LABEL, compose_project, project_name
+from walbctr.render.keeper_service import image_of, monitor_of
+
+if TYPE_CHECKING:
+    from walbctr.docker.engine import Engine
+    from walbctr.docker.fleet import Fleet
+    from walbctr.layout.spec import Layout
+
+SETTLE_S = 3.0  # a keeper that exits at once (a bad configuration) does so within this
+
+
+def _containers(engine: Engine, group: str) -> list[Any]:
+    return list(engine.api.containers.list(all=True, filters={"label": f"{KEEPER_LABEL}={group}"}))
+
+
+def missing_image(layout: Layout, fleet: Fleet) -> str | None:
+    """Why the keeper cannot start on its host (its image is not there), or None."""
+    m = monitor_of(layout)
+    if m is None or m.host not in fleet.hosts:
+        return None
+    image = image_of(layout)
+    if fleet.engines[m.host].image_or_none(image) is None:
+        return (f"host {m.host}: the keeper's image {image} is not on its engine ('walbctr "
+                "build' makes it with the walb-tools image, 'walbctr push' copies it there; "
+                "or set monitor.image)")
+    return None
+
+
+def _wanted_hash(layout: Layout, host: str) -> str:
+    svc = compose_project(layout, host)["services"][KEEPER_SERVICE]
+    return str(svc["labels"][f"{LABEL}.config-hash"])
+
+
+def current(layout: Layout, fleet: Fleet) -> bool:
+    """True when the keeper runs as the layout says (or there is none and none is wanted)."""
+    m = monitor_of(layout)
+    for host in fleet.hosts:
+        found = [c for c in _containers(fleet.engines[host], layout.group)
+                 if c.labels.get(f"{LABEL}.host") == host]
+        wanted = m is not None and m.host == host
+        if not wanted and found:
+            return False
+        if not wanted:
+            continue
+        image = fleet.engines[host].image_or_none(image_of(layout))
+        if (len(found) != 1 or found[0].status != "running" or image is None
+                or found[0].labels.get(f"{LABEL}.config-hash") != _wanted_hash(layout, host)
+                or found[0].attrs.get("Image") != image.id):
+            return False
+    return True
+
+
+def start(layout: Layout, fleet: Fleet, paths: dict[str, Path]) -> str | None:
+    """Bring the keeper up as the layout says (after every server is up); remove one the
+    layout no longer has. Returns what was done, for the report, or None."""
+    m = monitor_of(layout)
+    removed = remove(layout, fleet, keep_host=m.host if m is not None else None)
+    if m is None or m.host not in fleet.hosts:
+        return "keeper removed" if removed else None
+    engine = fleet.engines[m.host]
+    before = {c.id for c in _containers(engine, layout.group)}
+    engine.compose_up(paths[m.host], project_name(layout, m.host), [KEEPER_SERVICE])
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        found = _containers(engine, layout.group)
+        if not found:
+            raise WalbctrError(f"host {m.host}: the keeper's container did not appear")
+        c = found[0]
+        c.reload()
+        restarts = int(c.attrs.get("RestartCount", 0))
+        if c.status in ("exited", "dead") or restarts > 0 or c.status == "restarting":
+            tail = c.logs(tail=10).decode(errors="replace").strip().splitlines()
+            code = c.attrs["State"].get("ExitCode")
+            raise WalbctrError(
+                f"host {m.host}: the keeper exits at start"
+                + (f" (last exit code {code})" if code else "") + "; the servers are up. "
+                "Its last log lines:\n  " + "\n  ".join(tail or ["-"]),
+                f"see 'docker logs {c.name}'; fix the layout's monitor block and run "
+                "'walbctr up' again")
+        if time.monotonic() > deadline:
+            return "keeper unchanged" if c.id in before else "keeper started"
+        time.sleep(0.25)
+
+
+def remove(layout: Layout, fleet: Fleet, keep_host: str | None = None) -> list[str]:
+    """Stop and remove the group's keeper containers (except on `keep_host`)."""
+    removed = []
+    seen: set[str] = set()
+    for host in fleet.hosts:
+        for c in _containers(fleet.engines[host], layout.group):
+            where = c.labels.get(f"{LABEL}.host")
+            if c.id in seen or where == keep_host or where not in fleet.hosts:
+                continue
+            seen.add(c.id)
+            c.update(restart_policy={"Name": "no"})
+            c.stop(timeout=10)
+            c.remove()
+            removed.append(c.name)
+    return removed

@@ -1,0 +1,162 @@
+"""`walbctr status`: one row per server, read from each engine once."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+from walbctr.docker.containers import Observed, answers, group_containers
+from walbctr.docker.fleet import Fleet
+from walbctr.docker.logs import failed_run
+from walbctr.docker.state import seen_ready
+from walbctr.errors import explain, last_line
+from walbctr.render.compose import desired_hashes
+
+if TYPE_CHECKING:
+    from walbctr.docker.engine import Engine
+    from walbctr.layout.spec import Layout
+
+
+@dataclass(frozen=True)
+class Row:
+    id: str
+    role: str
+    host: str
+    endpoint: str
+    state: str  # running, exited, ..., absent (no container), unknown (host unreachable)
+    health: str
+    image: str
+    walb_version: str
+    uptime_s: float | None
+    drift: bool  # the container differs from what the layout says ('walbctr up' fixes it)
+    note: str = ""
+    restarts: int = 0  # times the restart policy restarted it since it was created
+    last_exit: int | None = None  # exit status of its last finished run, when it had one
+    last_log: str = ""  # the last line that run logged: usually why it failed
+
+
+@dataclass(frozen=True)
+class _Seen:
+    obs: Observed
+    version: str
+    health: str
+    last_exit: int | None
+    last_log: str
+
+
+def status_rows(layout: Layout, only_host: str | None = None) -> list[Row]:
+    """One row per server of the layout; an unreachable host marks its servers unknown."""
+    fleet = Fleet(layout, only_host)
+    groups = fleet.engine_groups()
+    results = fleet.each([hosts[0] for hosts in groups.values()],
+                         lambda h: _observe_engine(fleet.engines[h], layout, groups[
+                             layout.hosts[h].engine_key]))
+    seen: dict[str, _Seen] = {}
+    down: dict[str, str] = {}
+    old: set[str] = set()
+    for hosts in groups.values():
+        outcome = results[hosts[0]]
+        if isinstance(outcome, Exception):
+            reason = explain(outcome)
+            for h in hosts:
+                down[h] = reason
+        else:
+            seen.update(outcome[0])
+            if outcome[1]:
+                old.update(hosts)
+    wanted = desired_hashes(layout, [h for h in fleet.hosts if h not in down], old)
+    rows = []
+    for s in layout.servers:
+        if s.host not in fleet.hosts:
+            continue
+        if s.host in down:
+            rows.append(Row(s.id, s.role.value, s.host, s.endpoint, "unknown", "", "", "",
+                            None, False, f"host unreachable: {down[s.host]}"))
+            continue
+        found = seen.get(s.id)
+        if found is None:
+            rows.append(Row(s.id, s.role.value, s.host, s.endpoint, "absent", "", "", "",
+                            None, False))
+            continue
+        obs = found.obs
+        notes = []
+        if obs.policy_drift:
+            notes.append(f"{s.id}: restart policy is '{obs.restart_policy}', not "
+                         "'unless-stopped' (an interrupted down or restart?): 'walbctr up' "
+                         "restores it")
+        if found.last_log and (obs.status != "running" or obs.restart_count):
+            notes.append(f"{s.id}: last run exited with status {found.last_exit}: "
+                         f"{found.last_log}")
+        rows.append(Row(s.id, s.role.value, s.host, s.endpoint, obs.status, found.health,
+                        obs.image, found.version, obs.uptime_seconds(),
+                        obs.config_hash != wanted.get(s.id) or obs.policy_drift,
+                        "; ".join(notes), obs.restart_count, found.last_exit, found.last_log))
+    known = {s.id for s in layout.servers}
+    for sid, f in sorted(seen.items()):
+        if sid not in known:
+            rows.append(Row(sid, "?", "?", "", f.obs.status, f.health, f.obs.image,
+                            f.version, f.obs.uptime_seconds(), True,
+                            "not in the layout: 'walbctr down' removes it",
+                            f.obs.restart_count))
+    return rows
+
+
+def _observe_engine(engine: Engine, layout: Layout,
+                    hosts: list[str]) -> tuple[dict[str, _Seen], bool]:
+    """Every server container on one engine, and whether the engine is an old one.
+
+    Docker's health is 'starting' until its first check, up to one interval after a
+    start on engines without start_interval; such a run counts as healthy when walbctr
+    saw it answer while starting it (state.seen_ready), and is asked the same probe
+    else. A container that restarted or stopped gets its last run's exit status and
+    last log line (from the engine's events and log).
+    """
+    found = group_containers(engine, layout.group)
+    ready = seen_ready(layout.group)
+    versions: dict[str, str] = {}
+    ours = {s.id: s for h in hosts for s in layout.servers_on(h)}
+    out = {}
+    for sid, obs in found.items():
+        if obs.image_id not in versions:
+            try:
+                labels = engine.api.images.get(obs.image_id).labels or {}
+            except Exception:  # an image removed under a container: version unknown
+                labels = {}
+            versions[obs.image_id] = labels.get("org.opencontainers.image.version", "")
+        health = obs.health or ""
+        server = ours.get(sid)
+        last_exit: int | None = None
+        last_log = ""
+        if server is not None:
+            if obs.status == "running" and health == "starting" and (
+                    ready.get(sid) == (obs.container_id, obs.started_at)
+                    or answers(engine, obs.container_id, server)):
+                health = "healthy"
+            if obs.restart_count or obs.status in ("exited", "dead", "restarting"):
+                run = failed_run(engine, layout, server, obs, lines=30)
+                last_exit = run.exit_code
+                # walb logs its reason for exiting as an ERROR line; a wrapper's own
+                # last words ("... exited with status 1") say less.
+                errors = [ln for ln in run.lines if " ERROR " in ln]
+                last_log = last_line("\n".join(errors[-1:] or run.lines), "")
+        out[sid] = _Seen(obs, versions[obs.image_id], health, last_exit, last_log)
+    return out, not engine.has_start_interval
+
+
+def rows_json(rows: list[Row]) -> str:
+    return json.dumps([asdict(r) for r in rows], indent=2) + "\n"
+
+
+def format_duration(seconds: float | None) -> str:
+    """Seconds as status shows them (uptime, lag): 90s, 45m, 3h05m, 4d."""
+    if seconds is None:
+        return ""
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    if s < 172800:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d"

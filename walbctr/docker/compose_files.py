@@ -1,0 +1,52 @@
+"""Writing rendered compose files: only what changed, and pruning only what we generated."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from walbctr.docker.state import group_dir
+from walbctr.errors import WalbctrError
+from walbctr.render.compose import GENERATED, compose_project, dump, file_name
+
+if TYPE_CHECKING:
+    from walbctr.layout.spec import Layout
+
+
+def write_files(directory: Path, files: dict[str, str], *, prune: bool = False,
+                fix: str = "") -> dict[str, Path]:
+    """Write name -> text into `directory`; with `prune`, remove generated files not named.
+
+    Unchanged files are left alone, so their modification times keep meaning something.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if prune:
+            for stale in sorted(directory.glob("*.yaml")):
+                if stale.name not in files and _generated(stale):
+                    stale.unlink()
+        paths = {}
+        for name, text in files.items():
+            path = directory / name
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                path.write_text(text, encoding="utf-8")
+            paths[name] = path
+        return paths
+    except OSError as err:
+        raise WalbctrError(f"cannot write compose files to {directory}: {err}", fix) from None
+
+
+def write_compose_files(layout: Layout, hosts: Iterable[str],
+                        old_engines: Collection[str] = ()) -> dict[str, Path]:
+    """host -> its compose file in walbctr's state dir, written where it changed."""
+    texts = {host: dump(layout, compose_project(layout, host, host not in old_engines))
+             for host in hosts}
+    paths = write_files(group_dir(layout.group), {file_name(h): t for h, t in texts.items()},
+                        fix="set WALBCTR_STATE_DIR to a writable directory")
+    return {host: paths[file_name(host)] for host in texts}
+
+
+def _generated(path: Path) -> bool:
+    with path.open(encoding="utf-8", errors="replace") as f:
+        return f.readline().startswith(GENERATED)

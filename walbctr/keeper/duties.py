@@ -1,0 +1,427 @@
+"""The keeper: watches one backup group through the walb protocol and does walb's
+recovery duties (walb-tools doc/recover.md) as soon as they are due.
+
+    python3 -m walbctr.keeper [CONFIG]
+
+CONFIG is a JSON file (`walbctr/layout/monitor.py` writes its content; the compose service passes
+it in $WALBCTR_KEEPER_CONFIG instead). It runs in its own image (the walb-tools runtime
+plus python3 and prometheus-client), needs the stdlib, prometheus-client, walbc and
+nothing else, and sees the servers only as a walbc client does: no Docker socket.
+
+Duties, from doc/recover.md:
+- an archive (re)started: kick every proxy (their wdiff transfers may have stopped by
+  timeout);
+- a proxy (re)started: kick every storage (recommended, for faster wlog transfers);
+- a proxy reports a wdiff send error for an archive that answers: kick that volume and
+  archive on that proxy.
+A restart is seen as a server that stopped answering `get host-type` and answers again
+(probed every probe_interval). A restart faster than that is missed by the probe; the
+send-error flag the proxy then raises is the safety net, checked every interval. When the
+keeper itself starts it cannot know what it missed, so it kicks once on first contact.
+Kicks are idempotent (a kick with nothing to do does nothing), so running two keepers, or
+restarting one, is safe. The keeper never stops, deletes, backs up or restores anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from walbctr.walb import volumes
+
+CONFIG_ENV = "WALBCTR_KEEPER_CONFIG"
+ROLES = ("archive", "proxy", "storage")
+Sample = tuple[str, tuple[str, ...], float]  # metric family, label values, value
+
+
+@dataclass(frozen=True)
+class ServerRef:
+    id: str
+    role: str
+    address: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Config:
+    group: str
+    servers: tuple[ServerRef, ...]
+    port: int = 9580
+    interval: float = 30.0
+    probe_interval: float = 0.25
+    lag_threshold: float = 600.0
+
+    def of_role(self, role: str) -> tuple[ServerRef, ...]:
+        return tuple(s for s in self.servers if s.role == role)
+
+
+def parse_config(text: str) -> Config:
+    """The keeper's configuration from its JSON; ValueError says what is wrong."""
+    try:
+        data = json.loads(text)
+        servers = tuple(ServerRef(str(s["id"]), str(s["role"]), str(s["address"]),
+                                  int(s["port"])) for s in data["servers"])
+        config = Config(str(data["group"]), servers, int(data.get("port", 9580)),
+                        float(data.get("interval", 30)),
+                        float(data.get("probe_interval", 0.25)),
+                        float(data.get("lag_threshold", 600)))
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"bad keeper configuration: {type(err).__name__}: {err}") from None
+    bad = [s.id for s in servers if s.role not in ROLES]
+    if bad:
+        raise ValueError(f"bad keeper configuration: unknown role for {', '.join(bad)}")
+    if config.interval <= 0 or config.probe_interval <= 0:
+        raise ValueError("bad keeper configuration: intervals must be positive")
+    return config
+
+
+def walbc_argv(server: ServerRef, args: Sequence[str], timeout: int = 3) -> list[str]:
+    # Upstream's walbc takes -retry for `status` and `get` only, and refuses it elsewhere
+    # (kick, shutdown, ...) without sending anything; those make one attempt anyway.
+    retry = ["-retry", "0"] if args and args[0] in ("status", "get") else []
+    return ["walbc", "-a", server.address, "-p", str(server.port), "-to", str(timeout),
+            *retry, *args]
+
+
+# --- what to kick, and when: pure -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Kick:
+    target: str  # server id
+    args: tuple[str, ...]  # after 'kick': () for all, (VOL, ARCHIVE) for one transfer
+    reason: str  # short, for the metric label
+    why: str  # the sentence the log line gives
+
+    def describe(self) -> str:
+        return f"kick {self.target}" + (" " + " ".join(self.args) if self.args else "")
+
+
+@dataclass
+class Duties:
+    """Turns what the keeper sees into the kicks doc/recover.md asks for.
+
+    Fed with probe results (which servers answer) and with the proxies' send-error flags;
+    returns the kicks to send now. No I/O: the keeper sends them and logs.
+    """
+
+    config: Config
+    resend_after: float = 300.0  # a send error that stays is kicked again after this long
+    answering: dict[str, bool] = field(default_factory=dict)  # absent: never probed
+    restarts: dict[str, int] = field(default_factory=dict)
+    pending: dict[str, Kick] = field(default_factory=dict)  # for targets not answering yet
+    last_send_kick: dict[tuple[str, str, str], float] = field(default_factory=dict)
+
+    def probed(self, answers: Mapping[str, bool]) -> list[Kick]:
+        kicks: list[Kick] = []
+        for s in self.config.servers:
+            if s.id not in answers:
+                continue
+            before = self.answering.get(s.id)
+            now = answers[s.id]
+            self.answering[s.id] = now
+            if not now or before is True:
+                continue
+            if before is False:
+                self.restarts[s.id] = self.restarts.get(s.id, 0) + 1
+                came = f"{s.role} {s.id} answers again after it stopped answering"
+                kind = f"{s.role}_restart"
+            else:  # first contact: what happened before the keeper ran is unknown
+                came = f"{s.role} {s.id} answers at the keeper's start (a restart before it " \
+                    "would have gone unseen)"
+                kind = "keeper_start"
+            kicks += self._after_comeback(s, came, kind)
+        # Kicks owed to a server that did not answer then: due once it does.
+        for sid in list(self.pending):
+            if self.answering.get(sid):
+                kicks.append(self.pending.pop(sid))
+        return _unique(kicks)
+
+    def _after_comeback(self, server: ServerRef, came: str, kind: str) -> list[Kick]:
+        if server.role == "archive":
+            targets, duty = self.config.of_role("proxy"), \
+                "after an archive restarts the proxies' wdiff transfers may have stopped by " \
+                "timeout and must be kicked (doc/recover.md)"
+        elif server.role == "proxy":
+            targets, duty = self.config.of_role("storage"), \
+                "after a proxy restarts the storages should be kicked to resume wlog " \
+                "transfers (doc/recover.md)"
+        else:
+            return []
+        kicks = []
+        for t in targets:
+            kick = Kick(t.id, (), kind, f"{came}; {duty}")
+            if self.answering.get(t.id):
+                kicks.append(kick)
+            else:
+                self.pending[t.id] = kick
+        return kicks
+
+    def send_errors(self, flags: Iterable[tuple[str, str, str]], now: float) -> list[Kick]:
+        """(proxy, volume, archive) with the send-error flag set: kick each whose archive
+        and proxy answer, at most once per `resend_after` for one that stays set."""
+        kicks = []
+        for proxy, vol, archive in flags:
+            if not self.answering.get(proxy) or not self.answering.get(archive, False):
+                continue
+            last = self.last_send_kick.get((proxy, vol, archive))
+            if last is not None and now - last < self.resend_after:
+                continue
+            self.last_send_kick[(proxy, vol, archive)] = now
+            kicks.append(Kick(proxy, (vol, archive), "send_error",
+                              f"proxy {proxy} reports a wdiff send error for volume {vol} to "
+                              f"archive {archive}, which answers: kick the transfer "
+                              "(doc/recover.md)"))
+        return kicks
+
+
+def _unique(kicks: list[Kick]) -> list[Kick]:
+    seen: dict[tuple[str, tuple[str, ...]], Kick] = {}
+    for k in kicks:
+        seen.setdefault((k.target, k.args), k)
+    return list(seen.values())
+
+
+# --- the running keeper -------------------------------------------------------------------
+
+
+def log(text: str) -> None:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+    print(f"{stamp} keeper: {text}", flush=True)
+
+
+def run_all(argvs: Mapping[str, list[str]], timeout: float) -> dict[str, tuple[int, str, str]]:
+    """Run every argv at once; id -> (exit status, stdout, stderr); 124 for a timeout."""
+    procs: dict[str, subprocess.Popen[str] | OSError] = {}
+    for key, argv in argvs.items():
+        try:
+            procs[key] = subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True)
+        except OSError as err:
+            procs[key] = err
+    deadline = time.monotonic() + timeout
+    out: dict[str, tuple[int, str, str]] = {}
+    for key, proc in procs.items():
+        if isinstance(proc, OSError):
+            out[key] = (127, "", str(proc))
+            continue
+        try:
+            stdout, stderr = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
+            out[key] = (proc.returncode, stdout, stderr)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+            out[key] = (124, stdout, stderr + "\n(timed out)")
+    return out
+
+
+class Keeper:
+    def __init__(self, config: Config, metrics: Any = None,
+                 run: Callable[[Mapping[str, list[str]], float],
+                               dict[str, tuple[int, str, str]]] = run_all) -> None:
+        self.config = config
+        self.duties = Duties(config, resend_after=max(300.0, 10 * config.interval))
+        self.metrics = metrics
+        self.run = run
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.probe_timeout = max(1, min(3, round(config.probe_interval * 2)))
+
+    # probing: who answers, and so who came back. Each server has its own loop, so that a
+    # host that times out never delays seeing another server's restart.
+    def probe_once(self, servers: Sequence[ServerRef] | None = None) -> dict[str, bool]:
+        servers = self.config.servers if servers is None else servers
+        argvs = {s.id: walbc_argv(s, ["get", "host-type"], self.probe_timeout)
+                 for s in servers}
+        results = self.run(argvs, self.probe_timeout + 2)
+        answers = {sid: r[0] == 0 for sid, r in results.items()}
+        healthy = {s.id: answers[s.id] and results[s.id][1].strip() == s.role
+                   for s in servers}
+        with self.lock:
+            before = dict(self.duties.answering)
+            kicks = self.duties.probed(answers)
+        for s in servers:
+            was, now = before.get(s.id), answers[s.id]
+            if was is True and not now:
+                log(f"{s.role} {s.id} stopped answering: {_last_line(results[s.id][2])}")
+            elif was is False and now:
+                log(f"{s.role} {s.id} answers again")
+                if self.metrics is not None:
+                    self.metrics.restarts.labels(s.id, s.role).inc()
+        if self.metrics is not None:
+            for s in servers:
+                self.metrics.snapshot.replace(f"probe {s.id}", [
+                    ("walb_server_up", (s.id, s.role), float(answers[s.id])),
+                    ("walb_server_healthy", (s.id, s.role), float(healthy[s.id]))])
+        self.send(kicks)
+        return answers
+
+    def send(self, kicks: Sequence[Kick]) -> None:
+        if not kicks:
+            return
+        servers = {s.id: s for s in self.config.servers}
+        argvs = {str(i): walbc_argv(servers[k.target], ["kick", *k.args], 10)
+                 for i, k in enumerate(kicks)}
+        results = self.run(argvs, 15)
+        for i, k in enumerate(kicks):
+            status, _out, err = results[str(i)]
+            if status == 0:
+                log(f"{k.describe()}: done. Why: {k.why}")
+            else:
+                log(f"{k.describe()}: FAILED ({_last_line(err)}). Why: {k.why}")
+            if self.metrics is not None:
+                self.metrics.kicks.labels(k.target, k.reason).inc()
+                if status != 0:
+                    self.metrics.kick_failures.labels(k.target, k.reason).inc()
+
+    # scanning: the volumes, one walbc batch per server
+    def scan_once(self) -> None:
+        started = time.monotonic()
+        with self.lock:
+            answering = dict(self.duties.answering)
+        targets = [s for s in self.config.servers if answering.get(s.id)]
+        argvs = {s.id: volumes.batch_argv(s.role, s.address, s.port) for s in targets}
+        results = self.run(argvs, max(30.0, self.config.interval))
+        flags: list[tuple[str, str, str]] = []
+        total = 0
+        for s in self.config.servers:
+            result = results.get(s.id)
+            samples: list[Sample] = []
+            ok = result is not None and result[0] == 0
+            if ok and result is not None:
+                try:
+                    found = volumes.parse_batch(s.role, result[1])
+                except ValueError as err:
+                    log(f"cannot read the volume scan of {s.id}: {err}")
+                    ok = False
+                else:
+                    samples, errors = volume_samples(s, found, self.config.lag_threshold)
+                    flags += errors
+                    total += len(found)
+            elif result is not None:
+                log(f"volume scan of {s.id} failed: {_last_line(result[2])}")
+            samples.append(("walb_server_scan_ok", (s.id, s.role), float(ok)))
+            if self.metrics is not None:
+                self.metrics.snapshot.replace(s.id, samples)
+        with self.lock:
+            kicks = self.duties.send_errors(flags, time.time())
+        self.send(kicks)
+        if self.metrics is not None:
+            self.metrics.scan_seconds.set(time.monotonic() - started)
+            self.metrics.volumes_scanned.set(total)
+
+    def loop(self, every: float, work: Callable[[], object], name: str) -> None:
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                work()
+            except Exception as err:  # a bad round must not end the keeper's watch
+                log(f"{name} failed: {type(err).__name__}: {err}")
+            self.stop.wait(max(0.0, every - (time.monotonic() - started)))
+
+    def run_forever(self) -> None:
+        log(f"watching group {self.config.group}: {len(self.config.servers)} servers, probe "
+            f"every {self.config.probe_interval:g} s, volume scan every "
+            f"{self.config.interval:g} s, lag threshold {self.config.lag_threshold:g} s")
+        self.probe_once()  # all at once first: the scan needs to know who answers
+        threads = [threading.Thread(target=self.loop, name="scan", daemon=True,
+                                    args=(self.config.interval, self.scan_once,
+                                          "volume scan"))]
+        threads += [threading.Thread(
+            target=self.loop, name=f"probe {s.id}", daemon=True,
+            args=(self.config.probe_interval, lambda s=s: self.probe_once([s]),
+                  f"probe of {s.id}")) for s in self.config.servers]
+        for t in threads:
+            t.start()
+        while not self.stop.wait(1.0):  # a timeout keeps the main thread open to signals
+            pass
+        deadline = time.monotonic() + 3  # a scan or kick under way may not finish: daemons
+        for t in threads:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        log("stopped")
+
+
+def volume_samples(server: ServerRef, found: Sequence[volumes.VolumeRecord],
+                   lag_threshold: float) -> tuple[list[Sample], list[tuple[str, str, str]]]:
+    """A server's scanned volumes as metric samples, and its send-error flags set."""
+    who = (server.id, server.role)
+    samples: list[Sample] = [("walb_server_volumes", who, float(len(found)))]
+    flags = []
+    for r in found:
+        vol = (*who, r.name)
+        if r.state is not None:
+            samples.append(("walb_volume_state", (*vol, r.state), 1.0))
+        if r.overflow is not None:
+            samples.append(("walb_volume_overflow", vol, float(r.overflow)))
+        for archive, flag in sorted(r.send_error.items()):
+            samples.append(("walb_volume_wdiff_send_error", (*vol, archive), float(flag)))
+            if flag:
+                flags.append((server.id, r.name, archive))
+        for d in r.ts_deltas:
+            if d.delta_s is not None:
+                samples.append(("walb_volume_ts_delta_seconds", (*vol, d.dest),
+                                float(d.delta_s)))
+                samples.append(("walb_volume_lagging", (*vol, d.dest),
+                                float(d.delta_s > lag_threshold)))
+        if server.role == "archive":
+            if not any(query == "all-actions" for query, _ in r.errors):
+                for action in volumes.ARCHIVE_ACTIONS:
+                    samples.append(("walb_volume_running_actions", (*vol, action),
+                                    float(r.running_actions.get(action, 0))))
+            if r.restorable is not None:
+                samples.append(("walb_volume_restorable_snapshots", vol, float(r.restorable)))
+            if r.latest_snapshot is not None:
+                samples.append(("walb_volume_latest_snapshot_timestamp_seconds", vol,
+                                r.latest_snapshot.timestamp()))
+    return samples, flags
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "STACKTRACE" not in ln]
+    return lines[-1] if lines else "no output"
+
+
+def main(argv: Sequence[str]) -> int:
+    try:
+        if len(argv) > 1:
+            with open(argv[1], encoding="utf-8") as f:
+                text = f.read()
+        elif os.environ.get(CONFIG_ENV):
+            text = os.environ[CONFIG_ENV]
+        else:
+            print(f"usage: python3 -m walbctr.keeper CONFIG.json (or ${CONFIG_ENV})",
+                  file=sys.stderr)
+            return 2
+        config = parse_config(text)
+    except (OSError, ValueError) as err:
+        print(f"walb-keeper: {err}", file=sys.stderr)
+        return 2
+    from walbctr.keeper.metrics import KeeperMetrics  # noqa: PLC0415 (tests run the keeper without)
+
+    metrics = KeeperMetrics()
+    metrics.lag_threshold.set(config.lag_threshold)
+    metrics.known_servers([(s.id, s.role) for s in config.servers])
+    metrics.serve(config.port)
+    keeper = Keeper(config, metrics)
+
+    def stop(signum: int, _frame: object) -> None:
+        log(f"{signal.Signals(signum).name} received, stopping")
+        keeper.stop.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    keeper.run_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,415 @@
+"""Rules that span servers and hosts; field-level rules live on the models themselves."""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import posixpath
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from walbctr.errors import Problem
+from walbctr.layout.host import address_problem, engine_problem
+from walbctr.layout.monitor import KEEPER_SERVICE
+from walbctr.layout.server import Role, Server
+from walbctr.layout.values import first_outside, host_name, show
+from walbctr.layout.yamlsource import format_loc
+
+if TYPE_CHECKING:
+    from walbctr.layout.spec import Layout
+
+
+class Advisory(Problem):
+    """Worth telling the operator; not a reason to refuse the layout."""
+
+
+# Binding one of these into a container (as a base dir, or as a log file's directory)
+# would hand the container the host's system files.
+SYSTEM_DIRS = frozenset({
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc",
+    "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib",
+    "/var/log", "/var/run", "/var/tmp",
+})
+# Docker's reference grammar (distribution/reference): an optional registry, path
+# components joined by '.', '_', '__' or dashes, an optional tag and digest.
+_REF_DOMAIN = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_REF_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_RE = re.compile(
+    rf"^(?:{_REF_DOMAIN}(?:\.{_REF_DOMAIN})*(?::[0-9]+)?/)?{_REF_COMPONENT}(?:/{_REF_COMPONENT})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$")
+
+
+def check(layout: Layout) -> list[Problem]:
+    return [
+        *_roles(layout),
+        *_ids(layout),
+        *_hosts(layout),
+        *_paths(layout),
+        *_ports(layout),
+        *_network(layout),
+        *_publish(layout),
+        *_image(layout),
+        *_tunables(layout),
+        *_lab_vgs(layout),
+    ]
+
+
+def _where(s: Server, key: str = "") -> str:
+    """Where the operator wrote `key` for `s`: the server entry, or the default it took."""
+    if key and key in s.origins:
+        return s.origins[key]
+    return format_loc((*s.loc, key) if key else s.loc)
+
+
+def _roles(layout: Layout) -> Iterator[Problem]:
+    archives = layout.of_role(Role.ARCHIVE)
+    if not archives:
+        yield Problem("archives", "a backup group needs at least one archive",
+                      fix="add an 'archives:' list with id, host and vg; the first is the "
+                          "primary archive")
+    if layout.of_role(Role.STORAGE) and not layout.of_role(Role.PROXY):
+        yield Problem("proxies", "storages send their logs through proxies, but none is listed",
+                      fix="add a 'proxies:' list with at least one proxy")
+    for a in archives:
+        if "vg" not in a.options:
+            yield Problem(_where(a, "vg"),
+                          f"archive {a.id!r} needs the LVM volume group it keeps backups in",
+                          fix="add 'vg: NAME' (an existing VG on its host), or set "
+                              "defaults.archive.vg")
+        elif "thinpool" in a.options and not a.options["thinpool"]:
+            yield Problem(_where(a, "thinpool"), "thinpool is empty")
+
+
+def _ids(layout: Layout) -> Iterator[Problem]:
+    first: dict[str, Server] = {}
+    for s in layout.servers:
+        # Ids are DNS names in bridge mode and compared case-insensitively there.
+        key = s.id.lower()
+        if key in first:
+            other = first[key]
+            yield Problem(_where(s, "id"),
+                          f"duplicate id {s.id!r} (also {_where(other)}, the {other.role} on "
+                          f"{other.host})",
+                          fix="every server in a group needs its own id")
+        else:
+            first[key] = s
+
+
+def _hosts(layout: Layout) -> Iterator[Problem]:
+    declared = layout.spec.hosts
+    used = set(layout.used_hosts)
+    if declared is not None:
+        for s in layout.servers:
+            if s.host not in declared:
+                close = difflib.get_close_matches(s.host, list(declared), n=1)
+                yield Problem(_where(s, "host"),
+                              f"host {s.host!r} is not defined in 'hosts'",
+                              fix=f"did you mean {close[0]!r}?" if close
+                              else f"add '{s.host}:' under hosts")
+        for name in declared:
+            if name not in used:
+                yield Advisory(format_loc(("hosts", name)), f"host {name!r} runs no server")
+    slugs: dict[str, str] = {}
+    for name, host in layout.hosts.items():
+        where = (format_loc(("hosts", name)) if declared and name in declared
+                 else _first_on(layout, name))
+        bad_name = host_name(name)
+        if bad_name is not None:
+            # Servers' own host fields are checked with the model; these are hosts' keys.
+            if declared and name in declared:
+                yield Problem(where, bad_name[0], fix=bad_name[1])
+            continue
+        slug = host_slug(name)
+        if slug in slugs:
+            yield Problem(where, f"host {name!r} and {slugs[slug]!r} differ only "
+                          "in case", fix="rename one of them")
+        slugs[slug] = name
+        if layout.network_mode == "host" and name in used:
+            why = address_problem(host.address)
+            if why:
+                yield Problem(f"{where}.address" if declared and name in declared else where,
+                              f"address {show(host.address)} {why}",
+                              fix="give the host name or IPv4 address peers reach it by")
+        if host.engine is not None:
+            why = engine_problem(host.engine)
+            if why:
+                yield Problem(f"{where}.engine", f"engine {show(host.engine)} {why}",
+                              fix="e.g. ssh://user@host, tcp://host:2376, "
+                                  "unix:///var/run/docker.sock or a docker context name")
+        if host.tls is not None:
+            if not (host.engine or "").startswith("tcp://"):
+                yield Problem(f"{where}.tls", "tls applies to tcp:// engines only",
+                              fix="ssh:// and unix:// engines need no TLS settings")
+            for key in ("ca", "cert", "key"):
+                path = getattr(host.tls, key)
+                if not path.startswith("/"):
+                    yield Problem(f"{where}.tls.{key}", f"{path!r} is relative",
+                                  fix="give the absolute path of the PEM file")
+
+
+def _first_on(layout: Layout, host: str) -> str:
+    for s in layout.servers:
+        if s.host == host:
+            return _where(s, "host")
+    return "hosts"
+
+
+def host_slug(name: str) -> str:
+    """A host name as it may appear in a compose project name."""
+    return re.sub(r"[^a-z0-9_-]", "-", name.lower())
+
+
+def _paths(layout: Layout) -> Iterator[Problem]:
+    for s in layout.servers:
+        # The form of both paths is checked on the templates, where they were written.
+        if s.base_dir in SYSTEM_DIRS:
+            yield Problem(_where(s, "base_dir"),
+                          f"base_dir {s.base_dir} is a system directory and would be bound "
+                          "into the container", fix="use a directory of its own, e.g. "
+                          "/var/walb/{id}")
+        if s.logs_to_file and s.log_path.startswith("/"):
+            log_dir = posixpath.dirname(s.log_path)
+            if log_dir in SYSTEM_DIRS and log_dir not in ("/var/log",):
+                yield Problem(_where(s, "log_path"),
+                              f"the log's directory {log_dir} would be bound into the container",
+                              fix="put logs in a directory of their own, e.g. /var/walb/")
+            elif log_dir in SYSTEM_DIRS:
+                yield Advisory(_where(s, "log_path"),
+                               f"the log's directory {log_dir} is bound into {s.id}'s container",
+                               fix="a directory of its own, e.g. /var/log/walb/, keeps other "
+                                   "files out of reach")
+    by_host: dict[str, list[Server]] = {}
+    for s in layout.servers:
+        by_host.setdefault(s.host, []).append(s)
+    for host, servers in by_host.items():
+        yield from _path_clashes(host, servers)
+
+
+def path_form(path: str, where: str, key: str) -> list[Problem]:
+    """Problems with the form of a path template: relative, or not normalized."""
+    if not path.startswith("/"):
+        return [Problem(where, f"{key} {path!r} is relative",
+                        fix="give an absolute path, e.g. /var/walb/{id}")]
+    norm = posixpath.normpath(path)
+    if norm.startswith("//"):
+        norm = norm[1:]
+    if norm != path:
+        return [Problem(where, f"{key} {path!r} is not in normal form", fix=f"write {norm!r}")]
+    return []
+
+
+def _ancestors(path: str) -> Iterator[str]:
+    """The directories above `path`, nearest first ('/a/b/c' -> '/a/b', '/a')."""
+    while True:
+        path = posixpath.dirname(path)
+        if path in ("/", ""):
+            return
+        yield path
+
+
+def _path_clashes(host: str, servers: list[Server]) -> Iterator[Problem]:
+    """Servers of one host sharing or nesting base dirs or sharing a log file. Lookups by
+    path, not pairs of servers, so that thousands of servers on a host stay quick."""
+    on = f"on host {host!r}"
+    order = {id(s): i for i, s in enumerate(servers)}
+    by_base: dict[str, Server] = {}
+    for b in servers:
+        a = by_base.setdefault(b.base_dir, b)
+        if a is not b:
+            yield Problem(_where(b, "base_dir"),
+                          f"{b.id} and {a.id} share base dir {b.base_dir} {on}",
+                          fix="give each server its own, e.g. base_dir: /var/walb/{id}")
+    # A directory -> up to two servers whose base dirs are inside it: one that is not the
+    # server whose log path is being checked is enough.
+    below: dict[str, list[Server]] = {}
+    for s in servers:
+        for parent in _ancestors(s.base_dir):
+            inside = below.setdefault(parent, [])
+            if len(inside) < 2:
+                inside.append(s)
+            outer = by_base.get(parent)
+            if outer is not None:
+                a, b = sorted((outer, s), key=lambda x: order[id(x)])
+                yield Problem(_where(b, "base_dir"),
+                              f"base dirs of {a.id} ({a.base_dir}) and {b.id} ({b.base_dir}) "
+                              f"are nested {on}; walb reads every directory in a base dir as a "
+                              "volume", fix="use sibling directories, e.g. /var/walb/{id}")
+    by_log: dict[str, Server] = {}
+    for x in servers:
+        if not x.logs_to_file:
+            continue
+        candidates = [by_base[x.log_path]] if x.log_path in by_base else []
+        y = next((c for c in candidates + below.get(x.log_path, []) if c is not x), None)
+        if y is not None:
+            yield Problem(_where(x, "log_path"),
+                          f"{x.id}'s log {x.log_path} is {y.id}'s base dir {on}")
+        a = by_log.setdefault(x.log_path, x)
+        if a is not x:
+            yield Problem(_where(x, "log_path"),
+                          f"{x.id} and {a.id} would write one log file {x.log_path} {on}",
+                          fix="give each server its own, e.g. log_path: /var/walb/{id}.log")
+
+
+def _ports(layout: Layout) -> Iterator[Problem]:
+    seen: dict[tuple[str, int], Server] = {}
+    for s in layout.servers:
+        if layout.network_mode == "host":
+            # Two hosts may share one address (all on one machine); ports then must differ.
+            keys = [(f"host {s.host}", s.port), (f"address {s.address}", s.port)]
+        elif s.publish is not None:
+            keys = [(f"{s.publish} on engine {layout.hosts[s.host].engine_key}", s.port)]
+        else:
+            keys = []
+        for key in keys:
+            if key in seen and seen[key] is not s:
+                other = seen[key]
+                yield Problem(_where(s, "port"),
+                              f"{s.id} and {other.id} both listen on port {s.port} of "
+                              f"{key[0]}", fix="give one of them another port")
+                break
+            seen[key] = s
+        if s.publish is not None and _is_wildcard(s.publish):
+            yield Advisory(_where(s, "publish"),
+                           f"{s.id}'s port is published on every interface; walb-tools has "
+                           "no authentication", fix="publish on 127.0.0.1 or a private address")
+
+
+def _publish(layout: Layout) -> Iterator[Problem]:
+    for s in layout.servers:
+        if s.publish is not None:
+            yield from _publish_address(s.publish, _where(s, "publish"))
+    monitor = layout.spec.monitor
+    if monitor is not None and isinstance(monitor.publish, str):
+        yield from _publish_address(monitor.publish, "monitor.publish")
+
+
+def _publish_address(address: str, where: str) -> Iterator[Problem]:
+    try:
+        ipaddress.IPv4Address(address)
+    except ValueError:
+        ch = first_outside(address, re.compile(r"[0-9.]"))
+        why = f" (it has the character {ch!r})" if ch is not None else ""
+        yield Problem(where, f"publish {show(address)} is not an IPv4 address{why}",
+                      fix="true for 127.0.0.1, or an address of the host such as 192.0.2.10")
+
+
+def _is_wildcard(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_unspecified
+    except ValueError:
+        return False
+
+
+def _network(layout: Layout) -> Iterator[Problem]:
+    engines = {layout.hosts[h].engine_key for h in layout.used_hosts}
+    if layout.network_mode == "bridge" and len(engines) > 1:
+        yield Problem("network.mode",
+                      f"bridge mode puts every server on one private network, but the hosts "
+                      f"use {len(engines)} Docker engines ({', '.join(sorted(engines))})",
+                      fix="use 'mode: host' across engines, or one engine for a lab")
+    if layout.network_mode == "host" and len(engines) > 1:
+        for name in layout.used_hosts:
+            host = layout.hosts[name]
+            if _is_loopback(host.address):
+                yield Problem(format_loc(("hosts", name, "address")),
+                              f"{name}'s address {host.address} is a loopback address, but "
+                              "servers on other engines must reach it",
+                              fix="give the address other hosts reach it by")
+
+
+def _is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def _image(layout: Layout) -> Iterator[Problem]:
+    monitor = layout.spec.monitor
+    for where, image in (("image", layout.spec.image),
+                         ("monitor.image", monitor.image if monitor is not None else None)):
+        if image is not None and not _IMAGE_RE.match(image):
+            ch = first_outside(image, re.compile(r"[A-Za-z0-9._/:@-]"))
+            why = f": it has the character {ch!r}" if ch is not None else ""
+            yield Problem(where, f"{show(image)} is not an image reference{why}",
+                          fix="e.g. walbctr/walb-tools:1.0.19-d7295d2 (see 'walbctr build')")
+
+
+# walb's own defaults for the settings compared below (src/constant.hpp:28-29).
+_WALB_DELAY_S = 1
+_WALB_MAXDELAY_S = 300
+_LOGICAL_BLOCK = 512
+
+
+def _tunables(layout: Layout) -> Iterator[Problem]:
+    """Settings walb takes but changes or reads otherwise than written: worth a word."""
+    for s in layout.servers:
+        if s.role is Role.ARCHIVE:
+            continue
+        delay = s.options.get("delay", _WALB_DELAY_S)
+        maxdelay = s.options.get("maxdelay", _WALB_MAXDELAY_S)
+        if delay > maxdelay:
+            # binsrc/walb-proxy.cpp:74-78 and binsrc/walb-storage.cpp:88-92.
+            key = "maxdelay" if "maxdelay" in s.options else "delay"
+            said = "" if "maxdelay" in s.options else " (walb's default)"
+            yield Advisory(_where(s, key),
+                           f"{s.id}: maxdelay {maxdelay}{said} is below delay {delay}; walb "
+                           "raises it to delay and logs a warning",
+                           fix="set maxdelay to at least delay")
+        fst = s.options.get("fst")
+        if fst is not None and 0 < fst < _LOGICAL_BLOCK:
+            # fst is turned into 512-byte blocks per second (src/storage.cpp:485), where 0
+            # means unlimited (src/storage.hpp:244).
+            yield Advisory(_where(s, "fst"),
+                           f"{s.id}: fst {fst} rounds down to 0 blocks/s, which walb takes as "
+                           "unlimited", fix="use 0 for unlimited, or at least 512")
+
+
+def _lab_vgs(layout: Layout) -> Iterator[Problem]:
+    """A lab VG is a loop file under this machine's state directory, plain LVM."""
+    for s, entry in zip(layout.of_role(Role.ARCHIVE), layout.spec.archives, strict=True):
+        if entry.lab_vg_size is None:
+            continue
+        where = format_loc((*s.loc, "lab_vg_size"))
+        engine = layout.hosts[s.host].engine
+        if engine is not None:
+            yield Problem(where, f"{s.id}: a lab VG is made on this machine's engine, but "
+                          f"host {s.host} uses the engine {engine}",
+                          fix=f"create volume group {s.options.get('vg')} on {s.host} "
+                          "yourself with vgcreate, and remove lab_vg_size")
+        if "thinpool" in s.options:
+            yield Problem(where, f"{s.id}: a lab VG has no thin pool, so thinpool "
+                          f"{s.options['thinpool']} would be missing",
+                          fix="remove thinpool; or remove lab_vg_size and make the VG and "
+                          "its thin pool yourself")
+
+
+def monitor_problems(layout: Layout) -> Iterator[Problem]:
+    """What is wrong with the monitor block, given the servers it watches."""
+    m = layout.spec.monitor
+    if m is None:
+        return
+    if m.host not in layout.used_hosts:
+        yield Problem("monitor.host", f"host {m.host!r} runs no server",
+                      fix="put the keeper on one of the hosts that run servers: "
+                      + ", ".join(layout.used_hosts))
+    for s in layout.servers:
+        if s.id == KEEPER_SERVICE:
+            yield Problem(f"{s.role.section}[{s.index}].id",
+                          f"the id {KEEPER_SERVICE!r} is the keeper's service name",
+                          fix="give the server another id")
+        if (layout.network_mode == "host" and s.host == m.host and s.port == m.port):
+            yield Problem("monitor.port", f"port {m.port} is {s.id}'s port on {m.host}",
+                          fix="give the keeper's metrics another port")
+    if layout.network_mode == "host" and m.publish is not True and "publish" in \
+            m.model_fields_set:
+        yield Problem("monitor.publish", "publish applies to bridge mode only",
+                      fix="in host mode the keeper listens on the host network already; "
+                      "remove it")
+    if m.probe_interval > m.interval:
+        yield Problem("monitor.probe_interval",
+                      f"probe_interval {m.probe_interval:g} s is longer than interval "
+                      f"{m.interval:g} s", fix="probe at least as often as the volume scan")

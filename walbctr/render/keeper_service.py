@@ -1,0 +1,86 @@
+"""The keeper's configuration and compose service, rendered from the layout's `monitor` block.
+
+Pure: a layout in, the keeper's configuration and its compose service out. The keeper
+itself (walbctr/keeper/duties.py) runs inside its own image and reads the configuration as
+JSON; this module and that one share no code, only the JSON's keys, which a test holds
+together.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from walbctr.layout.imagetag import keeper_image
+from walbctr.layout.monitor import CONFIG_ENV, KEEPER_LABEL, KEEPER_SERVICE, MonitorSpec
+from walbctr.layout.spec import Layout
+
+
+def monitor_of(layout: Layout) -> MonitorSpec | None:
+    return layout.spec.monitor
+
+
+def image_of(layout: Layout) -> str:
+    m = monitor_of(layout)
+    return m.image if m is not None and m.image else keeper_image(layout.image)
+
+
+def keeper_config(layout: Layout) -> dict[str, Any]:
+    """What the keeper needs to know: the servers as walbc reaches them, and its cadence."""
+    m = monitor_of(layout)
+    assert m is not None
+    return {
+        "group": layout.group,
+        "port": m.port,
+        "interval": m.interval,
+        "probe_interval": m.probe_interval,
+        "lag_threshold": m.lag_threshold,
+        "servers": [{"id": s.id, "role": s.role.value, "address": s.address,
+                     "port": s.port} for s in layout.servers],
+    }
+
+
+def container_name(layout: Layout) -> str:
+    return f"walbctr-{layout.group}-keeper"
+
+
+def keeper_service(layout: Layout, network: str | None) -> dict[str, Any]:
+    """The keeper's compose service: unprivileged, read-only, no Docker socket.
+
+    It sees the servers only through the walb protocol, as any walbc client does, so it
+    needs no capability, no device and no writable path but /tmp.
+    """
+    m = monitor_of(layout)
+    assert m is not None
+    config = json.dumps(keeper_config(layout), separators=(",", ":"), sort_keys=True)
+    svc: dict[str, Any] = {
+        "image": image_of(layout),
+        "pull_policy": "never",
+        "container_name": container_name(layout),
+        "command": ["python3", "-m", "walbctr.keeper"],
+        "init": True,
+        "restart": "unless-stopped",
+        "user": "65534:65534",
+        "read_only": True,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "tmpfs": ["/tmp"],
+        "stop_grace_period": "10s",
+        "environment": {CONFIG_ENV: config},
+    }
+    if network is not None:
+        svc["hostname"] = KEEPER_SERVICE
+        svc["networks"] = {network: {"aliases": [KEEPER_SERVICE]}}
+        if m.publish is not False:
+            address = "127.0.0.1" if m.publish is True else m.publish
+            svc["ports"] = [{"target": m.port, "published": str(m.port), "host_ip": address,
+                             "protocol": "tcp"}]
+    else:
+        svc["network_mode"] = "host"
+    probe = (f"import urllib.request; urllib.request.urlopen("
+             f"'http://127.0.0.1:{m.port}/metrics', timeout=3)")
+    svc["healthcheck"] = {"test": ["CMD", "python3", "-c", probe], "interval": "10s",
+                          "timeout": "5s", "retries": 3, "start_period": "10s"}
+    svc["logging"] = {"driver": "json-file", "options": {"max-size": "20m", "max-file": "5"}}
+    svc["labels"] = {KEEPER_LABEL: layout.group, "io.walbctr.host": m.host}
+    return svc

@@ -4,4 +4,4 @@ import sys
 
 from walbctr.keeper.duties import main
 
-sys.exit(main(sys.argv[1:]))
+sys.exit(main(sys.argv))

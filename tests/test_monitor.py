@@ -180,8 +180,8 @@ def test_a_bad_configuration_is_refused_in_words() -> None:
 def test_the_keeper_probes_with_walbctrs_own_readiness_probe() -> None:
     """The keeper's image has no pydantic, so it cannot import readiness.py; the probe
     it builds must stay the one walbctr waits with (issue 12: one probe everywhere)."""
-    from walbctr.keeper.duties import walbc_argv
+    from walbctr.keeper.duties import server_argv
     from walbctr.walb.readiness import host_type_argv
 
     server = ServerRef("a0", "archive", "10.0.0.1", 10000)
-    assert walbc_argv(server, ["get", "host-type"], 3) == host_type_argv(10000, "10.0.0.1", 3)
+    assert server_argv(server, ["get", "host-type"], 3) == host_type_argv(10000, "10.0.0.1", 3)

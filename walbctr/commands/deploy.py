@@ -4,10 +4,8 @@ that stop and start one server (the rolling `restart` and `upgrade` are in upgra
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,24 +13,26 @@ from typing import TYPE_CHECKING
 from docker.errors import APIError, NotFound
 
 from walbctr.commands import keeper_container as keeper_service
+from walbctr.commands.waiting import ask_ready, wait_tier
 from walbctr.display import ServerBoard
 from walbctr.docker.compose_files import write_compose_files
 from walbctr.docker.containers import (
     RESTART_POLICY,
     Observed,
-    answers,
-    answers_many,
-    inspect,
-    list_group,
 )
 from walbctr.docker.engine import require_compose
 from walbctr.docker.fleet import Fleet
-from walbctr.docker.logs import failed_run, log_tail
-from walbctr.docker.state import GroupLock, record_ready, seen_ready
+from walbctr.docker.lifecycle import (
+    remove_container,
+    set_restart_policy,
+    start_container,
+    stop_container,
+)
+from walbctr.docker.state import GroupLock, seen_ready
 from walbctr.docker.throwaway import busy_ports
 from walbctr.errors import WalbctrError, explain, warn
 from walbctr.layout.server import Role, Server
-from walbctr.layout.tiers import start_tiers, stop_tiers, storages_pointing_at
+from walbctr.layout.tiers import stale_storages, start_tiers, stop_tiers
 from walbctr.render.compose import LABEL, desired_hashes, network_name, project_name
 from walbctr.walb.readiness import POLL_S
 
@@ -43,9 +43,6 @@ if TYPE_CHECKING:
     from walbctr.docker.engine import Engine
     from walbctr.layout.spec import Layout
 
-# How often a stop is checked on: a graceful walb shutdown takes about 2 s when idle.
-STOP_POLL_S = 0.25
-POLICY_TRIES = 12
 
 
 @dataclass
@@ -221,7 +218,7 @@ def _restore_policies(fleet: Fleet, servers: list[Server],
     for s in servers:
         obs = before.get(s.id)
         if obs is not None and obs.policy_drift and obs.status != "removing":
-            _set_policy(fleet.engines[s.host], s, obs.container_id, RESTART_POLICY)
+            set_restart_policy(fleet.engines[s.host], s, obs.container_id, RESTART_POLICY)
             fixed.append(s.id)
     return fixed
 
@@ -238,7 +235,7 @@ def _all_current(fleet: Fleet, layout: Layout, servers: list[Server],
     starting = {s.id: (s, before[s.id].container_id) for s in servers
                 if before[s.id].health == "starting"
                 and seen.get(s.id) != (before[s.id].container_id, before[s.id].started_at)}
-    if not all(ok is True for ok in _ask_ready(fleet, starting).values()):
+    if not all(ok is True for ok in ask_ready(fleet, starting).values()):
         return False
     image_ids: dict[str, str | None] = {}
     for s in servers:
@@ -270,7 +267,7 @@ def _start_tier(layout: Layout, fleet: Fleet, paths: dict[str, Path], role: Role
                 board.set(s.id, "failed")
             raise result
     ids = [s.id for servers in by_host.values() for s in servers]
-    now = wait_ready(layout, fleet, role, by_host, before, board, timeout)
+    now = wait_tier(layout, fleet, role, by_host, before, board, timeout)
     for sid in ids:
         if sid not in before:
             outcome.created.append(sid)
@@ -282,273 +279,28 @@ def _start_tier(layout: Layout, fleet: Fleet, paths: dict[str, Path], role: Role
             outcome.unchanged.append(sid)
 
 
-def wait_ready(layout: Layout, fleet: Fleet, role: Role,
-               by_host: dict[str, tuple[Server, ...]], before: dict[str, Observed],
-               board: ServerBoard, timeout: float | None) -> dict[str, Observed]:
-    """Wait until every server of the tier answers walbc; one that exits or restarts
-    (since `before`) fails the tier, and so does one silent past its start_period.
-
-    walbctr asks the servers itself (readiness.py) instead of waiting for Docker's health
-    check, whose interval is long: a tier moves on within a poll of being ready.
-    """
-    pending = {s.id: s for servers in by_host.values() for s in servers}
-    limit = {sid: timeout if timeout is not None else s.start_period
-             for sid, s in pending.items()}
-    started = time.monotonic()
-    done: dict[str, Observed] = {}
-    engines = {layout.hosts[h].engine_key: h for h in by_host}
-    while True:
-        listed = {}
-        for found in fleet.each(engines.values(), lambda h: list_group(
-                fleet.engines[h], layout.group)).values():
-            if isinstance(found, Exception):
-                raise found
-            listed.update(found)
-        failures: list[tuple[Server, Observed | None, str]] = []
-        running = [sid for sid in pending if sid in listed
-                   and listed[sid].status == "running"]
-        for sid, server in pending.items():
-            if sid in listed and listed[sid].status in ("exited", "dead", "restarting"):
-                obs = inspect(fleet.engines[server.host], listed[sid].container_id)
-                failures.append((server, obs, "exited"))
-        answered = _ask_ready(fleet, {sid: (pending[sid], listed[sid].container_id)
-                                      for sid in running})
-        for sid, ok in answered.items():
-            server = pending[sid]
-            if ok is not True:
-                board.set(sid, "starting")
-                continue
-            obs = inspect(fleet.engines[server.host], listed[sid].container_id)
-            same = sid in before and obs is not None and \
-                before[sid].container_id == obs.container_id
-            expected = before[sid].restart_count if same else 0
-            if obs is None or obs.restart_count > expected:
-                failures.append((server, obs, "exited"))
-                continue
-            if obs.policy_drift:
-                _set_policy(fleet.engines[server.host], server, obs.container_id,
-                            RESTART_POLICY)
-            board.set(sid, "healthy")
-            done[sid] = obs
-            del pending[sid]
-        if failures:
-            for server, _, _ in failures:
-                board.set(server.id, "failed")
-            raise tier_failure(layout, fleet, role, failures)
-        if not pending:
-            record_ready(layout.group, {sid: (o.container_id, o.started_at)
-                                        for sid, o in done.items()})
-            return done
-        waited = time.monotonic() - started
-        late = [(s, None, f"did not answer walbc within {limit[sid]:.0f} s "
-                 "(its start_period)") for sid, s in pending.items() if waited > limit[sid]]
-        if late:
-            for server, _, _ in late:
-                board.set(server.id, "failed")
-            raise tier_failure(layout, fleet, role, late)
-        board.tick()
-        time.sleep(POLL_S)
-
-
-def _ask_ready(fleet: Fleet, targets: dict[str, tuple[Server, str]]
-               ) -> dict[str, bool | Exception]:
-    """Probe every (server, container id) at once: one exec per engine, in one of the
-    servers' own containers, asking them all over the network they serve on (the group's
-    bridge network by their aliases, or the host's loopback in host mode); a lone server
-    is asked from inside its own container."""
-    layout = fleet.layout
-    per_engine: dict[str, dict[str, tuple[Server, str]]] = {}
-    for sid, (server, _) in targets.items():
-        per_engine.setdefault(layout.hosts[server.host].engine_key, {})[sid] = (
-            server, server.id if layout.network_mode == "bridge" else "127.0.0.1")
-
-    def ask(key: str) -> dict[str, bool]:
-        group = per_engine[key]
-        if len(group) == 1:
-            (sid, (server, _)), = group.items()
-            return {sid: answers(fleet.engines[server.host], targets[sid][1], server)}
-        first = next(iter(group))
-        return answers_many(fleet.engines[targets[first][0].host], targets[first][1], group)
-
-    results: dict[str, bool | Exception] = {}
-    for key, outcome in fleet.each(per_engine, ask).items():
-        if isinstance(outcome, Exception):
-            results.update(dict.fromkeys(per_engine[key], outcome))
-        else:
-            results.update(outcome)
-    return results
-
-
-def tier_failure(layout: Layout, fleet: Fleet, role: Role,
-                 failures: Sequence[tuple[Server, Observed | None, str]]) -> WalbctrError:
-    parts = []
-    for server, obs, why in failures:
-        engine = fleet.engines[server.host]
-        head = f"{server.id} ({server.role.value} on {server.host})"
-        try:
-            if why == "exited" and obs is not None:
-                run = failed_run(engine, layout, server, obs)
-                text = f"{head} {run.headline()}"
-                what = "last log lines of the run that failed" if run.bounded else \
-                    "last log lines"
-                tail = run.lines
-            else:
-                text = f"{head} {why}"
-                what = "last log lines"
-                tail = log_tail(engine, layout, server, 20)
-        except Exception as err:  # the report must not hide the failure it reports
-            text, what, tail = f"{head} {why}", "log", [f"(could not read it: {explain(err)})"]
-        if why.startswith("did not answer") and server.role is Role.ARCHIVE:
-            text += ("\n    an archive answers only after scanning its VG and recovering "
-                     "every volume: a large one may need a longer start_period")
-        text += f"\n    {what}:\n      " + "\n      ".join(tail or ["(empty)"])
-        parts.append(text)
-    later = " and ".join(r.section for r in role.later) or "nothing else"
-    later += " was" if not role.later else " were"
-    first = failures[0][0].id
-    source = layout.source
-    return WalbctrError(
-        f"the {role.value} tier failed:\n  " + "\n  ".join(parts)
-        + f"\n{later.capitalize()} not started; what did start is left running for "
-        "inspection.",
-        f"look with 'walbctr logs {source} {first}' and 'walbctr status {source}'; stop "
-        f"the group with 'walbctr down {source}'",
-    )
-
-
 def _restart_stale_storages(layout: Layout, fleet: Fleet, outcome: Outcome,
                             board: ServerBoard, timeout: float | None) -> None:
     """On a bridge network a recreated peer has a new address the storages never saw."""
-    moved = outcome.recreated
-    fresh = set(outcome.created) | set(outcome.recreated)
-    stale = [s for s in storages_pointing_at(layout, moved) if s.id not in fresh
-             and s.host in fleet.hosts]
+    stale = [s for s in stale_storages(layout, outcome.recreated, outcome.created)
+             if s.host in fleet.hosts]
     if not stale:
         return
     seen = fleet.observe()
     for s in stale:
         engine = fleet.engines[s.host]
         stop_container(engine, s, seen[s.id], board)
-        _start(engine, s, seen[s.id].container_id)
+        start_container(engine, s, seen[s.id].container_id)
         board.set(s.id, "starting")
         outcome.restarted.append(s.id)
         outcome.unchanged.remove(s.id)
     by_host: dict[str, tuple[Server, ...]] = {}
     for s in stale:
         by_host[s.host] = (*by_host.get(s.host, ()), s)
-    wait_ready(layout, fleet, Role.STORAGE, by_host, fleet.observe(), board, timeout)
+    wait_tier(layout, fleet, Role.STORAGE, by_host, fleet.observe(), board, timeout)
 
 
 # --- stopping, in any state ---------------------------------------------------------------
-
-
-def _api_error(server: Server, what: str, err: Exception) -> WalbctrError:
-    return WalbctrError(
-        f"host {server.host}: could not {what} {server.id}: {explain(err)}",
-        "run the command again (walbctr picks up where the container is now); if it "
-        "persists, look at the engine there ('docker ps -a', its daemon log)")
-
-
-def _set_policy(engine: Engine, server: Server, container_id: str, policy: str) -> None:
-    try:
-        engine.api.api.update_container(container_id, restart_policy={"Name": policy})
-    except NotFound:
-        pass
-    except APIError as err:
-        raise _api_error(server, f"set the restart policy ({policy}) of", err) from None
-
-
-def _start(engine: Engine, server: Server, container_id: str) -> None:
-    try:
-        engine.api.api.start(container_id)
-    except APIError as err:
-        raise _api_error(server, "start", err) from None
-    _set_policy(engine, server, container_id, RESTART_POLICY)
-
-
-def _lift_policy(engine: Engine, server: Server, container_id: str) -> None:
-    """Restart policy 'no'. An engine may refuse the update for a moment while the
-    container is between two runs of a crash loop (seen: 'unknown'), so try again."""
-    for attempt in range(POLICY_TRIES):
-        try:
-            _set_policy(engine, server, container_id, "no")
-            return
-        except WalbctrError:
-            if attempt == POLICY_TRIES - 1:
-                raise
-            time.sleep(STOP_POLL_S)
-
-
-def stop_container(engine: Engine, server: Server, obs: Observed, board: ServerBoard) -> None:
-    """Stop a server's container whatever state it is in, gracefully where it runs.
-
-    The restart policy is lifted first so that a server that exits on request stays
-    down; `walbc shutdown graceful` lets running work finish (SIGTERM is walb's forced
-    stop); a restarting container is stopped before it can come back. A container that
-    vanished meanwhile counts as stopped.
-    """
-    api = engine.api.api
-    cid = obs.container_id
-    board.begin(server.id)
-    board.set(server.id, "stopping")
-    _lift_policy(engine, server, cid)
-    deadline = time.monotonic() + server.stop_grace_period
-    asked = False
-    try:
-        while True:
-            now = inspect(engine, cid)
-            if now is None or now.status in ("exited", "dead", "created", "removing"):
-                break
-            if now.status == "paused":
-                api.unpause(cid)
-            elif now.status == "restarting":
-                api.stop(cid, timeout=10)  # nothing runs: this only cancels the restart
-            elif not asked:
-                asked = True
-                try:
-                    exec_id = api.exec_create(cid, ["walbc", "-a", "127.0.0.1", "-p",
-                                                    str(server.port), "-to", "10",
-                                                    "shutdown", "graceful"])["Id"]
-                    api.exec_start(exec_id)
-                except APIError:
-                    pass  # it is stopping already, or not listening: the stop below does it
-            elif time.monotonic() > deadline:
-                # The grace period is over: walb's forced stop. The image's entrypoint
-                # takes a first stop signal as a graceful request (one is under way) and a
-                # second as `shutdown force`: two different signals, as a repeated one may
-                # merge with the first in flight. Images without it force on either.
-                with contextlib.suppress(APIError):  # it may have exited meanwhile
-                    api.kill(cid, "SIGINT")
-                api.stop(cid, timeout=10)
-            time.sleep(STOP_POLL_S)
-    except NotFound:
-        pass
-    except APIError as err:
-        raise _api_error(server, "stop", err) from None
-    board.set(server.id, "stopped")
-
-
-def remove_container(engine: Engine, server: Server, container_id: str) -> None:
-    """Remove a stopped server's container; its data (base dir, logs, LVs) stays."""
-    api = engine.api.api
-    for _ in range(40):
-        try:
-            api.remove_container(container_id)
-            return
-        except NotFound:
-            return
-        except APIError as err:
-            text = explain(err)
-            if "already in progress" in text or "is restarting" in text or \
-                    "is running" in text or "Stop the container" in text:
-                # Another removal is under way, or the engine still finishes the stop.
-                time.sleep(STOP_POLL_S)
-                with contextlib.suppress(NotFound, APIError):
-                    api.stop(container_id, timeout=10)
-                continue
-            raise _api_error(server, "remove the container of", err) from None
-    raise WalbctrError(f"host {server.host}: the container of {server.id} could not be "
-                       "removed in 10 s", "run 'walbctr down' again")
 
 
 def stop_servers(layout: Layout, fleet: Fleet, ids: list[str] | None, mode: ProgressMode,

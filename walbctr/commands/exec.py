@@ -7,6 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from walbctr.docker.containers import require_running, server_container
+from walbctr.walb.walbc import walbc_argv
 
 if TYPE_CHECKING:
     from walbctr.layout.spec import Layout
@@ -20,7 +21,7 @@ def walbc(layout: Layout, server_id: str, args: list[str]) -> int:
     """
     server, _engine, container = server_container(layout, server_id)
     require_running(layout, server, container)
-    cmd = ["walbc", "-a", "127.0.0.1", "-p", str(server.port), *args]
+    cmd = walbc_argv(server.port, args, timeout_s=None)
     result = container.exec_run(cmd, demux=True)
     out, err = result.output
     if out:

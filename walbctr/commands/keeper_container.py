@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from walbctr.docker.containers import observe
 from walbctr.errors import WalbctrError
 from walbctr.layout.monitor import KEEPER_LABEL, KEEPER_SERVICE
 from walbctr.render.compose import LABEL, compose_project, project_name
@@ -80,8 +81,7 @@ def start(layout: Layout, fleet: Fleet, paths: dict[str, Path]) -> str | None:
             raise WalbctrError(f"host {m.host}: the keeper's container did not appear")
         c = found[0]
         c.reload()
-        restarts = int(c.attrs.get("RestartCount", 0))
-        if c.status in ("exited", "dead") or restarts > 0 or c.status == "restarting":
+        if observe(c.attrs).exited_since(0):
             tail = c.logs(tail=10).decode(errors="replace").strip().splitlines()
             code = c.attrs["State"].get("ExitCode")
             raise WalbctrError(

@@ -133,7 +133,7 @@ def _observe_engine(engine: Engine, layout: Layout,
                     ready.get(sid) == (obs.container_id, obs.started_at)
                     or answers(engine, obs.container_id, server)):
                 health = "healthy"
-            if obs.restart_count or obs.status in ("exited", "dead", "restarting"):
+            if obs.exited_since(0):
                 run = failed_run(engine, layout, server, obs, lines=30)
                 last_exit = run.exit_code
                 # walb logs its reason for exiting as an ERROR line; a wrapper's own

@@ -36,24 +36,27 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from docker.errors import APIError
-
 from walbctr.commands import keeper_container as keeper_service
-from walbctr.commands.deploy import _set_policy, _start, remove_container, stop_container
+from walbctr.commands.waiting import Failure, NotReadyError, wait_tier
 from walbctr.display import ServerBoard
 from walbctr.docker.compose_files import write_compose_files
-from walbctr.docker.containers import RESTART_POLICY, Observed, answers, inspect
+from walbctr.docker.containers import Observed, answers, exec_in, inspect
 from walbctr.docker.engine import require_compose
 from walbctr.docker.fleet import Fleet
+from walbctr.docker.lifecycle import (
+    remove_container,
+    start_container,
+    stop_container,
+)
 from walbctr.docker.logs import failed_run, log_tail
 from walbctr.docker.state import GroupLock, group_dir
 from walbctr.errors import WalbctrError, explain, last_line
 from walbctr.layout.server import START_ORDER, Role, Server
-from walbctr.layout.tiers import storages_pointing_at
+from walbctr.layout.tiers import stale_storages
 from walbctr.render.compose import container_name, project_name
 from walbctr.render.keeper_service import monitor_of
 from walbctr.walb import volumes
-from walbctr.walb.readiness import POLL_S
+from walbctr.walb.walbc import walbc_argv
 
 if TYPE_CHECKING:
     from walbctr.display import ProgressMode
@@ -483,17 +486,8 @@ class Runner:
     def restart_stale_storages(self, steps: list[Step], result: Result) -> None:
         """On a bridge network a recreated archive or proxy has a new address, and a storage
         resolves its peers once at start: one not recreated after them restarts (gated)."""
-        if self.layout.network_mode != "bridge" or not self.recreated:
-            return
-        peers = {s.id for s in (*self.layout.of_role(Role.ARCHIVE),
-                                *self.layout.of_role(Role.PROXY))}
-        last_peer = max((i for i, sid in enumerate(self.recreated) if sid in peers),
-                        default=-1)
-        if last_peer < 0:
-            return
-        fresh = set(self.recreated[last_peer + 1:])
-        stale = [s for s in storages_pointing_at(self.layout, self.recreated[:last_peer + 1])
-                 if s.id not in fresh and s.host in self.fleet.hosts]
+        stale = [s for s in stale_storages(self.layout, self.recreated)
+                 if s.host in self.fleet.hosts]
         if not stale:
             return
         observed = self.fleet.observe()
@@ -557,7 +551,7 @@ class Runner:
         if resumed and on_target and obs is not None and obs.status == "running":
             self.note(f"{server.id}: already recreated on {step.to_image} before the "
                       "interruption; checking it")
-            obs = self.wait_ready(server, engine, obs.restart_count)
+            obs = self.wait_ready(server, engine, obs)
         else:
             if not step.touched:
                 seen = self.gate_before(step, server, engine, obs, board)
@@ -566,7 +560,7 @@ class Runner:
             step.status = "stopping"
             step.touched = True
             self.save()
-            restarts = 0
+            after: Observed | None = None
             if obs is not None:
                 stop_container(engine, server, obs, board)
             if replace_image:
@@ -582,11 +576,10 @@ class Runner:
                     raise GateError(f"{server.id}: its container vanished during the restart",
                                     f"start it with 'walbctr up {self.layout.source}'")
                 after = inspect(engine, obs.container_id)
-                restarts = after.restart_count if after is not None else 0
                 step.status = "starting"
-                _start(engine, server, obs.container_id)
+                start_container(engine, server, obs.container_id)
             board.set(server.id, "starting")
-            obs = self.wait_ready(server, engine, restarts)
+            obs = self.wait_ready(server, engine, after)
         board.set(server.id, "healthy")
         self.gate_after(step, server, engine, obs, board)
         self.kick_after(step, server)
@@ -605,7 +598,7 @@ class Runner:
 
     def _batch(self, server: Server, engine: Engine,
                container_id: str) -> list[volumes.VolumeRecord]:
-        _code, text = _exec(engine, container_id,
+        _code, text = exec_in(engine, container_id,
                            volumes.batch_argv(server.role.value, "127.0.0.1", server.port))
         try:
             return volumes.parse_batch(server.role.value, text)
@@ -685,41 +678,36 @@ class Runner:
             time.sleep(min(ACTION_POLL_S, max(0.1, self.options.gate_timeout - waited)))
             records = self._batch(server, engine, obs.container_id)
 
-    def wait_ready(self, server: Server, engine: Engine, restarts: int) -> Observed:
-        """Until the server answers walbc; it failing at start stops the run."""
-        limit = self.options.timeout or server.start_period
-        deadline = time.monotonic() + limit
-        name = container_name(self.layout, server)
-        while True:
-            obs = inspect(engine, name)
-            if obs is None:
-                raise GateError(f"{self._at(server)}, gate 'started': its container vanished",
-                                f"look with 'walbctr status {self.layout.source}'")
-            if obs.status in ("exited", "dead", "restarting") or obs.restart_count > restarts:
-                try:
-                    run = failed_run(engine, self.layout, server, obs, lines=10)
-                    seen, tail = run.headline(), run.lines
-                except Exception as err:  # the report must not hide the failure it reports
-                    seen, tail = "exited", [f"(could not read its log: {explain(err)})"]
-                raise GateError(
-                    f"{self._at(server)}, gate 'get host-type': on {obs.image} it {seen} "
-                    "instead of answering\n    last log lines:\n      "
-                    + "\n      ".join(tail or ["(empty)"]),
-                    f"look with 'walbctr logs {self.layout.source} {server.id}'")
-            if obs.status == "running" and answers(engine, obs.container_id, server):
-                if obs.policy_drift:
-                    _set_policy(engine, server, obs.container_id, RESTART_POLICY)
-                return obs
-            if time.monotonic() > deadline:
-                tail = log_tail(engine, self.layout, server, 20)
-                raise GateError(
-                    f"{self._at(server)}, gate 'get host-type': no answer within {limit:g} s "
-                    f"(its start_period)\n    last log lines:\n      "
-                    + "\n      ".join(tail or ["(empty)"]),
-                    f"look with 'walbctr logs {self.layout.source} {server.id}'")
-            if self.board is not None:
-                self.board.tick()
-            time.sleep(POLL_S)
+    def wait_ready(self, server: Server, engine: Engine, before: Observed | None) -> Observed:
+        """Until the server answers walbc (waiting.wait_tier, as `up` waits); it failing
+        at start stops the run, named as the gate it failed."""
+        assert self.board is not None  # steps run inside run()'s board
+        try:
+            done = wait_tier(self.layout, self.fleet, server.role, {server.host: (server,)},
+                             {server.id: before} if before is not None else {},
+                             self.board, self.options.timeout)
+        except NotReadyError as err:
+            raise self.not_ready(server, engine, err.failures[0]) from None
+        return done[server.id]
+
+    def not_ready(self, server: Server, engine: Engine, failure: Failure) -> GateError:
+        _, obs, why = failure
+        if obs is not None and why == "exited":
+            try:
+                run = failed_run(engine, self.layout, server, obs, lines=10)
+                seen, tail = run.headline(), run.lines
+            except Exception as err:  # the report must not hide the failure it reports
+                seen, tail = "exited", [f"(could not read its log: {explain(err)})"]
+            return GateError(
+                f"{self._at(server)}, gate 'get host-type': on {obs.image} it {seen} "
+                "instead of answering\n    last log lines:\n      "
+                + "\n      ".join(tail or ["(empty)"]),
+                f"look with 'walbctr logs {self.layout.source} {server.id}'")
+        tail = log_tail(engine, self.layout, server, 20)
+        return GateError(
+            f"{self._at(server)}, gate 'get host-type': {why}\n    last log lines:\n      "
+            + "\n      ".join(tail or ["(empty)"]),
+            f"look with 'walbctr logs {self.layout.source} {server.id}'")
 
     def gate_after(self, step: Step, server: Server, engine: Engine, obs: Observed,
                    board: ServerBoard) -> None:
@@ -731,9 +719,8 @@ class Runner:
             restarted = [v for v, st in step.volumes.items()
                          if st == "Stopped" and now.get(v) == "Started"]
             for vol in restarted:
-                code, out = _exec(engine, obs.container_id,
-                                  ["walbc", "-a", "127.0.0.1", "-p", str(server.port), "-to",
-                                   "10", "stop", vol])
+                code, out = exec_in(engine, obs.container_id,
+                                    walbc_argv(server.port, ["stop", vol]))
                 text = (f"{server.id}: {vol} was Stopped before; walb-proxy starts every "
                         "volume at start, so walbctr stopped it again")
                 if code != 0:
@@ -768,9 +755,7 @@ class Runner:
             obs = inspect(engine, container_name(self.layout, peer))
             if obs is None or obs.status != "running":
                 continue
-            code, out = _exec(engine, obs.container_id,
-                              ["walbc", "-a", "127.0.0.1", "-p", str(peer.port), "-to", "10",
-                               "kick"])
+            code, out = exec_in(engine, obs.container_id, walbc_argv(peer.port, ["kick"]))
             if code == 0:
                 step.kicked.append(peer.id)
                 self.note(f"{server.id}: kicked {peer.id} (walb's follow-up when "
@@ -825,18 +810,6 @@ def _engine_for(fleet: Fleet, layout: Layout, server: Server) -> Engine:
     if server.host in fleet.engines:
         return fleet.engines[server.host]
     return Fleet(layout, server.host).engines[server.host]
-
-
-def _exec(engine: Engine, container_id: str, argv: list[str]) -> tuple[int, str]:
-    """Run argv in a container: exit status (-1 when it could not run) and output."""
-    api = engine.api.api
-    try:
-        exec_id = api.exec_create(container_id, argv)["Id"]
-        out = api.exec_start(exec_id)
-        code = api.exec_inspect(exec_id).get("ExitCode")
-    except APIError as err:
-        return -1, explain(err)
-    return (int(code) if code is not None else -1), bytes(out).decode(errors="replace")
 
 
 def summary(result: Result, layout: Layout) -> list[str]:

@@ -8,6 +8,7 @@ comes from the engine's events, because a restarted container's own state forget
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from docker.errors import APIError, NotFound
 
 from walbctr.docker.engine import Engine
-from walbctr.errors import WalbctrError
+from walbctr.errors import WalbctrError, explain
 from walbctr.render.compose import LABEL, container_name
 from walbctr.walb.readiness import answers_as, batch_answers, batch_argv, host_type_argv
 
@@ -68,6 +69,13 @@ class Observed:
         """The restart policy is not walbctr's: a `down` or `restart` was interrupted."""
         return self.restart_policy != RESTART_POLICY
 
+    def exited_since(self, restarts_before: int = 0) -> bool:
+        """Whether the server's process ended since the engine counted `restarts_before`
+        restarts: stopped, dead, being restarted, or restarted meanwhile. The one test
+        of "did it fail at start" for up, restart, upgrade, status and the keeper."""
+        return self.status in ("exited", "dead", "restarting") or \
+            self.restart_count > restarts_before
+
     def failure(self, restarts_before: int = 0) -> str | None:
         """Why this container counts as failed, or None while it may still come up.
 
@@ -76,7 +84,7 @@ class Observed:
         """
         if self.status in ("exited", "dead"):
             return "exited"
-        if self.status == "restarting" or self.restart_count > restarts_before:
+        if self.exited_since(restarts_before):
             return "exited and is being restarted"
         if self.health == "unhealthy":
             return "is unhealthy: " + (self.health_output or "health check failed")
@@ -186,29 +194,36 @@ def last_run(engine: Engine, obs: Observed) -> Run | None:
                int(code) if code.lstrip("-").isdigit() else obs.exit_code)
 
 
-def answers(engine: Engine, container_id: str, server: Server) -> bool:
-    """Whether the server in this container answers the readiness probe now."""
+def exec_in(engine: Engine, container_id: str, argv: Sequence[str]) -> tuple[int, str]:
+    """Run argv in a container: its exit status and output (stdout and stderr together).
+
+    The one way walbctr runs a command in a server's container. -1 means it could not
+    run (the container is not running, or the engine refused): the output says why.
+    """
     api = engine.api.api
     try:
-        exec_id = api.exec_create(container_id, host_type_argv(server.port, timeout_s=1))["Id"]
+        exec_id = api.exec_create(container_id, list(argv))["Id"]
         out = api.exec_start(exec_id)
         code = api.exec_inspect(exec_id).get("ExitCode")
-    except APIError:  # not running (any more): the caller sees why from its state
-        return False
-    return code is not None and answers_as(server.role, int(code), bytes(out).decode(
-        errors="replace"))
+    except APIError as err:
+        return -1, explain(err)
+    return (int(code) if code is not None else -1), bytes(out).decode(errors="replace")
+
+
+def answers(engine: Engine, container_id: str, server: Server) -> bool:
+    """Whether the server in this container answers the readiness probe now (a failure
+    to run it means no: the caller sees why from the container's state)."""
+    code, out = exec_in(engine, container_id, host_type_argv(server.port, timeout_s=1))
+    return answers_as(server.role, code, out)
 
 
 def answers_many(engine: Engine, prober_id: str,
                  targets: dict[str, tuple[Server, str]]) -> dict[str, bool]:
     """Whether each (server, address) answers the readiness probe now, all asked from one
-    exec in the prober's container: one exec a poll for a whole tier on an engine."""
+    exec in the prober's container: one exec a poll for a whole tier on an engine. A
+    prober that stopped answers nothing; the next poll asks again."""
     argv = batch_argv([(sid, address, s.port) for sid, (s, address) in targets.items()])
-    try:
-        exec_id = engine.api.api.exec_create(prober_id, argv)["Id"]
-        out = bytes(engine.api.api.exec_start(exec_id)).decode(errors="replace")
-    except APIError:  # the prober stopped: its state says why; the next poll asks again
-        return dict.fromkeys(targets, False)
+    _code, out = exec_in(engine, prober_id, argv)
     return batch_answers(out, {sid: s.role for sid, (s, _) in targets.items()})
 
 

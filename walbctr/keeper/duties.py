@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from walbctr.walb import volumes
+from walbctr.walb.walbc import walbc_argv
 
 CONFIG_ENV = "WALBCTR_KEEPER_CONFIG"
 ROLES = ("archive", "proxy", "storage")
@@ -84,12 +85,8 @@ def parse_config(text: str) -> Config:
     return config
 
 
-def walbc_argv(server: ServerRef, args: Sequence[str], timeout: int = 3) -> list[str]:
-    # Upstream's walbc takes -retry for `status` and `get` only, and refuses it elsewhere
-    # (kick, shutdown, ...) without sending anything; those make one attempt anyway.
-    retry = ["-retry", "0"] if args and args[0] in ("status", "get") else []
-    return ["walbc", "-a", server.address, "-p", str(server.port), "-to", str(timeout),
-            *retry, *args]
+def server_argv(server: ServerRef, args: Sequence[str], timeout: int = 3) -> list[str]:
+    return walbc_argv(server.port, args, address=server.address, timeout_s=timeout)
 
 
 # --- what to kick, and when: pure -------------------------------------------------------
@@ -240,7 +237,7 @@ class Keeper:
     # host that times out never delays seeing another server's restart.
     def probe_once(self, servers: Sequence[ServerRef] | None = None) -> dict[str, bool]:
         servers = self.config.servers if servers is None else servers
-        argvs = {s.id: walbc_argv(s, ["get", "host-type"], self.probe_timeout)
+        argvs = {s.id: server_argv(s, ["get", "host-type"], self.probe_timeout)
                  for s in servers}
         results = self.run(argvs, self.probe_timeout + 2)
         answers = {sid: r[0] == 0 for sid, r in results.items()}
@@ -269,7 +266,7 @@ class Keeper:
         if not kicks:
             return
         servers = {s.id: s for s in self.config.servers}
-        argvs = {str(i): walbc_argv(servers[k.target], ["kick", *k.args], 10)
+        argvs = {str(i): server_argv(servers[k.target], ["kick", *k.args], 10)
                  for i, k in enumerate(kicks)}
         results = self.run(argvs, 15)
         for i, k in enumerate(kicks):

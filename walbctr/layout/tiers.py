@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from walbctr.layout.server import START_ORDER, Role, Server
@@ -44,3 +44,24 @@ def storages_pointing_at(layout: Layout, server_ids: Iterable[str]) -> tuple[Ser
     if not set(server_ids) & peers:
         return ()
     return layout.of_role(Role.STORAGE)
+
+
+def stale_storages(layout: Layout, recreated: Sequence[str],
+                   fresh: Iterable[str] = ()) -> tuple[Server, ...]:
+    """Storages that must restart because a peer they resolved at start was recreated.
+
+    `recreated` is in the order the containers were recreated: a storage recreated after
+    the last of its peers resolved their new addresses already, as did the `fresh` ones
+    (created in this run). Only on a bridge network does a recreated peer get a new
+    address. `up` and `upgrade`/`restart` both decide with this; each restarts them its
+    own way (a tier, or gated one by one).
+    """
+    if layout.network_mode != "bridge":
+        return ()
+    peers = {s.id for s in (*layout.of_role(Role.ARCHIVE), *layout.of_role(Role.PROXY))}
+    last_peer = max((i for i, sid in enumerate(recreated) if sid in peers), default=-1)
+    if last_peer < 0:
+        return ()
+    settled = set(recreated[last_peer + 1:]) | set(fresh)
+    return tuple(s for s in storages_pointing_at(layout, recreated[:last_peer + 1])
+                 if s.id not in settled)

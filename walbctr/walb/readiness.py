@@ -10,6 +10,8 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping, Sequence
 
+from walbctr.walb.walbc import walbc_argv
+
 # While walbctr waits for a server it asks this often; a server answers about 0.3 s after
 # its container starts, so a tier is seen ready within a poll of being so.
 POLL_S = 0.15
@@ -17,8 +19,7 @@ POLL_S = 0.15
 
 def host_type_argv(port: int, address: str = "127.0.0.1", timeout_s: int = 3) -> list[str]:
     """walbc asking one server for its role, once (no retries: the caller polls)."""
-    return ["walbc", "-a", address, "-p", str(port), "-to", str(timeout_s), "-retry", "0",
-            "get", "host-type"]
+    return walbc_argv(port, ["get", "host-type"], address=address, timeout_s=timeout_s)
 
 
 def answers_as(role: str, exit_code: int, output: str) -> bool:

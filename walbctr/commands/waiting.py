@@ -1,0 +1,183 @@
+"""Waiting for servers to answer: a tier on every host at once, or one server.
+
+`up` waits for a tier, `restart`/`upgrade`/`maintenance exit` for one server; both wait
+here, with the same verdicts (`Observed.exited_since`, walb's readiness ask) and the same
+report of what failed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from walbctr.docker.containers import (
+    RESTART_POLICY,
+    Observed,
+    answers,
+    answers_many,
+    inspect,
+    list_group,
+)
+from walbctr.docker.lifecycle import Board, set_restart_policy
+from walbctr.docker.logs import failed_run, log_tail
+from walbctr.docker.state import record_ready
+from walbctr.errors import WalbctrError, explain
+from walbctr.layout.server import Role
+from walbctr.walb.readiness import POLL_S
+
+if TYPE_CHECKING:
+    from walbctr.docker.fleet import Fleet
+    from walbctr.layout.server import Server
+    from walbctr.layout.spec import Layout
+
+Failure = tuple["Server", Observed | None, str]  # the server, its container, why
+
+
+class NotReadyError(WalbctrError):
+    """Servers failed to come up; `failures` says which, for callers that report their
+    own way (upgrade names its gate)."""
+
+    def __init__(self, message: str, fix: str, failures: Sequence[Failure]) -> None:
+        super().__init__(message, fix)
+        self.failures = list(failures)
+
+
+def _restarts_before(before: Mapping[str, Observed], obs: Observed) -> int:
+    """The restarts already counted for this container: a new container starts at 0."""
+    was = before.get(obs.server)
+    return was.restart_count if was is not None and was.container_id == obs.container_id \
+        else 0
+
+
+def wait_tier(layout: Layout, fleet: Fleet, role: Role,
+              by_host: Mapping[str, tuple[Server, ...]], before: Mapping[str, Observed],
+              board: Board, timeout: float | None) -> dict[str, Observed]:
+    """Wait until every server of the tier answers walbc; one that exits or restarts
+    (since `before`) fails the tier, and so does one silent past its start_period.
+
+    walbctr asks the servers itself (readiness.py) instead of waiting for Docker's health
+    check, whose interval is long: a tier moves on within a poll of being ready.
+    """
+    pending = {s.id: s for servers in by_host.values() for s in servers}
+    limit = {sid: timeout if timeout is not None else s.start_period
+             for sid, s in pending.items()}
+    started = time.monotonic()
+    done: dict[str, Observed] = {}
+    engines = {layout.hosts[h].engine_key: h for h in by_host}
+    while True:
+        listed = {}
+        for found in fleet.each(engines.values(), lambda h: list_group(
+                fleet.engines[h], layout.group)).values():
+            if isinstance(found, Exception):
+                raise found
+            listed.update(found)
+        failures: list[tuple[Server, Observed | None, str]] = []
+        running = [sid for sid in pending if sid in listed
+                   and listed[sid].status == "running"]
+        for sid, server in pending.items():
+            if sid in listed and listed[sid].status in ("exited", "dead", "restarting"):
+                obs = inspect(fleet.engines[server.host], listed[sid].container_id)
+                if obs is not None and obs.exited_since(_restarts_before(before, obs)):
+                    failures.append((server, obs, "exited"))
+        answered = ask_ready(fleet, {sid: (pending[sid], listed[sid].container_id)
+                                      for sid in running})
+        for sid, ok in answered.items():
+            server = pending[sid]
+            if ok is not True:
+                board.set(sid, "starting")
+                continue
+            obs = inspect(fleet.engines[server.host], listed[sid].container_id)
+            if obs is None or obs.exited_since(_restarts_before(before, obs)):
+                failures.append((server, obs, "exited"))
+                continue
+            if obs.policy_drift:
+                set_restart_policy(fleet.engines[server.host], server, obs.container_id,
+                            RESTART_POLICY)
+            board.set(sid, "healthy")
+            done[sid] = obs
+            del pending[sid]
+        if failures:
+            for server, _, _ in failures:
+                board.set(server.id, "failed")
+            raise tier_failure(layout, fleet, role, failures)
+        if not pending:
+            record_ready(layout.group, {sid: (o.container_id, o.started_at)
+                                        for sid, o in done.items()})
+            return done
+        waited = time.monotonic() - started
+        late = [(s, None, f"did not answer walbc within {limit[sid]:.0f} s "
+                 "(its start_period)") for sid, s in pending.items() if waited > limit[sid]]
+        if late:
+            for server, _, _ in late:
+                board.set(server.id, "failed")
+            raise tier_failure(layout, fleet, role, late)
+        board.tick()
+        time.sleep(POLL_S)
+
+
+def ask_ready(fleet: Fleet, targets: dict[str, tuple[Server, str]]
+               ) -> dict[str, bool | Exception]:
+    """Probe every (server, container id) at once: one exec per engine, in one of the
+    servers' own containers, asking them all over the network they serve on (the group's
+    bridge network by their aliases, or the host's loopback in host mode); a lone server
+    is asked from inside its own container."""
+    layout = fleet.layout
+    per_engine: dict[str, dict[str, tuple[Server, str]]] = {}
+    for sid, (server, _) in targets.items():
+        per_engine.setdefault(layout.hosts[server.host].engine_key, {})[sid] = (
+            server, server.id if layout.network_mode == "bridge" else "127.0.0.1")
+
+    def ask(key: str) -> dict[str, bool]:
+        group = per_engine[key]
+        if len(group) == 1:
+            (sid, (server, _)), = group.items()
+            return {sid: answers(fleet.engines[server.host], targets[sid][1], server)}
+        first = next(iter(group))
+        return answers_many(fleet.engines[targets[first][0].host], targets[first][1], group)
+
+    results: dict[str, bool | Exception] = {}
+    for key, outcome in fleet.each(per_engine, ask).items():
+        if isinstance(outcome, Exception):
+            results.update(dict.fromkeys(per_engine[key], outcome))
+        else:
+            results.update(outcome)
+    return results
+
+
+def tier_failure(layout: Layout, fleet: Fleet, role: Role,
+                 failures: Sequence[Failure]) -> NotReadyError:
+    parts = []
+    for server, obs, why in failures:
+        engine = fleet.engines[server.host]
+        head = f"{server.id} ({server.role.value} on {server.host})"
+        try:
+            if why == "exited" and obs is not None:
+                run = failed_run(engine, layout, server, obs)
+                text = f"{head} {run.headline()}"
+                what = "last log lines of the run that failed" if run.bounded else \
+                    "last log lines"
+                tail = run.lines
+            else:
+                text = f"{head} {why}"
+                what = "last log lines"
+                tail = log_tail(engine, layout, server, 20)
+        except Exception as err:  # the report must not hide the failure it reports
+            text, what, tail = f"{head} {why}", "log", [f"(could not read it: {explain(err)})"]
+        if why.startswith("did not answer") and server.role is Role.ARCHIVE:
+            text += ("\n    an archive answers only after scanning its VG and recovering "
+                     "every volume: a large one may need a longer start_period")
+        text += f"\n    {what}:\n      " + "\n      ".join(tail or ["(empty)"])
+        parts.append(text)
+    later = " and ".join(r.section for r in role.later) or "nothing else"
+    later += " was" if not role.later else " were"
+    first = failures[0][0].id
+    source = layout.source
+    return NotReadyError(
+        f"the {role.value} tier failed:\n  " + "\n  ".join(parts)
+        + f"\n{later.capitalize()} not started; what did start is left running for "
+        "inspection.",
+        f"look with 'walbctr logs {source} {first}' and 'walbctr status {source}'; stop "
+        f"the group with 'walbctr down {source}'",
+        failures,
+    )

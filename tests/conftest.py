@@ -174,3 +174,12 @@ def answers_walbc(container: Any, port: int) -> bool:
         return False
     result = container.exec_run(walbc_command(port, "get", "host-type", timeout=1))
     return bool(result.exit_code == 0)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that reaches the Docker engine (through the `engine` fixture, or
+    any fixture built on it) as `docker`, so that `-m "not docker"` is the pure core
+    alone: a marker written by hand drifts, the fixture graph does not."""
+    for item in items:
+        if "engine" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.docker)

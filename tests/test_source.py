@@ -73,3 +73,19 @@ def test_resolve_rejects_what_is_not_a_tree(tmp_path: Path) -> None:
         resolve(str(tmp_path), None)
     with pytest.raises(WalbctrError, match="--ref goes with a git URL"):
         resolve(str(tmp_path), "v1")
+
+
+@pytest.mark.parametrize(("url", "ref"), [
+    ("--upload-pack=touch /tmp/walbctr-injected;://", "v1.0.19"),
+    ("https://github.com/walb-linux/walb-tools", "--upload-pack=touch /tmp/walbctr-injected"),
+])
+def test_a_source_or_ref_starting_with_a_dash_is_refused_before_git_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, ref: str) -> None:
+    from walbctr.image.source import fetch
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with pytest.raises(WalbctrError, match="starts with '-'"):
+        fetch(url, ref)
+    assert not (tmp_path / "walbctr" / "sources").exists() or \
+        not any((tmp_path / "walbctr" / "sources").iterdir())
+    assert not Path("/tmp/walbctr-injected").exists()

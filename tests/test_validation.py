@@ -137,3 +137,16 @@ def test_a_bad_keepalive_setting_is_reported_as_itself_not_as_a_bad_boolean() ->
     (p,) = err.value.problems
     assert p.path == "archives[0].keepalive.idle"
     assert "boolean" not in p.message and p.fix == "use 1 to 86400"
+
+
+def test_a_base_dir_starting_with_a_double_slash_is_refused_at_once(tmp_path: Path) -> None:
+    # dirname('//') == '//': the walk up a base dir's parents once never ended.
+    layout = tmp_path / "l.yaml"
+    layout.write_text("group: g\narchives:\n  - {id: a0, host: h1, vg: vg0, base_dir: "
+                      "//etc/walb}\nproxies:\n  - {id: p0, host: h2}\nstorages:\n"
+                      "  - {id: s0, host: h3}\n")
+    run = subprocess.run([sys.executable, "-m", "walbctr", "validate", str(layout)],
+                         capture_output=True, text=True, timeout=20, check=False)
+    assert run.returncode == 2
+    assert f"{layout}:3: archives[0].base_dir" in run.stderr
+    assert "Traceback" not in run.stderr

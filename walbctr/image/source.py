@@ -37,12 +37,22 @@ def cache_dir() -> Path:
 
 
 def fetch(url: str, ref: str) -> Path:
-    """A checkout of `ref` from `url`, cached by URL; raises with git's own words."""
+    """A checkout of `ref` from `url`, cached by URL; raises with git's own words.
+
+    Neither value may start with '-': git would take it as an option (`--upload-pack=...`
+    runs a command), so it is refused here and `--` separates them from git's options.
+    """
+    for what, value in (("source URL", url), ("ref", ref)):
+        if value.startswith("-"):
+            raise WalbctrError(
+                f"the {what} {value!r} starts with '-', which git would read as an option",
+                "give a URL (https://..., ssh://..., or a path) and a tag, branch or commit "
+                "that does not start with '-' (--source / WALBCTR_SOURCE, --ref)")
     dest = cache_dir() / "sources" / hashlib.sha256(url.encode()).hexdigest()[:16]
     dest.mkdir(parents=True, exist_ok=True)
     steps = [
         ["git", "init", "-q"],
-        ["git", "fetch", "-q", "--depth", "1", url, ref],
+        ["git", "fetch", "-q", "--depth", "1", "--", url, ref],
         ["git", "-c", "advice.detachedHead=false", "checkout", "-q", "--force", "FETCH_HEAD"],
         ["git", "clean", "-q", "-f", "-d", "-x"],
     ]

@@ -202,9 +202,12 @@ def path_form(path: str, where: str, key: str) -> list[Problem]:
 def _ancestors(path: str) -> Iterator[str]:
     """The directories above `path`, nearest first ('/a/b/c' -> '/a/b', '/a')."""
     while True:
-        path = posixpath.dirname(path)
-        if path in ("/", ""):
+        parent = posixpath.dirname(path)
+        # dirname('//') is '//' (POSIX keeps a leading double slash): stop when it stops
+        # shrinking, or a layout with `base_dir: //etc` hangs every command.
+        if parent in ("/", "") or parent == path:
             return
+        path = parent
         yield path
 
 

@@ -1,6 +1,6 @@
 """`walbctr up` and `down`: a layout applied per host through Compose v2, in tiers across
-hosts, with every server's health watched through the Engine API; and the building blocks
-that stop and start one server (the rolling `restart` and `upgrade` are in upgrade.py)."""
+hosts, with every server's health watched through the Engine API (one server's stop and
+start are in docker/lifecycle.py, the rolling `restart` and `upgrade` in upgrade.py)."""
 
 from __future__ import annotations
 
@@ -300,7 +300,7 @@ def _restart_stale_storages(layout: Layout, fleet: Fleet, outcome: Outcome,
     wait_tier(layout, fleet, Role.STORAGE, by_host, fleet.observe(), board, timeout)
 
 
-# --- stopping, in any state ---------------------------------------------------------------
+# --- down ---------------------------------------------------------------------------------
 
 
 def stop_servers(layout: Layout, fleet: Fleet, ids: list[str] | None, mode: ProgressMode,

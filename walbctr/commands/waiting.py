@@ -1,8 +1,8 @@
 """Waiting for servers to answer: a tier on every host at once, or one server.
 
-`up` waits for a tier, `restart`/`upgrade`/`maintenance exit` for one server; both wait
-here, with the same verdicts (`Observed.exited_since`, walb's readiness ask) and the same
-report of what failed.
+`up` waits for a tier, `restart` and `upgrade` for one server; both wait here, with the
+same verdicts (`Observed.exited_since`, walb's readiness ask) and the same report of what
+failed.
 """
 
 from __future__ import annotations
@@ -72,14 +72,13 @@ def wait_tier(layout: Layout, fleet: Fleet, role: Role,
             if isinstance(found, Exception):
                 raise found
             listed.update(found)
-        failures: list[tuple[Server, Observed | None, str]] = []
+        failures: list[Failure] = []
         running = [sid for sid in pending if sid in listed
                    and listed[sid].status == "running"]
         for sid, server in pending.items():
             if sid in listed and listed[sid].status in ("exited", "dead", "restarting"):
                 obs = inspect(fleet.engines[server.host], listed[sid].container_id)
-                if obs is not None and obs.exited_since(_restarts_before(before, obs)):
-                    failures.append((server, obs, "exited"))
+                failures.append((server, obs, "exited"))
         answered = ask_ready(fleet, {sid: (pending[sid], listed[sid].container_id)
                                       for sid in running})
         for sid, ok in answered.items():
@@ -93,7 +92,7 @@ def wait_tier(layout: Layout, fleet: Fleet, role: Role,
                 continue
             if obs.policy_drift:
                 set_restart_policy(fleet.engines[server.host], server, obs.container_id,
-                            RESTART_POLICY)
+                                   RESTART_POLICY)
             board.set(sid, "healthy")
             done[sid] = obs
             del pending[sid]
@@ -117,7 +116,7 @@ def wait_tier(layout: Layout, fleet: Fleet, role: Role,
 
 
 def ask_ready(fleet: Fleet, targets: dict[str, tuple[Server, str]]
-               ) -> dict[str, bool | Exception]:
+              ) -> dict[str, bool | Exception]:
     """Probe every (server, container id) at once: one exec per engine, in one of the
     servers' own containers, asking them all over the network they serve on (the group's
     bridge network by their aliases, or the host's loopback in host mode); a lone server

@@ -1,7 +1,7 @@
 """A server's container, one at a time: its restart policy, start, graceful stop, removal.
 
-`up`, `down`, `restart`, `upgrade` and `maintenance` all stop and start servers through
-these, so "stop gracefully, force only after the grace period" is decided once.
+`up`, `down`, `restart` and `upgrade` all stop and start servers through these, so "stop
+gracefully, force only after the grace period" is decided once.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ POLICY_TRIES = 12
 
 
 class Board(Protocol):
-    """Where a stop reports its progress (display.ServerBoard, or anything alike)."""
+    """Where stops and waits report progress (display.ServerBoard, or anything alike)."""
 
     def begin(self, server_id: str) -> None: ...
 

@@ -20,7 +20,8 @@ def walbc_argv(port: int, args: Sequence[str], *, address: str = "127.0.0.1",
                timeout_s: int | None = DEFAULT_TIMEOUT_S) -> list[str]:
     """walbc asking the server at ADDRESS:PORT once (no retries: callers poll or report).
 
-    `timeout_s=None` leaves walbc's own default, for commands an operator types.
+    `timeout_s=None` leaves walbc's own defaults, timeout and retries both, for the
+    commands an operator types (`walbctr walbc`).
     """
     head = ["walbc", "-a", address, "-p", str(port)]
     if timeout_s is not None:

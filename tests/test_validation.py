@@ -150,3 +150,27 @@ def test_a_base_dir_starting_with_a_double_slash_is_refused_at_once(tmp_path: Pa
     assert run.returncode == 2
     assert f"{layout}:3: archives[0].base_dir" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("base_dir", ["/run/walbctr/g/{id}", "/var/lib/walb/{id}",
+                                      "/srv/walb/{id}", "/var/walb/{id}"])
+def test_a_base_dir_of_the_groups_own_is_accepted(base_dir: str) -> None:
+    layout = load_layout(f"group: g\ndefaults: {{base_dir: '{base_dir}'}}\n"
+                         "archives:\n  - {id: a0, host: h1, vg: vg0}\n"
+                         "proxies:\n  - {id: p0, host: h2}\nstorages:\n  - {id: s0, host: h3}\n")
+    assert [s.base_dir for s in layout.servers] == [base_dir.format(id=i)
+                                                    for i in ("a0", "p0", "s0")]
+
+
+@pytest.mark.parametrize("path", ["/etc/walb", "/proc/1", "/sys/kernel", "/dev/shm/w",
+                                  "/boot/w", "/run/w", "/var/run/w", "/var/lib/docker/w",
+                                  "/root/.ssh", "/srv/x.sock/w", "/usr/local/w"])
+def test_a_base_dir_under_a_system_tree_is_refused_by_prefix(path: str) -> None:
+    with pytest.raises(LayoutError) as err:
+        load_layout("group: g\narchives:\n  - {id: a0, host: h1, vg: vg0, base_dir: "
+                    f"{path}}}\nproxies:\n  - {{id: p0, host: h2}}\nstorages:\n"
+                    "  - {id: s0, host: h3}\n", "t.yaml")
+    (problem,) = err.value.problems
+    assert problem.path == "archives[0].base_dir" and problem.line == 3
+    assert f"base_dir {path} " in problem.message
+    assert problem.fix and "/var/walb/{id}" in problem.fix

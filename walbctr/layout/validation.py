@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from walbctr.errors import Problem
 from walbctr.layout.host import address_problem, engine_problem
+from walbctr.layout.hostpaths import SYSTEM_DIRS, system_tree
 from walbctr.layout.monitor import KEEPER_SERVICE
 from walbctr.layout.server import Role, Server
 from walbctr.layout.values import first_outside, host_name, show
@@ -24,13 +25,6 @@ class Advisory(Problem):
     """Worth telling the operator; not a reason to refuse the layout."""
 
 
-# Binding one of these into a container (as a base dir, or as a log file's directory)
-# would hand the container the host's system files.
-SYSTEM_DIRS = frozenset({
-    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc",
-    "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib",
-    "/var/log", "/var/run", "/var/tmp",
-})
 # Docker's reference grammar (distribution/reference): an optional registry, path
 # components joined by '.', '_', '__' or dashes, an optional tag and digest.
 _REF_DOMAIN = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
@@ -161,6 +155,7 @@ def host_slug(name: str) -> str:
 
 
 def _paths(layout: Layout) -> Iterator[Problem]:
+    group = layout.spec.group
     for s in layout.servers:
         # The form of both paths is checked on the templates, where they were written.
         if s.base_dir in SYSTEM_DIRS:
@@ -168,17 +163,29 @@ def _paths(layout: Layout) -> Iterator[Problem]:
                           f"base_dir {s.base_dir} is a system directory and would be bound "
                           "into the container", fix="use a directory of its own, e.g. "
                           "/var/walb/{id}")
-        if s.logs_to_file and s.log_path.startswith("/"):
-            log_dir = posixpath.dirname(s.log_path)
-            if log_dir in SYSTEM_DIRS and log_dir not in ("/var/log",):
-                yield Problem(_where(s, "log_path"),
-                              f"the log's directory {log_dir} would be bound into the container",
-                              fix="put logs in a directory of their own, e.g. /var/walb/")
-            elif log_dir in SYSTEM_DIRS:
-                yield Advisory(_where(s, "log_path"),
-                               f"the log's directory {log_dir} is bound into {s.id}'s container",
-                               fix="a directory of its own, e.g. /var/log/walb/, keeps other "
-                                   "files out of reach")
+        elif (why := system_tree(s.base_dir, group)) is not None:
+            yield Problem(_where(s, "base_dir"),
+                          f"base_dir {s.base_dir} {why}; it would be bound read-write "
+                          f"into {s.id}'s container",
+                          fix="use a directory of its own, e.g. /var/walb/{id}")
+        if not (s.logs_to_file and s.log_path.startswith("/")):
+            continue
+        log_dir = posixpath.dirname(s.log_path)
+        if log_dir == "/var/log":
+            yield Advisory(_where(s, "log_path"),
+                           f"the log's directory {log_dir} is bound into {s.id}'s container",
+                           fix="a directory of its own, e.g. /var/log/walb/, keeps other "
+                               "files out of reach")
+        elif log_dir in SYSTEM_DIRS:
+            yield Problem(_where(s, "log_path"),
+                          f"the log's directory {log_dir} would be bound into the container",
+                          fix="put logs in a directory of their own, e.g. /var/walb/")
+        elif (why := system_tree(s.log_path, group) or system_tree(log_dir, group)):
+            yield Problem(_where(s, "log_path"),
+                          f"log_path {s.log_path} {why}; its directory would be bound "
+                          f"read-write into {s.id}'s container",
+                          fix="put logs in a directory of their own, e.g. "
+                              "/var/log/walb/{id}.log")
     by_host: dict[str, list[Server]] = {}
     for s in layout.servers:
         by_host.setdefault(s.host, []).append(s)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from walbctr.layout.hostpaths import LVM_BINDS, UDEV_DIR
 from walbctr.layout.monitor import KEEPER_SERVICE
 from walbctr.layout.server import Role, Server
 from walbctr.layout.validation import host_slug
@@ -36,12 +37,6 @@ HEALTH_INTERVAL_S = 30
 OLD_ENGINE_INTERVAL_S = 10
 START_INTERVAL_S = 1
 
-# The archive's LVM passthrough (see README, "LVM inside the archive container"): the host's
-# udev database and locks, so that lvcreate inside the container and lvm on the host take
-# the same locks and new /dev/VG/LV nodes come from the host's udev; the host's metadata
-# backups, so the host keeps its history. Host IPC carries device-mapper's udev cookies.
-LVM_BINDS = ("/run/lvm", "/run/lock/lvm", "/etc/lvm/backup", "/etc/lvm/archive")
-UDEV_DIR = "/run/udev"
 ARCHIVE_CAPS = ("SYS_ADMIN", "SYS_RAWIO", "MKNOD", "CHOWN", "DAC_OVERRIDE", "FOWNER",
                 "IPC_LOCK", "SYS_NICE")
 STORAGE_CAPS = ("SYS_ADMIN", "SYS_RAWIO", "MKNOD", "DAC_OVERRIDE")

@@ -547,7 +547,7 @@ def test_unreachable_engine_names_the_host(make_group: Any) -> None:
     g = make_group("host")
     g.path.write_text(g.path.read_text().replace(
         "hostP0: {address: 127.0.0.1}",
-        "hostP0: {address: localhost.localdomain, engine: 'tcp://127.0.0.1:1'}",
+        "hostP0: {address: localhost.localdomain, engine: 'tcp://127.0.0.1:1', insecure: true}",
     ).replace("hostA0: {address: 127.0.0.1}", "hostA0: {address: localhost.localdomain}")
      .replace("hostS0: {address: 127.0.0.1}", "hostS0: {address: localhost.localdomain}"))
     run = g.up()

@@ -174,3 +174,52 @@ def test_a_base_dir_under_a_system_tree_is_refused_by_prefix(path: str) -> None:
     assert problem.path == "archives[0].base_dir" and problem.line == 3
     assert f"base_dir {path} " in problem.message
     assert problem.fix and "/var/walb/{id}" in problem.fix
+
+
+def _with_engine(host: str) -> str:
+    return (f"group: g\nhosts:\n  h1: {host}\narchives:\n  - {{id: a0, host: h1, vg: vg0}}\n"
+            "proxies:\n  - {id: p0, host: h1, port: 10001}\nstorages:\n"
+            "  - {id: s0, host: h1, port: 10002}\n")
+
+
+def test_a_plain_tcp_engine_is_refused_with_the_ways_to_secure_it() -> None:
+    with pytest.raises(LayoutError) as err:
+        load_layout(_with_engine("{engine: 'tcp://h1:2375'}"), "t.yaml")
+    (problem,) = err.value.problems
+    assert problem.path == "hosts.h1.engine" and problem.line == 3
+    assert "tcp://h1:2375 is plain TCP" in problem.message
+    assert problem.fix and "tls:" in problem.fix and "insecure: true" in problem.fix
+
+
+def test_a_plain_tcp_engine_said_insecure_is_accepted_with_an_advisory() -> None:
+    layout = load_layout(_with_engine("{engine: 'tcp://h1:2375', insecure: true}"), "t.yaml")
+    assert layout.hosts["h1"].insecure
+    (warning,) = layout.warnings
+    assert warning.path == "hosts.h1.insecure" and "plain TCP" in warning.message
+
+
+def test_insecure_on_an_ssh_engine_is_refused() -> None:
+    with pytest.raises(LayoutError) as err:
+        load_layout(_with_engine("{engine: 'ssh://root@h1', insecure: true}"), "t.yaml")
+    assert "insecure applies to tcp:// engines only" in str(err.value)
+
+
+def test_tls_without_verification_is_an_advisory() -> None:
+    layout = load_layout(_with_engine(
+        "{engine: 'tcp://h1:2376', tls: {ca: /c/ca.pem, cert: /c/c.pem, key: /c/k.pem, "
+        "verify: false}}"), "t.yaml")
+    (warning,) = layout.warnings
+    assert warning.path == "hosts.h1.tls.verify"
+    assert "not verified" in warning.message
+
+
+def test_the_cli_prints_the_insecure_advisory_on_every_command(tmp_path: Path) -> None:
+    path = tmp_path / "l.yaml"
+    path.write_text(_with_engine("{engine: 'tcp://h1:2375', insecure: true}"))
+    for command in ("validate", "render", "cmdline"):
+        args = [command, str(path)] + (["-o", str(tmp_path / "out")] if command == "render"
+                                       else [])
+        run = subprocess.run([sys.executable, "-m", "walbctr", *args], capture_output=True,
+                             text=True, check=False)
+        assert run.returncode == 0, run.stderr
+        assert "hosts.h1.insecure" in run.stderr and "plain TCP" in run.stderr, command

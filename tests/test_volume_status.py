@@ -129,7 +129,8 @@ def test_status_volumes_shows_a_down_hosts_servers_as_unknown(
     broken = volume_group.path.with_name("down.yaml")
     broken.write_text(volume_group.path.read_text().replace(
         f"hostS0: {{address: {volume_group.address}}}",
-        f"hostS0: {{address: {volume_group.address}, engine: 'tcp://127.0.0.1:9'}}"))
+        f"hostS0: {{address: {volume_group.address}, engine: 'tcp://127.0.0.1:9', "
+        "insecure: true}"))
     run = volume_group.status("--json", layout=broken)
     assert run.returncode == 1
     rows = rows_by_key(run)

@@ -36,6 +36,8 @@ class HostSpec(Model):
         "unix:///path, or a docker context name (default: the local engine)",
     )
     tls: TlsSpec | None = Field(None, description="client TLS for a tcp:// engine")
+    insecure: bool = Field(False, description="allow a tcp:// engine without tls: plain HTTP "
+                           "to a root-equivalent API, for a lab on a private network only")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Host:
     address: str
     engine: str | None  # None: the local engine (DOCKER_HOST or the default socket)
     tls: TlsSpec | None = None
+    insecure: bool = False
 
     @property
     def engine_key(self) -> str:

@@ -104,7 +104,7 @@ def _resolve_hosts(spec: LayoutSpec) -> dict[str, Host]:
     hosts = {}
     for name in dict.fromkeys(names):
         hs = named.get(name) or HostSpec()
-        hosts[name] = Host(name, hs.address or name, hs.engine, hs.tls)
+        hosts[name] = Host(name, hs.address or name, hs.engine, hs.tls, hs.insecure)
     return hosts
 
 

@@ -131,8 +131,27 @@ def _hosts(layout: Layout) -> Iterator[Problem]:
                 yield Problem(f"{where}.engine", f"engine {show(host.engine)} {why}",
                               fix="e.g. ssh://user@host, tcp://host:2376, "
                                   "unix:///var/run/docker.sock or a docker context name")
+        tcp = (host.engine or "").startswith("tcp://")
+        if tcp and host.tls is None and not host.insecure:
+            yield Problem(f"{where}.engine",
+                          f"engine {host.engine} is plain TCP: anyone on the path can read "
+                          "and drive a root-equivalent Docker API",
+                          fix="add tls: {ca, cert, key} (dockerd --tlsverify, port 2376), use "
+                              "ssh://, or for a lab on a private network say insecure: true")
+        elif tcp and host.tls is None:
+            yield Advisory(f"{where}.insecure",
+                           f"host {name}: engine {host.engine} is spoken to over plain TCP",
+                           fix="add tls: {ca, cert, key} or use ssh:// once it leaves the lab")
+        if host.insecure and not tcp:
+            yield Problem(f"{where}.insecure", "insecure applies to tcp:// engines only",
+                          fix="remove it: ssh:// and unix:// engines are not plain TCP")
+        if host.tls is not None and not host.tls.verify and tcp:
+            yield Advisory(f"{where}.tls.verify",
+                           f"host {name}: the engine's certificate is not verified, so any "
+                           "machine on the path can pose as it",
+                           fix="remove verify: false and give the CA that signed it")
         if host.tls is not None:
-            if not (host.engine or "").startswith("tcp://"):
+            if not tcp:
                 yield Problem(f"{where}.tls", "tls applies to tcp:// engines only",
                               fix="ssh:// and unix:// engines need no TLS settings")
             for key in ("ca", "cert", "key"):

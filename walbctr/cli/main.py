@@ -750,7 +750,9 @@ def check_host(layout: str, host: str | None, as_json: bool) -> None:
         # Layout values and tool output (lvs shows hidden LVs as [name]) are not markup.
         table.add_row(escape(c.host), escape(c.name), f"[{style[c.result]}]{c.result}[/]",
                       escape(c.detail))
-    Console(width=200).print(table)
+    # A terminal wraps rows to its width; a pipe or a file gets each check on one line,
+    # however long its paths, so that grep finds the whole row.
+    Console(width=None if sys.stdout.isatty() else 1000).print(table)
     if any(c.result == FAIL for c in checks):
         sys.exit(1)
 

@@ -26,7 +26,6 @@ newer sender never talks to an older receiver.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -49,7 +48,7 @@ from walbctr.docker.lifecycle import (
     stop_container,
 )
 from walbctr.docker.logs import failed_run, log_tail
-from walbctr.docker.state import GroupLock, group_dir
+from walbctr.docker.state import GroupLock, group_dir, read_private, write_private
 from walbctr.errors import WalbctrError, explain, last_line
 from walbctr.layout.server import START_ORDER, Role, Server
 from walbctr.layout.tiers import stale_storages
@@ -127,27 +126,29 @@ def save_plan(plan: Plan) -> None:
     """Write tmp + fsync + rename: a controller killed at any moment leaves a whole plan."""
     plan.updated = _now()
     path = plan_path(plan.group)
-    tmp = path.with_name(f".{PLAN_FILE}.{os.getpid()}.tmp")
     try:
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write(plan.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
+        write_private(path, plan.to_json())
     except OSError as err:
         raise WalbctrError(f"cannot write the upgrade plan {path}: {err}",
                            "set WALBCTR_STATE_DIR to a writable directory") from None
 
 
 def load_plan(group: str) -> Plan | None:
+    """The group's last plan; --rollback trusts its images, so only a file walbctr wrote
+    for this group (read_private refuses a symlink or another uid's file)."""
     path = plan_path(group)
-    if not path.exists():
-        return None
     try:
-        return Plan.from_json(path.read_text(encoding="utf-8"))
+        text = read_private(path)
+        plan = None if text is None else Plan.from_json(text)
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise WalbctrError(f"the upgrade plan {path} cannot be read: {err}",
                            "look at it; move it away to start a new upgrade") from None
+    if plan is not None and plan.group != group:
+        raise WalbctrError(
+            f"the upgrade plan {path} is for group {plan.group!r}, not {group!r}, so walbctr "
+            "will neither resume nor roll it back",
+            "look at it; move it away to start a new upgrade of this group")
+    return plan
 
 
 def _now() -> str:

@@ -6,7 +6,7 @@ from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from walbctr.docker.state import group_dir
+from walbctr.docker.state import group_dir, read_private, write_private
 from walbctr.errors import WalbctrError
 from walbctr.render.compose import GENERATED, compose_project, dump, file_name
 
@@ -15,10 +15,12 @@ if TYPE_CHECKING:
 
 
 def write_files(directory: Path, files: dict[str, str], *, prune: bool = False,
-                fix: str = "") -> dict[str, Path]:
+                fix: str = "", mode: int = 0o644) -> dict[str, Path]:
     """Write name -> text into `directory`; with `prune`, remove generated files not named.
 
     Unchanged files are left alone, so their modification times keep meaning something.
+    Each file is replaced whole (state.write_private), never written through a symlink;
+    one already there is refused. `mode`: 0600 in walbctr's state dir, 0644 for `render`.
     """
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -29,8 +31,8 @@ def write_files(directory: Path, files: dict[str, str], *, prune: bool = False,
         paths = {}
         for name, text in files.items():
             path = directory / name
-            if not path.exists() or path.read_text(encoding="utf-8") != text:
-                path.write_text(text, encoding="utf-8")
+            if read_private(path) != text:
+                write_private(path, text, mode)
             paths[name] = path
         return paths
     except OSError as err:
@@ -43,10 +45,13 @@ def write_compose_files(layout: Layout, hosts: Iterable[str],
     texts = {host: dump(layout, compose_project(layout, host, host not in old_engines))
              for host in hosts}
     paths = write_files(group_dir(layout.group), {file_name(h): t for h, t in texts.items()},
-                        fix="set WALBCTR_STATE_DIR to a writable directory")
+                        fix="set WALBCTR_STATE_DIR to a writable directory", mode=0o600)
     return {host: paths[file_name(host)] for host in texts}
 
 
 def _generated(path: Path) -> bool:
-    with path.open(encoding="utf-8", errors="replace") as f:
-        return f.readline().startswith(GENERATED)
+    """Whether walbctr wrote `path`; a file it would not read (a symlink...) is not its own."""
+    try:
+        return (read_private(path) or "").startswith(GENERATED)
+    except WalbctrError:
+        return False

@@ -1,16 +1,30 @@
-"""walbctr's own state on the controller: rendered compose files and the group lock."""
+"""walbctr's own state on the controller: rendered compose files and the group lock.
+
+Nothing here trusts what it finds. The state dir and each group dir are made 0700, and
+one that exists must be a directory (not a symlink) owned by the euid that no group or
+other may write (checked once per process). Every file is written whole through a new
+temp file (mkstemp: O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600) renamed over it, so a symlink
+planted at a name is replaced, never followed; files are read with O_NOFOLLOW, and the
+lock file is opened with O_NOFOLLOW and never truncated through a link.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import stat
+import tempfile
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
 from walbctr.errors import WalbctrError
+
+_PRIVATE_FILE = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # O_NONBLOCK: a FIFO never hangs
+_checked: set[Path] = set()
 
 
 def state_dir() -> Path:
@@ -23,10 +37,109 @@ def state_dir() -> Path:
     return Path(base) / "walbctr"
 
 
-def group_dir(group: str) -> Path:
-    path = state_dir() / group
-    path.mkdir(parents=True, exist_ok=True)
+def private_dir(path: Path) -> Path:
+    """`path`, made 0700 if missing; refused unless a directory only the euid may write."""
+    if path in _checked:
+        return path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+        st = path.lstat()
+    except OSError as err:
+        raise WalbctrError(f"cannot make walbctr's state directory {path}: {err}",
+                           "set WALBCTR_STATE_DIR to a directory you may write") from None
+    _refuse_untrusted_dir(path, st)
+    _checked.add(path)
     return path
+
+
+def _refuse_untrusted_dir(path: Path, st: os.stat_result) -> None:
+    euid = os.geteuid()
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
+        problem, fix = what, (f"replace it with a real directory ('rm {path} && mkdir -m 700 "
+                              f"{path}'), or set WALBCTR_STATE_DIR to one")
+    elif st.st_uid != euid:
+        problem = f"owned by uid {st.st_uid}, not by this walbctr's uid {euid}"
+        fix = f"run 'chown {euid} {path}' if its content is yours, or set WALBCTR_STATE_DIR"
+    elif st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        problem = f"writable by its group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+        fix = f"run 'chmod 700 {path}', or set WALBCTR_STATE_DIR to another directory"
+    else:
+        return
+    raise WalbctrError(
+        f"walbctr's state directory {path} is {problem}; walbctr keeps its compose files, "
+        "the group lock and the upgrade plan there and trusts only a directory that no one "
+        "else may change, so it did nothing", fix)
+
+
+def group_dir(group: str) -> Path:
+    return private_dir(private_dir(state_dir()) / group)
+
+
+def write_private(path: Path, text: str, mode: int = 0o600) -> None:
+    """Replace `path` with `text` whole: a new temp file in its dir (made 0600 with O_EXCL
+    and O_NOFOLLOW, then given `mode`), synced, renamed over `path`.
+
+    A symlink (or anything else) at `path` is replaced, never written through.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        if mode != 0o600:
+            os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_private(path: Path) -> str | None:
+    """The text of the file walbctr wrote at `path`, None if there is none.
+
+    Refused (WalbctrError): a symlink, anything but a regular file, a file another uid owns.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | _PRIVATE_FILE)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        raise _foreign(path, "a symlink") from None
+    with os.fdopen(fd, "r", encoding="utf-8", errors="replace") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _foreign(path, "not a regular file")
+        if st.st_uid != os.geteuid():
+            raise _foreign(path, f"owned by uid {st.st_uid}, not {os.geteuid()}")
+        return f.read()
+
+
+def _foreign(path: Path, problem: str) -> WalbctrError:
+    return WalbctrError(f"{path} is {problem}, so walbctr did not write it and will not "
+                        "use it", f"look at it, then remove it ('rm {path}') and run this again")
+
+
+def open_lock(path: Path) -> IO[str]:
+    """The lock file at `path`, opened (made 0600) without following a symlink or truncating."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | _PRIVATE_FILE, 0o600)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise _foreign(path, "a symlink") from None
+        raise WalbctrError(f"cannot open the group lock {path}: {err}",
+                           "set WALBCTR_STATE_DIR to a directory you may write") from None
+    f = os.fdopen(fd, "r+", encoding="utf-8", errors="replace")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        f.close()
+        raise _foreign(path, "not a regular file")
+    return f
 
 
 def _ready_file(group: str) -> Path:
@@ -42,8 +155,8 @@ def seen_ready(group: str) -> dict[str, tuple[str, str]]:
     per server, replaced by its next run, so the file never outgrows the group.
     """
     try:
-        data = json.loads(_ready_file(group).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_private(_ready_file(group)) or "{}")
+    except (OSError, ValueError, WalbctrError):
         return {}
     if not isinstance(data, dict):
         return {}
@@ -55,13 +168,9 @@ def seen_ready(group: str) -> dict[str, tuple[str, str]]:
 def record_ready(group: str, runs: dict[str, tuple[str, str]]) -> None:
     """Set server id -> (container id, start time) for the runs that just answered."""
     merged = {**seen_ready(group), **runs}
-    path = _ready_file(group)
     # Best effort: a state dir that cannot be written only costs a probe later.
     with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(merged, sort_keys=True), encoding="utf-8")
-        tmp.replace(path)
+        write_private(group_dir(group) / "ready.json", json.dumps(merged, sort_keys=True))
 
 
 class GroupLock:
@@ -74,8 +183,8 @@ class GroupLock:
         self.file: IO[str] | None = None
 
     def __enter__(self) -> GroupLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = self.path.open("a+")
+        private_dir(self.path.parent)
+        f = open_lock(self.path)
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

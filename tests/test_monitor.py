@@ -185,3 +185,54 @@ def test_the_keeper_probes_with_walbctrs_own_readiness_probe() -> None:
 
     server = ServerRef("a0", "archive", "10.0.0.1", 10000)
     assert server_argv(server, ["get", "host-type"], 3) == host_type_argv(10000, "10.0.0.1", 3)
+
+
+LARGE = (EXAMPLES / "seed-large.yaml").read_text().split("\nmonitor:")[0] + "\n"
+
+
+def test_the_keeper_listens_on_its_hosts_layout_address_not_every_interface() -> None:
+    layout = load_layout(with_monitor("host: hostA0", LARGE), "large.yaml")
+    assert keeper_config(layout)["listen"] == layout.hosts["hostA0"].address == "hostA0"
+    check = compose_project(layout, "hostA0")["services"][KEEPER_SERVICE]["healthcheck"]
+    assert "http://hostA0:9580/metrics" in check["test"][-1]
+
+
+def test_monitor_listen_chooses_the_address() -> None:
+    layout = load_layout(with_monitor("host: hostA0\nlisten: 127.0.0.1", LARGE), "large.yaml")
+    assert keeper_config(layout)["listen"] == "127.0.0.1"
+    assert layout.warnings == ()
+
+
+def test_listening_on_every_interface_or_publishing_there_is_an_advisory() -> None:
+    host = load_layout(with_monitor("host: hostA0\nlisten: 0.0.0.0", LARGE), "large.yaml")
+    assert [w.path for w in host.warnings] == ["monitor.listen"]
+    bridge = load_layout(with_monitor("host: lab\npublish: 0.0.0.0"), "lab.yaml")
+    assert [w.path for w in bridge.warnings] == ["monitor.publish"]
+    assert "every interface" in bridge.warnings[0].message
+
+
+@pytest.mark.parametrize(("block", "words"), [
+    ("host: lab\nlisten: 127.0.0.1", "monitor.listen: listen applies to host mode only"),
+    ("host: lab\nweb_config: web.yml", "web_config 'web.yml' is relative"),
+    ("host: lab\nweb_config: /etc/web.yml", "its directory /etc would be bound"),
+])
+def test_a_bad_listen_or_web_config_is_refused_with_its_field(block: str, words: str) -> None:
+    with pytest.raises(LayoutError) as caught:
+        load_layout(with_monitor(block), "lab.yaml")
+    assert words in str(caught.value)
+
+
+def test_a_web_config_is_bound_read_only_and_the_check_only_connects() -> None:
+    layout = load_layout(with_monitor("host: lab\nweb_config: /etc/walbctr/kw/web.yml"),
+                         "lab.yaml")
+    svc = compose_project(layout, "lab")["services"][KEEPER_SERVICE]
+    assert svc["volumes"] == [{"type": "bind", "source": "/etc/walbctr/kw",
+                               "target": "/etc/walb-keeper/web", "read_only": True}]
+    assert keeper_config(layout)["web_config"] == "/etc/walb-keeper/web/web.yml"
+    assert "create_connection(('127.0.0.1', 9580)" in svc["healthcheck"]["test"][-1]
+
+
+def test_the_keeper_reads_listen_and_web_config_from_its_configuration() -> None:
+    layout = load_layout(with_monitor("host: lab\nweb_config: /srv/kw/web.yml"), "lab.yaml")
+    config = parse_config(json.dumps(keeper_config(layout)))
+    assert (config.listen, config.web_config) == ("0.0.0.0", "/etc/walb-keeper/web/web.yml")

@@ -60,6 +60,8 @@ class Config:
     interval: float = 30.0
     probe_interval: float = 0.25
     lag_threshold: float = 600.0
+    listen: str = "127.0.0.1"  # the address /metrics is served on
+    web_config: str | None = None  # a Prometheus web config file: TLS, basic auth
 
     def of_role(self, role: str) -> tuple[ServerRef, ...]:
         return tuple(s for s in self.servers if s.role == role)
@@ -74,7 +76,9 @@ def parse_config(text: str) -> Config:
         config = Config(str(data["group"]), servers, int(data.get("port", 9580)),
                         float(data.get("interval", 30)),
                         float(data.get("probe_interval", 0.25)),
-                        float(data.get("lag_threshold", 600)))
+                        float(data.get("lag_threshold", 600)),
+                        str(data.get("listen", "127.0.0.1")),
+                        None if data.get("web_config") is None else str(data["web_config"]))
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"bad keeper configuration: {type(err).__name__}: {err}") from None
     bad = [s.id for s in servers if s.role not in ROLES]
@@ -407,7 +411,19 @@ def main(argv: Sequence[str]) -> int:
     metrics = KeeperMetrics()
     metrics.lag_threshold.set(config.lag_threshold)
     metrics.known_servers([(s.id, s.role) for s in config.servers])
-    metrics.serve(config.port)
+    try:
+        from walbctr.keeper import web  # noqa: PLC0415 (as metrics above)
+
+        settings = None if config.web_config is None else web.load(config.web_config)
+        metrics.serve(config.port, config.listen, settings)
+    except (OSError, ValueError, ImportError) as err:
+        where = f" (web config {config.web_config})" if config.web_config else ""
+        print(f"walb-keeper: cannot serve /metrics on {config.listen}:{config.port}{where}: "
+              f"{err}", file=sys.stderr)
+        return 2
+    log(f"serving /metrics on {config.listen}:{config.port}"
+        + (" with TLS" if settings is not None and settings.tls else "")
+        + (" and basic auth" if settings is not None and settings.users else ""))
     keeper = Keeper(config, metrics)
 
     def stop(signum: int, _frame: object) -> None:

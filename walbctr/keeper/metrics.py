@@ -12,9 +12,11 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from walbctr.keeper.web import WebConfig, serve
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class KeeperMetrics:
     """Everything /metrics shows; `serve` starts the HTTP endpoint."""
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
         self.snapshot = Snapshot()
         registry.register(self.snapshot)
         self.kicks = Counter("walb_keeper_kicks", "kicks the keeper sent, by target server and "
@@ -113,5 +116,6 @@ class KeeperMetrics:
         for sid, role in servers:
             self.restarts.labels(sid, role)
 
-    def serve(self, port: int, address: str = "0.0.0.0") -> None:
-        start_http_server(port, addr=address)
+    def serve(self, port: int, address: str = "127.0.0.1",
+              web: WebConfig | None = None) -> None:
+        serve(make_wsgi_app(self.registry), address, port, web)

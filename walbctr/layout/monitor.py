@@ -10,6 +10,7 @@ from typing import Annotated
 from pydantic import Field
 
 from walbctr.layout.basemodel import Model
+from walbctr.layout.values import PlainPath
 
 KEEPER_SERVICE = "walb-keeper"  # the compose service; no server may take this id
 KEEPER_LABEL = "io.walbctr.keeper"  # its container's label (value: the group)
@@ -35,5 +36,12 @@ class MonitorSpec(Model):
                                "which a volume is reported as lagging")
     publish: bool | str = Field(True, description="bridge mode: publish the metrics port on "
                                 "the host; true means 127.0.0.1, a string is the address")
+    listen: str | None = Field(None, description="host mode: the address /metrics is served "
+                               "on (default: the monitor host's layout address; 127.0.0.1 "
+                               "keeps it to that host)")
+    web_config: PlainPath | None = Field(
+        None, description="absolute path, on the keeper's host, of a Prometheus web config "
+        "file (tls_server_config, basic_auth_users); its directory is bound read-only into "
+        "the keeper, so name the certificate and key in it relative to it")
     image: str | None = Field(None, description="keeper image (default: walbctr/walb-keeper "
                               "with the tag of the layout's image; 'walbctr build' makes both)")

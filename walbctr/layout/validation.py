@@ -438,6 +438,29 @@ def monitor_problems(layout: Layout) -> Iterator[Problem]:
         yield Problem("monitor.publish", "publish applies to bridge mode only",
                       fix="in host mode the keeper listens on the host network already; "
                       "remove it")
+    if m.listen is not None:
+        if layout.network_mode == "bridge":
+            yield Problem("monitor.listen", "listen applies to host mode only",
+                          fix="in bridge mode 'publish' chooses the host address; remove it")
+        elif (why := address_problem(m.listen)) is not None:
+            yield Problem("monitor.listen", f"listen {show(m.listen)} {why}",
+                          fix="an IPv4 address or name of the keeper's host, or 127.0.0.1")
+        elif _is_wildcard(m.listen):
+            yield Advisory("monitor.listen", "the keeper's /metrics listens on every interface "
+                           "of its host", fix="listen on the address Prometheus scrapes, or "
+                           "protect it with web_config (TLS and basic auth)")
+    if layout.network_mode == "bridge" and isinstance(m.publish, str) and \
+            _is_wildcard(m.publish):
+        yield Advisory("monitor.publish", "the keeper's /metrics is published on every "
+                       "interface", fix="publish on 127.0.0.1 or a private address, or "
+                       "protect it with web_config (TLS and basic auth)")
+    if m.web_config is not None:
+        yield from path_form(m.web_config, "monitor.web_config", "web_config")
+        if posixpath.dirname(m.web_config) in SYSTEM_DIRS:
+            yield Problem("monitor.web_config", f"its directory {posixpath.dirname(m.web_config)}"
+                          " would be bound into the keeper",
+                          fix="keep the web config, certificate and key in a directory of "
+                              "their own, e.g. /etc/walbctr/keeper-web/web.yml")
     if m.probe_interval > m.interval:
         yield Problem("monitor.probe_interval",
                       f"probe_interval {m.probe_interval:g} s is longer than interval "

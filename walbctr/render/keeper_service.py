@@ -9,6 +9,7 @@ together.
 from __future__ import annotations
 
 import json
+import posixpath
 from typing import Any
 
 from walbctr.layout.imagetag import keeper_image
@@ -25,11 +26,29 @@ def image_of(layout: Layout) -> str:
     return m.image if m is not None and m.image else keeper_image(layout.image)
 
 
+WEB_DIR = "/etc/walb-keeper/web"  # where the web config's directory is bound
+
+
+def listen_address(layout: Layout) -> str:
+    """Where the keeper serves /metrics: in bridge mode every interface of its own network
+    namespace (`publish` decides what the host shows); in host mode `monitor.listen`, or
+    the host's layout address, never every interface of the host by default."""
+    m = monitor_of(layout)
+    assert m is not None
+    if layout.network_mode == "bridge":
+        return "0.0.0.0"
+    return m.listen or layout.hosts[m.host].address
+
+
 def keeper_config(layout: Layout) -> dict[str, Any]:
     """What the keeper needs to know: the servers as walbc reaches them, and its cadence."""
     m = monitor_of(layout)
     assert m is not None
+    web = {} if m.web_config is None else {
+        "web_config": posixpath.join(WEB_DIR, posixpath.basename(m.web_config))}
     return {
+        "listen": listen_address(layout),
+        **web,
         "group": layout.group,
         "port": m.port,
         "interval": m.interval,
@@ -77,8 +96,17 @@ def keeper_service(layout: Layout, network: str | None) -> dict[str, Any]:
                              "protocol": "tcp"}]
     else:
         svc["network_mode"] = "host"
-    probe = (f"import urllib.request; urllib.request.urlopen("
-             f"'http://127.0.0.1:{m.port}/metrics', timeout=3)")
+    if m.web_config is not None:
+        svc["volumes"] = [{"type": "bind", "source": posixpath.dirname(m.web_config),
+                           "target": WEB_DIR, "read_only": True}]
+    address = listen_address(layout)
+    address = "127.0.0.1" if address == "0.0.0.0" else address
+    # With TLS or basic auth the check cannot scrape (it holds no password, only the
+    # hashes): that /metrics accepts connections is what it can know.
+    probe = (f"import socket; socket.create_connection(('{address}', {m.port}), 3)"
+             if m.web_config is not None else
+             f"import urllib.request; urllib.request.urlopen("
+             f"'http://{address}:{m.port}/metrics', timeout=3)")
     svc["healthcheck"] = {"test": ["CMD", "python3", "-c", probe], "interval": "10s",
                           "timeout": "5s", "retries": 3, "start_period": "10s"}
     svc["logging"] = {"driver": "json-file", "options": {"max-size": "20m", "max-file": "5"}}

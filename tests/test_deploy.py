@@ -630,3 +630,29 @@ def test_walbctr_helpers_do_not_leave_containers(engine: Any) -> None:
     leftovers = engine.containers.list(all=True, filters={"label": "io.walbctr.probe"})
     assert leftovers == []
 
+
+
+def test_down_of_another_layout_with_the_same_group_leaves_this_layouts_servers(
+        make_group: Any) -> None:
+    import subprocess
+    import sys
+
+    g = make_group()
+    assert g.up().returncode == 0
+    own = g.containers()["s0"].labels["io.walbctr.layout"]
+    assert own.endswith(f":{g.path.resolve()}")
+    # The same group written again elsewhere (another controller: its own state dir),
+    # without the storage: to it, s0 looks like a server taken out of the layout.
+    text = g.path.read_text()
+    other = g.tmp / "elsewhere" / "layout.yaml"
+    other.parent.mkdir()
+    other.write_text(text[:text.index("storages:")])
+    down = subprocess.run([sys.executable, "-m", "walbctr", "down", str(other), "--quiet"],
+                          capture_output=True, text=True, check=False,
+                          env={**g.env, "WALBCTR_STATE_DIR": str(other.parent / "state")})
+    assert down.returncode == 0, down.stderr
+    assert f"was started from another layout, {own}, so walbctr leaves it" in down.stderr
+    assert list(g.containers()) == ["s0"]  # a0 and p0 are in both layouts; s0 only in g's
+    again = g.walbctr("down", str(g.path), "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert g.containers() == {}

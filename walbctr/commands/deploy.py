@@ -135,9 +135,13 @@ def up(layout: Layout, *, only_host: str | None, timeout: float | None,
     with GroupLock(layout.group, "up"):
         before = fleet.observe()
         for sid in sorted(set(before) - {s.id for s in layout.servers}):
-            warn(f"warning: {sid} ({before[sid].name}) still runs but is no longer in "
-                 f"{layout.source}; 'walbctr down {layout.source}' removes it with the "
-                 "group (its data stays)")
+            obs = before[sid]
+            if obs.layout in ("", fleet.identity):
+                warn(f"warning: {sid} ({obs.name}) still runs but is no longer in "
+                     f"{layout.source}; 'walbctr down {layout.source}' removes it with the "
+                     "group (its data stays)")
+            else:
+                warn(stranger_warning(fleet.engines[fleet.hosts[0]], obs, layout))
         old = fleet.old_engines()
         wanted = desired_hashes(layout, fleet.hosts, old)
         servers = [s for s in layout.servers if s.host in fleet.hosts]
@@ -156,7 +160,7 @@ def up(layout: Layout, *, only_host: str | None, timeout: float | None,
         if no_keeper:
             raise WalbctrError(f"nothing was started:\n  {no_keeper}")
 
-        paths = write_compose_files(layout, fleet.hosts, old)
+        paths = write_compose_files(layout, fleet.hosts, old, before)
         if layout.network_mode == "bridge":
             ensure_network(layout, fleet.engines[fleet.hosts[0]])
         rows = [(s.id, s.role.value, s.host) for s in servers]
@@ -341,6 +345,8 @@ def down(layout: Layout, ids: list[str] | None, *, only_host: str | None,
             for engine, obs in fleet.orphans():
                 _remove_orphan(engine, obs)
                 removed.append(obs.server)
+            for engine, obs in fleet.strangers():
+                warn(stranger_warning(engine, obs, layout))
         if whole and layout.network_mode == "bridge":
             remove_network(fleet.engines[fleet.hosts[0]], network_name(layout))
         return removed
@@ -388,6 +394,15 @@ def remove_network(engine: Engine, name: str) -> None:
         fix = "the next 'walbctr up' reuses it; a Docker daemon restart lets it be removed"
     warn(f"warning: host {engine.label}: the servers are down, but the network {name} "
          f"stays: {why}. It is harmless: {fix}.")
+
+
+def stranger_warning(engine: Engine, obs: Observed, layout: Layout) -> str:
+    """What to say of a container of this group that another layout file started."""
+    return (f"warning: host {engine.label}: {obs.name} (server {obs.server} of group "
+            f"{layout.group}) was started from another layout, {obs.layout}, so walbctr "
+            f"leaves it. Two layouts should not share a group: give one another 'group:'. "
+            f"'walbctr down' of that layout removes it; if that file is gone, "
+            f"'docker stop -t 120 {obs.name} && docker rm {obs.name}' does (its data stays)")
 
 
 def _remove_orphan(engine: Engine, obs: Observed) -> None:

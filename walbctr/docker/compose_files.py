@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+import os
+import socket
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,6 +13,7 @@ from walbctr.errors import WalbctrError
 from walbctr.render.compose import GENERATED, compose_project, dump, file_name
 
 if TYPE_CHECKING:
+    from walbctr.docker.containers import Observed
     from walbctr.layout.spec import Layout
 
 
@@ -39,11 +42,20 @@ def write_files(directory: Path, files: dict[str, str], *, prune: bool = False,
         raise WalbctrError(f"cannot write compose files to {directory}: {err}", fix) from None
 
 
+def identity(layout: Layout) -> str:
+    """The layout as this controller knows it: its host name and the file's real path."""
+    return f"{socket.gethostname()}:{os.path.realpath(layout.source)}"
+
+
 def write_compose_files(layout: Layout, hosts: Iterable[str],
-                        old_engines: Collection[str] = ()) -> dict[str, Path]:
-    """host -> its compose file in walbctr's state dir, written where it changed."""
-    texts = {host: dump(layout, compose_project(layout, host, host not in old_engines))
-             for host in hosts}
+                        old_engines: Collection[str] = (),
+                        observed: Mapping[str, Observed] | None = None) -> dict[str, Path]:
+    """host -> its compose file in walbctr's state dir, written where it changed.
+    `observed`: the group's containers now, whose layout labels are kept as they are."""
+    who = identity(layout)
+    kept = {sid: obs.layout for sid, obs in (observed or {}).items()}
+    texts = {host: dump(layout, compose_project(layout, host, host not in old_engines, who,
+                                                kept)) for host in hosts}
     paths = write_files(group_dir(layout.group), {file_name(h): t for h, t in texts.items()},
                         fix="set WALBCTR_STATE_DIR to a writable directory", mode=0o600)
     return {host: paths[file_name(host)] for host in texts}

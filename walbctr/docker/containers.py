@@ -18,7 +18,7 @@ from docker.errors import APIError, NotFound
 
 from walbctr.docker.engine import Engine
 from walbctr.errors import WalbctrError, explain
-from walbctr.render.compose import LABEL, container_name
+from walbctr.render.compose import IDENTITY_LABEL, LABEL, container_name
 from walbctr.walb.readiness import answers_as, batch_answers, batch_argv, host_type_argv
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ class Observed:
     config_hash: str
     health_output: str
     restart_policy: str
+    layout: str = ""  # the layout it was started from (IDENTITY_LABEL); "" when unknown
 
     @property
     def healthy(self) -> bool:
@@ -123,6 +124,7 @@ def observe(attrs: dict[str, Any]) -> Observed:
         image_id=attrs.get("Image", ""),
         image=config.get("Image", ""),
         config_hash=labels.get(f"{LABEL}.config-hash", ""),
+        layout=labels.get(IDENTITY_LABEL, ""),
         health_output=(log[-1].get("Output", "").strip() if log else ""),
         restart_policy=policy or "no",
     )

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
+from walbctr.docker.compose_files import identity
 from walbctr.docker.containers import Observed, group_containers
 from walbctr.docker.engine import Engine
 
@@ -54,7 +55,20 @@ class Fleet:
                          if not self.engines[h].has_start_interval)
 
     def orphans(self) -> list[tuple[Engine, Observed]]:
-        """The group's containers whose server is no longer in the layout."""
+        """The group's containers whose server is no longer in the layout, and that this
+        layout started (or that carry no layout label: walbctr before it had one)."""
+        return [(e, o) for e, o in self._not_in_layout() if o.layout in ("", self.identity)]
+
+    def strangers(self) -> list[tuple[Engine, Observed]]:
+        """Containers of the same group that another layout file started."""
+        return [(e, o) for e, o in self._not_in_layout()
+                if o.layout not in ("", self.identity)]
+
+    @property
+    def identity(self) -> str:
+        return identity(self.layout)
+
+    def _not_in_layout(self) -> list[tuple[Engine, Observed]]:
         known = {s.id for s in self.layout.servers}
         found = []
         for hosts in self.engine_groups().values():

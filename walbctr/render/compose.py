@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from walbctr.layout.spec import Layout
 
 LABEL = "io.walbctr"
+# Which layout file started a container (controller:path). Not part of the config hash:
+# moving a layout file must not recreate its servers.
+IDENTITY_LABEL = f"{LABEL}.layout"
 GENERATED = "# generated from "  # every rendered file's first words; pruning relies on them
 # Docker's health check is the steady-state check: walbctr probes readiness itself while
 # it starts servers (readiness.py), so Docker need not ask every 2 s forever. Engines from
@@ -69,13 +72,27 @@ def render(layout: Layout, old_engines: Collection[str] = ()) -> dict[str, str]:
             for host in layout.used_hosts}
 
 
-def compose_project(layout: Layout, host: str, start_interval: bool = True) -> dict[str, Any]:
+def compose_project(layout: Layout, host: str, start_interval: bool = True,
+                    identity: str | None = None,
+                    kept: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """One host's compose project.
+
+    `identity` (controller:layout path) labels each new server, so that a `down` of
+    another layout with the same group leaves it alone. `kept`: server id -> the identity
+    its existing container carries ("" for none), written back unchanged, because Compose
+    recreates a container whose labels changed and moving a layout file must not restart
+    walb servers."""
     bridge = layout.network_mode == "bridge"
     servers = layout.servers_on(host)
     project: dict[str, Any] = {
         "name": project_name(layout, host),
         "services": {s.id: service(layout, s, servers, start_interval) for s in servers},
     }
+    if identity is not None:
+        for sid in project["services"]:
+            label = identity if kept is None or sid not in kept else kept[sid]
+            if label:
+                project["services"][sid]["labels"][IDENTITY_LABEL] = label
     monitor = monitor_of(layout)
     if monitor is not None and monitor.host == host:
         keeper = keeper_service(layout, "walb" if bridge else None)

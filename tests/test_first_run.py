@@ -118,7 +118,7 @@ def loops_on(file: Path) -> str:
 
 def run_on_terminal(command: str, env: dict[str, str], cwd: Path, timeout: float,
                     answer: bytes = b"y\n") -> tuple[int, str, bool]:
-    """Run `command` with a pty as its terminal; answer the first [Y/n] question.
+    """Run `command` with a pty as its terminal; answer the first [Y/n] or [y/N] question.
 
     Returns exit status, everything it printed, and whether it asked.
     """
@@ -143,7 +143,7 @@ def run_on_terminal(command: str, env: dict[str, str], cwd: Path, timeout: float
             if not chunk:
                 break
             out += chunk
-            if not asked and b"[Y/n]" in out:
+            if not asked and (b"[Y/n]" in out or b"[y/N]" in out):
                 os.write(master, answer)
                 asked = True
         else:
@@ -379,3 +379,75 @@ def test_check_host_says_up_will_make_a_missing_lab_vg(
     assert " ok " in row
     assert f"VG {vg} is not there yet: 'walbctr up' makes it on a 128M loop file" in row
     assert list((tmp_path / "state").glob("*/lab-vg-*.img")) == []  # check-host makes nothing
+
+
+def test_purge_checks_right_before_vgremove_that_the_lab_vg_lies_only_on_its_file(
+        engine: Any, double_image: str, tmp_path: Path) -> None:
+    """A PV added to the lab VG after `down --purge-lab` planned (its check passed) must
+    stop the removal: the VG is left whole, and the error names the other PV."""
+    from walbctr.docker import loop_vg as loopvg
+    from walbctr.errors import WalbctrError
+
+    name = f"walbctr_lab_{os.urandom(3).hex()}"
+    lab = loopvg.LoopVg(name, tmp_path / "lab.img", "64M", "walbctr-lab-t")
+    extra = loopvg.LoopVg(name, tmp_path / "extra.img", "64M", "walbctr-lab-t")
+    extend = ('f=$1 vg=$2; truncate -s 64M "$f" && dev=$(losetup -f --show "$f") && '
+              'pvcreate -q "$dev" >&2 && vgextend -q "$vg" "$dev" >&2 && echo "$dev"')
+    shrink = ('f=$1 vg=$2; for d in $(losetup -j "$f" | cut -d: -f1); do '
+              'vgreduce -q "$vg" "$d" >&2; pvremove -q "$d" >&2; losetup -d "$d"; done; '
+              'rm -f "$f"')
+    loopvg.create(engine_of(engine), double_image, lab)
+    try:
+        added = loopvg._probe(engine_of(engine), double_image, extra, extend).split()[-1]
+        with pytest.raises(WalbctrError) as err:
+            loopvg.remove(engine_of(engine), double_image, lab)
+        assert f"volume group {name} also lies on {added}" in err.value.message
+        assert err.value.fix and "vgreduce" in err.value.fix
+        assert vg_tags(engine, double_image, name) == "walbctr-lab-t"  # still whole
+    finally:
+        loopvg._probe(engine_of(engine), double_image, extra, shrink)
+        loopvg.remove(engine_of(engine), double_image, lab)
+    assert vg_tags(engine, double_image, name) is None
+
+
+def test_a_symlink_at_the_lab_vg_file_is_refused_and_its_target_untouched(
+        engine: Any, double_image: str, tmp_path: Path) -> None:
+    from walbctr.docker import loop_vg as loopvg
+    from walbctr.errors import WalbctrError
+
+    target = tmp_path / "precious"
+    target.write_text("keep me")
+    (tmp_path / "lab.img").symlink_to(target)
+    lab = loopvg.LoopVg(f"walbctr_lab_{os.urandom(3).hex()}", tmp_path / "lab.img", "64M",
+                        "walbctr-lab-t")
+    with pytest.raises(WalbctrError) as err:
+        loopvg.create(engine_of(engine), double_image, lab)
+    assert "is a symbolic link" in err.value.message
+    assert target.read_text() == "keep me"
+
+
+def engine_of(client: Any) -> Any:
+    """walbctr's Engine for the local engine the `engine` fixture's client talks to."""
+    from walbctr.docker.engine import Engine
+
+    del client
+    return Engine()
+
+
+@pytest.mark.parametrize("extra", ["", " --yes"])
+def test_purge_lab_asks_on_a_terminal_and_no_keeps_everything(
+        engine: Any, double_image: str, tmp_path: Path, extra: str) -> None:
+    vg = f"walbctr_lab_{os.urandom(3).hex()}"
+    path = lab_layout(tmp_path, double_image, vg)
+    env = {**os.environ, "WALBCTR_STATE_DIR": str(tmp_path / "state"), "TERM": "dumb"}
+    code, out, asked = run_on_terminal(
+        f"{shlex.quote(sys.executable)} -m walbctr down {path} --purge-lab{extra}", env, ROOT,
+        timeout=120, answer=b"n\n")
+    if extra:  # --yes: no question; nothing was there, so nothing to remove
+        assert (code, asked) == (0, False), out
+        assert f"lab volume group {vg}: nothing to remove" in out
+    else:
+        assert (code, asked) == (1, True), out
+        assert f"Remove the lab volume group(s) {vg}" in out
+        assert "nothing was stopped or removed" in out and "--yes" in out
+        assert "removed 0 containers" not in out  # down itself never ran

@@ -438,11 +438,13 @@ def up(layout: str, host: str | None, timeout: int | None, push_image: bool, bui
 @host_option
 @click.option("--purge-lab", is_flag=True,
               help="Also remove the lab VGs walbctr made for the layout's archives "
-                   "(lab_vg_size): VG, loop device and file. Never a VG it did not make.")
+                   "(lab_vg_size): VG, loop device and file. Never a VG it did not make. "
+                   "Asks first on a terminal.")
+@click.option("--yes", "-y", is_flag=True, help="With --purge-lab: do not ask.")
 @plain_option
 @quiet_option
 @friendly
-def down(args: tuple[str, ...], host: str | None, purge_lab: bool, plain: bool,
+def down(args: tuple[str, ...], host: str | None, purge_lab: bool, yes: bool, plain: bool,
          quiet: bool) -> None:
     """Stop and remove the group's containers (or only the servers ID...).
 
@@ -459,6 +461,13 @@ def down(args: tuple[str, ...], host: str | None, purge_lab: bool, plain: bool,
     if purge_lab and (ids or host):
         raise click.UsageError("--purge-lab takes the whole group down: give no ids or --host")
     plan = plan_purge(lay) if purge_lab else None  # refuses before anything stops
+    if plan is not None and not yes and sys.stdin.isatty():
+        vgs = ", ".join(f"{lab.vg.name} (on {lab.vg.file})" for lab, _ in plan.labs)
+        if not click.confirm(f"Remove the lab volume group(s) {vgs} with every logical "
+                             "volume in them, the archives' backups included?"):
+            raise WalbctrError("nothing was stopped or removed",
+                               f"run 'walbctr down {lay.source}' without --purge-lab to "
+                               "keep the lab VG, or add --yes to skip this question")
     mode = _progress_mode(plain, quiet)
     removed = run_down(lay, ids or None, only_host=host, mode=mode)
     kept = ", ".join(sorted({s.base_dir for s in lay.servers if s.id in removed})) or "-"

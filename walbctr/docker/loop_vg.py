@@ -67,6 +67,8 @@ true
 # again, and LVM finds the VG on it by scanning. A failed first make leaves nothing behind.
 _CREATE = """
 f=$1 vg=$2 new=
+# A link planted at the file's name would have truncate and losetup work on its target.
+if [ -L "$f" ]; then echo "$f is a symbolic link; walbctr makes lab VG files itself" >&2; exit 5; fi
 dev=$(losetup -j "$f" | cut -d: -f1 | head -n 1)
 if [ -z "$dev" ]; then
   if [ ! -e "$f" ]; then truncate -s "$3" "$f" || exit 1; new=1; fi
@@ -90,6 +92,15 @@ if vgs "$vg" >/dev/null 2>&1; then
     *",$tag,"*) ;;
     *) echo "volume group $vg does not carry the tag $tag" >&2; exit 3 ;;
   esac
+  # Checked again here, right before vgremove: a PV added since 'down' began would go too.
+  loops=" $(losetup -j "$f" | cut -d: -f1 | tr '\n' ' ')"
+  for pv in $(vgs --noheadings -o pv_name "$vg"); do
+    case "$loops" in
+      *" $pv "*) ;;
+      *) echo "volume group $vg also lies on $pv, not only on the loop file $f;" \
+           "nothing was removed" >&2; exit 4 ;;
+    esac
+  done
   vgremove -q -f "$vg" >&2 || exit 1
 fi
 for dev in $(losetup -j "$f" | cut -d: -f1); do
@@ -159,4 +170,6 @@ def remove(engine: Engine, image: str, vg: LoopVg) -> None:
     try:
         _probe(engine, image, vg, _REMOVE, vg.tag)
     except ContainerError as err:
-        raise _failed("remove", vg, err, "") from None
+        fix = ("take the other PV out with vgreduce, or remove the VG yourself"
+               if err.exit_status == 4 else "")
+        raise _failed("remove", vg, err, fix) from None

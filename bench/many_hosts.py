@@ -259,9 +259,8 @@ def seed_large_bench(image: str, runs: int) -> None:
         path = tmp / "seed-large.yaml"
         path.write_text(seed_large_layout(group, image, vg, engines))
         # The engines are Docker 20.10 (API 1.41): their Compose refuses start_interval,
-        # and `walbctr up` leaves it out there too, so both run the same services.
-        run([*walbctr, "render", str(path), "-o", str(tmp / "compose"),
-             "--no-start-interval"], env)
+        # render's default leaves it out, and so does `walbctr up` there: the same services.
+        run([*walbctr, "render", str(path), "-o", str(tmp / "compose")], env)
         rendered = {h: tmp / "compose" / group / f"{h}.yaml" for h in names}
         legacy = {}
         for h, file in rendered.items():

@@ -103,7 +103,7 @@ def bench_size(engine: docker.DockerClient, image: str, vg: str, tmp: Path, size
     walbctr = [sys.executable, "-m", "walbctr"]
     old = tuple(int(x) for x in engine.api.api_version.split(".")) < (1, 44)
     subprocess.run([*walbctr, "render", str(layout), "-o", str(tmp / "compose"),
-                    *(["--no-start-interval"] if old else [])],
+                    *([] if old else ["--start-interval"])],
                    check=True, capture_output=True, env=env)
     rendered = tmp / "compose" / group / "box.yaml"
     legacy = tmp / f"legacy{size}.yaml"

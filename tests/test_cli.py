@@ -5,8 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from tests.conftest import EXAMPLES, ROOT
+from walbctr.render.compose import HEALTH_INTERVAL_S, OLD_ENGINE_INTERVAL_S, START_INTERVAL_S
 
 
 def walbctr(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -61,6 +65,50 @@ def test_render_writes_and_prunes_stale_generated_files(tmp_path: Path) -> None:
     walbctr("render", str(EXAMPLES / "minimal.yaml"), "-o", str(out))
     remaining = sorted(p.name for p in (out / "minimal").iterdir())
     assert remaining == ["hostA0.yaml", "hostP0.yaml", "hostS0.yaml", "mine.yaml"]
+
+
+def rendered_health_checks(tmp_path: Path, *flags: str
+                           ) -> tuple[dict[str, dict[str, Any]], str]:
+    """service id -> its health check in the files `walbctr render` wrote, and stderr."""
+    out = tmp_path / "-".join(("out", *flags))
+    run = walbctr("render", str(EXAMPLES / "minimal.yaml"), "-o", str(out), *flags)
+    assert run.returncode == 0, run.stderr
+    checks = {sid: svc["healthcheck"] for file in sorted((out / "minimal").iterdir())
+              for sid, svc in yaml.safe_load(file.read_text())["services"].items()}
+    assert sorted(checks) == ["a0", "p0", "s0"]
+    return checks, run.stderr
+
+
+def test_render_by_default_writes_files_every_engine_accepts(tmp_path: Path) -> None:
+    # render sees no engine, and Compose before Docker 25 refuses start_interval.
+    checks, stderr = rendered_health_checks(tmp_path)
+    for sid, check in checks.items():
+        assert "start_interval" not in check, sid
+        assert check["interval"] == f"{OLD_ENGINE_INTERVAL_S}s", sid
+    assert stderr == ""
+
+
+def test_render_with_start_interval_writes_it_for_docker_25_and_later(tmp_path: Path
+                                                                      ) -> None:
+    checks, _ = rendered_health_checks(tmp_path, "--start-interval")
+    for sid, check in checks.items():
+        assert check["start_interval"] == f"{START_INTERVAL_S}s", sid
+        assert check["interval"] == f"{HEALTH_INTERVAL_S}s", sid
+
+
+def test_render_still_takes_no_start_interval_and_says_it_is_the_default_now(
+        tmp_path: Path) -> None:
+    checks, stderr = rendered_health_checks(tmp_path, "--no-start-interval")
+    assert checks == rendered_health_checks(tmp_path)[0]
+    assert stderr == ("warning: --no-start-interval is deprecated: it is the default now "
+                      "(pass --start-interval to opt in)\n")
+
+
+def test_render_help_says_when_to_pass_start_interval() -> None:
+    run = walbctr("render", "--help")
+    text = " ".join(run.stdout.split())
+    assert "pass --start-interval when every host runs Docker 25 (API 1.44) or later" in text
+    assert "--no-start-interval" not in run.stdout  # hidden: only for old scripts
 
 
 def test_invalid_layout_writes_nothing(tmp_path: Path) -> None:

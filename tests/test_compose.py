@@ -85,6 +85,20 @@ def test_health_check_is_a_steady_state_check_with_a_quick_start() -> None:
     assert old["interval"] == "10s"  # how soon Docker sees a start there
 
 
+def test_up_still_chooses_start_interval_per_engine_not_renders_default(
+        minimal: Layout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `walbctr render` leaves start_interval out unless told; `up` writes its files from
+    # the engines it sees (Fleet.old_engines), so a Docker 25 host keeps the quick start.
+    from walbctr.docker.compose_files import write_compose_files
+
+    monkeypatch.setenv("WALBCTR_STATE_DIR", str(tmp_path))
+    files = write_compose_files(minimal, minimal.used_hosts, old_engines={"h1"})
+    checks = {sid: svc["healthcheck"] for path in files.values()
+              for sid, svc in yaml.safe_load(path.read_text())["services"].items()}
+    assert "start_interval" not in checks["a0"]  # h1: an engine before API 1.44
+    assert checks["p0"]["start_interval"] == checks["s0"]["start_interval"] == "1s"
+
+
 def test_proxy_has_least_privilege(minimal: Layout) -> None:
     p0 = parsed(minimal)["p0"]
     assert "privileged" not in p0

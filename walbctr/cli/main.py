@@ -145,23 +145,39 @@ def cmdline(layout: str, host: str | None) -> None:
               type=click.Path(file_okay=False),
               help="Directory to write into; files go to OUTPUT/GROUP/HOST.yaml.")
 @click.option("--stdout", is_flag=True, help="Print the files instead of writing them.")
-@click.option("--no-start-interval", is_flag=True,
-              help="For engines older than Docker 25 (API 1.44), whose Compose refuses the "
-                   "health check's start_interval ('walbctr up' decides this per engine).")
+@click.option("--start-interval", is_flag=True,
+              help="Add the health check's start_interval (a first check within a second) "
+                   "and the 30 s interval; only when every host runs Docker 25 (API 1.44) "
+                   "or later, whose Compose alone accepts the key.")
+# The default since issue #26; kept so that scripts written for the old default still run.
+@click.option("--no-start-interval", is_flag=True, hidden=True)
 @friendly
-def render(layout: str, output: str, stdout: bool, no_start_interval: bool) -> None:
+def render(layout: str, output: str, stdout: bool, start_interval: bool,
+           no_start_interval: bool) -> None:
     """Write compose files for LAYOUT: one per host that runs servers.
 
     Each server is a service named by its id, with the walb command line, a walb-protocol
     health check, depends_on in tier order (within the host), least privilege per role,
     and its base dir and log bound at the same paths. Output is deterministic. Files for
     hosts that no longer run servers are removed if walbctr generated them.
+
+    The health check has no start_interval and a 10 s interval by default, because render
+    cannot see the engines and Compose before Docker 25 refuses the key; pass
+    --start-interval when every host runs Docker 25 (API 1.44) or later. ('walbctr up'
+    asks each engine and decides per host by itself.)
     """
+    from walbctr.errors import warn
     from walbctr.render.compose import file_name
     from walbctr.render.compose import render as render_files
 
+    if no_start_interval:
+        if start_interval:
+            raise click.UsageError("--start-interval and --no-start-interval contradict "
+                                   "each other; pass one")
+        warn("warning: --no-start-interval is deprecated: it is the default now "
+             "(pass --start-interval to opt in)")
     lay = load(layout)
-    files = render_files(lay, lay.used_hosts if no_start_interval else ())
+    files = render_files(lay, () if start_interval else lay.used_hosts)
     if stdout:
         for text in files.values():
             click.echo(text, nl=False)

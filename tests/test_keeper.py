@@ -139,19 +139,25 @@ class Prometheus:
 
 @pytest.fixture
 def prometheus(kept: KeptGroup, tmp_path: Path, double_image: str) -> Iterator[Prometheus]:
+    yield from run_prometheus(kept, tmp_path, double_image, {})
+
+
+def run_prometheus(kept: KeptGroup, tmp_path: Path, double_image: str,
+                   scrape: dict[str, Any]) -> Iterator[Prometheus]:
+    """A real Prometheus scraping the keeper; `scrape` adds to its scrape config (TLS)."""
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.skip("Debian's prometheus package is not installed (apt-get install "
                     "prometheus; .ci/install-host-tools does it)")
     port = free_ports(1)[0]
     home = tmp_path / "prometheus"
-    (home / "data").mkdir(parents=True)
+    (home / "data").mkdir(parents=True, exist_ok=True)
     rules = Path(__file__).resolve().parent.parent / "monitoring" / "walb-alerts.yml"
     shutil.copy(rules, home / "walb-alerts.yml")
     (home / "prometheus.yml").write_text(yaml.safe_dump({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": ["/etc/prometheus-test/walb-alerts.yml"],
-        "scrape_configs": [{"job_name": "walb-keeper", "static_configs": [
+        "scrape_configs": [{"job_name": "walb-keeper", **scrape, "static_configs": [
             {"targets": [f"127.0.0.1:{kept.metrics_port}"]}]}]}))
     project = f"{kept.name}-prometheus"
     compose_file = home / "compose.yaml"
@@ -318,3 +324,82 @@ def test_two_keepers_at_once_are_harmless(kept: KeptGroup) -> None:
         assert kept.walbc("a0", "get", "state", "vol0").strip() == "SyncReady"
     finally:
         second.remove(force=True)
+
+
+@pytest.fixture
+def kept_tls(tmp_path: Path, engine: Any, double_image: str,
+             loop_vg: str) -> Iterator[tuple[KeptGroup, Path]]:
+    """A kept group whose keeper serves /metrics with TLS and basic auth (web config)."""
+    import os
+    import subprocess
+
+    import bcrypt
+
+    if engine.images.list(name=keeper_image(double_image)) == []:
+        pytest.skip(f"no keeper image {keeper_image(double_image)} next to {double_image}")
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed here: it makes the test's certificate")
+    web = tmp_path / "keeper-web"
+    web.mkdir(mode=0o755)
+    web.chmod(0o755)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=keeper",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(web / "key.pem"),
+                    "-out", str(web / "cert.pem")], check=True, capture_output=True)
+    os.chown(web / "key.pem", 65534, 65534)  # the keeper runs as nobody
+    (web / "key.pem").chmod(0o400)
+    (web / "cert.pem").chmod(0o644)
+    hashed = bcrypt.hashpw(b"scrape-me", bcrypt.gensalt(rounds=6)).decode()
+    (web / "web.yml").write_text("tls_server_config:\n  cert_file: cert.pem\n"
+                                 f"  key_file: key.pem\nbasic_auth_users:\n  prom: '{hashed}'\n")
+    (web / "web.yml").chmod(0o644)
+    group = KeptGroup(tmp_path / "g", engine, double_image, loop_vg)
+    group.path.write_text(group.path.read_text().replace(
+        "lag_threshold: 300}", f"lag_threshold: 300, web_config: {web / 'web.yml'}}}"))
+    try:
+        run = group.up()
+        assert run.returncode == 0, run.stderr[-3000:]
+        yield group, web
+    finally:
+        group.cleanup()
+
+
+def test_a_keeper_with_a_web_config_serves_tls_and_basic_auth_to_prometheus(
+        kept_tls: tuple[KeptGroup, Path], tmp_path: Path, double_image: str) -> None:
+    import base64
+    import ssl
+    import urllib.error
+
+    kept, web = kept_tls
+    url = f"https://127.0.0.1:{kept.metrics_port}/metrics"
+    ctx = ssl.create_default_context(cafile=str(web / "cert.pem"))
+
+    def status(password: str | None) -> int:
+        request = urllib.request.Request(url)
+        if password is not None:
+            token = base64.b64encode(f"prom:{password}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, context=ctx, timeout=5) as answer:
+                return int(answer.status)
+        except urllib.error.HTTPError as err:
+            return err.code
+
+    wait_for(lambda: status("scrape-me") == 200, "the keeper to serve /metrics over TLS")
+    assert status(None) == 401 and status("wrong") == 401
+    wait_for(lambda: kept.engine.containers.get(kept.keeper().id).attrs["State"]["Health"][
+        "Status"] == "healthy", "the keeper's health check (a connect) to pass", timeout=60)
+    home = tmp_path / "prometheus"
+    home.mkdir()
+    shutil.copy(web / "cert.pem", home / "keeper-ca.pem")
+    (home / "keeper.pass").write_text("scrape-me")
+    prom = run_prometheus(kept, tmp_path, double_image, {
+        "scheme": "https", "tls_config": {"ca_file": "/etc/prometheus-test/keeper-ca.pem"},
+        "basic_auth": {"username": "prom",
+                       "password_file": "/etc/prometheus-test/keeper.pass"}})
+    prometheus = next(prom)
+    try:
+        wait_for(lambda: prometheus.value('sum(walb_server_up{job="walb-keeper"})') == 3,
+                 "Prometheus to scrape the three servers up over TLS with basic auth")
+    finally:
+        prom.close()

@@ -61,20 +61,23 @@ def parse(data: object, base_dir: str) -> WebConfig:
     users = data.get("basic_auth_users") or {}
     if not isinstance(tls, dict) or not isinstance(users, dict):
         raise ValueError("tls_server_config and basic_auth_users are mappings")
+    for user, hashed in users.items():
+        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+            raise ValueError(f"basic_auth_users.{user} is not a bcrypt hash (make one with "
+                             "htpasswd -nBC 10 USER)")
+    return _with_tls(WebConfig(users={str(u): str(h) for u, h in users.items()}), tls,
+                     base_dir)
+
+
+def _with_tls(web: WebConfig, tls: dict[str, Any], base_dir: str) -> WebConfig:
+    if not tls:
+        return web
     if set(tls) - _TLS_KEYS:
         raise ValueError(f"tls_server_config.{sorted(set(tls) - _TLS_KEYS)[0]} is not a key "
                          f"the keeper reads ({', '.join(sorted(_TLS_KEYS))})")
-
-    def path(key: str) -> str | None:
-        value = tls.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"tls_server_config.{key} is not a file name")
-        return value if value.startswith("/") else os.path.join(base_dir, value)
-
-    cert, key, ca = path("cert_file"), path("key_file"), path("client_ca_file")
-    if (cert is None) != (key is None):
+    cert, key, ca = (_file(tls, k, base_dir) for k in ("cert_file", "key_file",
+                                                        "client_ca_file"))
+    if cert is None or key is None:
         raise ValueError("tls_server_config needs both cert_file and key_file")
     auth_type = tls.get("client_auth_type", "NoClientCert")
     if auth_type not in CLIENT_AUTH:
@@ -85,14 +88,16 @@ def parse(data: object, base_dir: str) -> WebConfig:
     version = tls.get("min_version", "TLS12")
     if version not in TLS_VERSIONS:
         raise ValueError(f"tls_server_config.min_version {version!r} is not TLS12 or TLS13")
-    for user, hashed in users.items():
-        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
-            raise ValueError(f"basic_auth_users.{user} is not a bcrypt hash (make one with "
-                             "htpasswd -nBC 10 USER)")
-    if tls and cert is None:
-        raise ValueError("tls_server_config needs cert_file and key_file")
-    return WebConfig(cert, key, ca, CLIENT_AUTH[auth_type], TLS_VERSIONS[version],
-                     {str(u): str(h) for u, h in users.items()})
+    return WebConfig(cert, key, ca, CLIENT_AUTH[auth_type], TLS_VERSIONS[version], web.users)
+
+
+def _file(tls: dict[str, Any], key: str, base_dir: str) -> str | None:
+    value = tls.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"tls_server_config.{key} is not a file name")
+    return value if value.startswith("/") else os.path.join(base_dir, value)
 
 
 def load(path: str) -> WebConfig:

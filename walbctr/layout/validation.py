@@ -6,13 +6,13 @@ import difflib
 import ipaddress
 import posixpath
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from walbctr.errors import Problem
-from walbctr.layout.host import address_problem, engine_problem
+from walbctr.layout.host import Host, TlsSpec, address_problem, engine_problem
 from walbctr.layout.hostpaths import SYSTEM_DIRS, system_tree
-from walbctr.layout.monitor import KEEPER_SERVICE
+from walbctr.layout.monitor import KEEPER_SERVICE, MonitorSpec
 from walbctr.layout.server import Role, Server
 from walbctr.layout.values import first_outside, host_name, show
 from walbctr.layout.yamlsource import format_loc
@@ -94,16 +94,7 @@ def _hosts(layout: Layout) -> Iterator[Problem]:
     declared = layout.spec.hosts
     used = set(layout.used_hosts)
     if declared is not None:
-        for s in layout.servers:
-            if s.host not in declared:
-                close = difflib.get_close_matches(s.host, list(declared), n=1)
-                yield Problem(_where(s, "host"),
-                              f"host {s.host!r} is not defined in 'hosts'",
-                              fix=f"did you mean {close[0]!r}?" if close
-                              else f"add '{s.host}:' under hosts")
-        for name in declared:
-            if name not in used:
-                yield Advisory(format_loc(("hosts", name)), f"host {name!r} runs no server")
+        yield from _declared_hosts(layout, declared, used)
     slugs: dict[str, str] = {}
     for name, host in layout.hosts.items():
         where = (format_loc(("hosts", name)) if declared and name in declared
@@ -125,40 +116,64 @@ def _hosts(layout: Layout) -> Iterator[Problem]:
                 yield Problem(f"{where}.address" if declared and name in declared else where,
                               f"address {show(host.address)} {why}",
                               fix="give the host name or IPv4 address peers reach it by")
-        if host.engine is not None:
-            why = engine_problem(host.engine)
-            if why:
-                yield Problem(f"{where}.engine", f"engine {show(host.engine)} {why}",
-                              fix="e.g. ssh://user@host, tcp://host:2376, "
-                                  "unix:///var/run/docker.sock or a docker context name")
-        tcp = (host.engine or "").startswith("tcp://")
-        if tcp and host.tls is None and not host.insecure:
-            yield Problem(f"{where}.engine",
-                          f"engine {host.engine} is plain TCP: anyone on the path can read "
-                          "and drive a root-equivalent Docker API",
-                          fix="add tls: {ca, cert, key} (dockerd --tlsverify, port 2376), use "
-                              "ssh://, or for a lab on a private network say insecure: true")
-        elif tcp and host.tls is None:
-            yield Advisory(f"{where}.insecure",
-                           f"host {name}: engine {host.engine} is spoken to over plain TCP",
-                           fix="add tls: {ca, cert, key} or use ssh:// once it leaves the lab")
-        if host.insecure and not tcp:
-            yield Problem(f"{where}.insecure", "insecure applies to tcp:// engines only",
-                          fix="remove it: ssh:// and unix:// engines are not plain TCP")
-        if host.tls is not None and not host.tls.verify and tcp:
-            yield Advisory(f"{where}.tls.verify",
-                           f"host {name}: the engine's certificate is not verified, so any "
-                           "machine on the path can pose as it",
-                           fix="remove verify: false and give the CA that signed it")
-        if host.tls is not None:
-            if not tcp:
-                yield Problem(f"{where}.tls", "tls applies to tcp:// engines only",
-                              fix="ssh:// and unix:// engines need no TLS settings")
-            for key in ("ca", "cert", "key"):
-                path = getattr(host.tls, key)
-                if not path.startswith("/"):
-                    yield Problem(f"{where}.tls.{key}", f"{path!r} is relative",
-                                  fix="give the absolute path of the PEM file")
+        yield from _engine_problems(name, host, where)
+
+
+def _declared_hosts(layout: Layout, declared: Mapping[str, object],
+                    used: set[str]) -> Iterator[Problem]:
+    """With a `hosts` block: every server's host is in it, and every host in it is used."""
+    for s in layout.servers:
+        if s.host not in declared:
+            close = difflib.get_close_matches(s.host, list(declared), n=1)
+            yield Problem(_where(s, "host"), f"host {s.host!r} is not defined in 'hosts'",
+                          fix=f"did you mean {close[0]!r}?" if close
+                          else f"add '{s.host}:' under hosts")
+    for name in declared:
+        if name not in used:
+            yield Advisory(format_loc(("hosts", name)), f"host {name!r} runs no server")
+
+
+def _engine_problems(name: str, host: Host, where: str) -> Iterator[Problem]:
+    """How the controller reaches the host's engine: a valid reference, never plain TCP
+    unless the layout says so, TLS files by absolute path."""
+    if host.engine is not None:
+        why = engine_problem(host.engine)
+        if why:
+            yield Problem(f"{where}.engine", f"engine {show(host.engine)} {why}",
+                          fix="e.g. ssh://user@host, tcp://host:2376, "
+                              "unix:///var/run/docker.sock or a docker context name")
+    tcp = (host.engine or "").startswith("tcp://")
+    if tcp and host.tls is None and not host.insecure:
+        yield Problem(f"{where}.engine",
+                      f"engine {host.engine} is plain TCP: anyone on the path can read "
+                      "and drive a root-equivalent Docker API",
+                      fix="add tls: {ca, cert, key} (dockerd --tlsverify, port 2376), use "
+                          "ssh://, or for a lab on a private network say insecure: true")
+    elif tcp and host.tls is None:
+        yield Advisory(f"{where}.insecure",
+                       f"host {name}: engine {host.engine} is spoken to over plain TCP",
+                       fix="add tls: {ca, cert, key} or use ssh:// once it leaves the lab")
+    if host.insecure and not tcp:
+        yield Problem(f"{where}.insecure", "insecure applies to tcp:// engines only",
+                      fix="remove it: ssh:// and unix:// engines are not plain TCP")
+    if host.tls is not None and not host.tls.verify and tcp:
+        yield Advisory(f"{where}.tls.verify",
+                       f"host {name}: the engine's certificate is not verified, so any "
+                       "machine on the path can pose as it",
+                       fix="remove verify: false and give the CA that signed it")
+    if host.tls is not None:
+        yield from _tls_problems(host.tls, where, tcp)
+
+
+def _tls_problems(tls: TlsSpec, where: str, tcp: bool) -> Iterator[Problem]:
+    if not tcp:
+        yield Problem(f"{where}.tls", "tls applies to tcp:// engines only",
+                      fix="ssh:// and unix:// engines need no TLS settings")
+    for key in ("ca", "cert", "key"):
+        path = getattr(tls, key)
+        if not path.startswith("/"):
+            yield Problem(f"{where}.tls.{key}", f"{path!r} is relative",
+                          fix="give the absolute path of the PEM file")
 
 
 def _first_on(layout: Layout, host: str) -> str:
@@ -416,28 +431,8 @@ def _lab_vgs(layout: Layout) -> Iterator[Problem]:
                           "its thin pool yourself")
 
 
-def monitor_problems(layout: Layout) -> Iterator[Problem]:
-    """What is wrong with the monitor block, given the servers it watches."""
-    m = layout.spec.monitor
-    if m is None:
-        return
-    if m.host not in layout.used_hosts:
-        yield Problem("monitor.host", f"host {m.host!r} runs no server",
-                      fix="put the keeper on one of the hosts that run servers: "
-                      + ", ".join(layout.used_hosts))
-    for s in layout.servers:
-        if s.id == KEEPER_SERVICE:
-            yield Problem(f"{s.role.section}[{s.index}].id",
-                          f"the id {KEEPER_SERVICE!r} is the keeper's service name",
-                          fix="give the server another id")
-        if (layout.network_mode == "host" and s.host == m.host and s.port == m.port):
-            yield Problem("monitor.port", f"port {m.port} is {s.id}'s port on {m.host}",
-                          fix="give the keeper's metrics another port")
-    if layout.network_mode == "host" and m.publish is not True and "publish" in \
-            m.model_fields_set:
-        yield Problem("monitor.publish", "publish applies to bridge mode only",
-                      fix="in host mode the keeper listens on the host network already; "
-                      "remove it")
+def _monitor_exposure(layout: Layout, m: MonitorSpec) -> Iterator[Problem]:
+    """Where the keeper's /metrics can be reached from, and its web config."""
     if m.listen is not None:
         if layout.network_mode == "bridge":
             yield Problem("monitor.listen", "listen applies to host mode only",
@@ -461,6 +456,31 @@ def monitor_problems(layout: Layout) -> Iterator[Problem]:
                           " would be bound into the keeper",
                           fix="keep the web config, certificate and key in a directory of "
                               "their own, e.g. /etc/walbctr/keeper-web/web.yml")
+
+
+def monitor_problems(layout: Layout) -> Iterator[Problem]:
+    """What is wrong with the monitor block, given the servers it watches."""
+    m = layout.spec.monitor
+    if m is None:
+        return
+    if m.host not in layout.used_hosts:
+        yield Problem("monitor.host", f"host {m.host!r} runs no server",
+                      fix="put the keeper on one of the hosts that run servers: "
+                      + ", ".join(layout.used_hosts))
+    for s in layout.servers:
+        if s.id == KEEPER_SERVICE:
+            yield Problem(f"{s.role.section}[{s.index}].id",
+                          f"the id {KEEPER_SERVICE!r} is the keeper's service name",
+                          fix="give the server another id")
+        if (layout.network_mode == "host" and s.host == m.host and s.port == m.port):
+            yield Problem("monitor.port", f"port {m.port} is {s.id}'s port on {m.host}",
+                          fix="give the keeper's metrics another port")
+    if layout.network_mode == "host" and m.publish is not True and "publish" in \
+            m.model_fields_set:
+        yield Problem("monitor.publish", "publish applies to bridge mode only",
+                      fix="in host mode the keeper listens on the host network already; "
+                      "remove it")
+    yield from _monitor_exposure(layout, m)
     if m.probe_interval > m.interval:
         yield Problem("monitor.probe_interval",
                       f"probe_interval {m.probe_interval:g} s is longer than interval "

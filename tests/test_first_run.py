@@ -354,6 +354,7 @@ def test_a_lab_vg_whose_loop_device_went_away_is_attached_again(
     try:
         labvg.ensure(lay, lay.used_hosts, said.append)
         assert said and said[-1].startswith(f"lab volume group {vg}: made on /dev/loop")
+        assert (tmp_path / "state" / lay.group).stat().st_mode & 0o777 == 0o700
         assert vg_tags(engine, double_image, vg) == f"walbctr-lab-{lay.group}"
         device = loops_on(lab.vg.file).split(":")[0]
         subprocess.run(["losetup", "-d", device], check=True)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from walbctr.docker import loop_vg as loopvg
 from walbctr.docker.containers import group_containers
 from walbctr.docker.engine import Engine
-from walbctr.docker.state import GroupLock, state_dir
+from walbctr.docker.state import GroupLock, group_dir, state_dir
 from walbctr.errors import WalbctrError
 from walbctr.layout.server import Role
 
@@ -83,6 +83,7 @@ def ensure(layout: Layout, hosts: Collection[str], echo: Callable[[str], None]) 
     wanted = [lab for lab in wanted if not set(lab.archives) <= running]
     if not wanted or engine.image_or_none(layout.image) is None:
         return
+    group_dir(layout.group)  # made 0700 and checked, before the loop file goes in it
     with GroupLock(layout.group, "up"):
         for lab in wanted:
             vg = lab.vg

@@ -366,24 +366,13 @@ def kept_tls(tmp_path: Path, engine: Any, double_image: str,
 
 def test_a_keeper_with_a_web_config_serves_tls_and_basic_auth_to_prometheus(
         kept_tls: tuple[KeptGroup, Path], tmp_path: Path, double_image: str) -> None:
-    import base64
-    import ssl
-    import urllib.error
+    from tests.test_keeper_web import fetch
 
     kept, web = kept_tls
     url = f"https://127.0.0.1:{kept.metrics_port}/metrics"
-    ctx = ssl.create_default_context(cafile=str(web / "cert.pem"))
 
     def status(password: str | None) -> int:
-        request = urllib.request.Request(url)
-        if password is not None:
-            token = base64.b64encode(f"prom:{password}".encode()).decode()
-            request.add_header("Authorization", f"Basic {token}")
-        try:
-            with urllib.request.urlopen(request, context=ctx, timeout=5) as answer:
-                return int(answer.status)
-        except urllib.error.HTTPError as err:
-            return err.code
+        return fetch(url, web / "cert.pem", "prom", password)[0]
 
     wait_for(lambda: status("scrape-me") == 200, "the keeper to serve /metrics over TLS")
     assert status(None) == 401 and status("wrong") == 401

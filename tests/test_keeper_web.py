@@ -19,6 +19,21 @@ import pytest
 from walbctr.keeper import web
 
 
+def fetch(url: str, cafile: Path, user: str, password: str | None) -> tuple[int, bytes]:
+    """GET `url` over TLS trusting `cafile`, as `user` with `password` (None: no
+    Authorization header); the HTTP status and body, errors included."""
+    request = urllib.request.Request(url)
+    if password is not None:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    ctx = ssl.create_default_context(cafile=str(cafile))
+    try:
+        with urllib.request.urlopen(request, context=ctx, timeout=5) as answer:
+            return int(answer.status), answer.read()
+    except urllib.error.HTTPError as err:
+        return err.code, b""
+
+
 def _app(environ: dict[str, Any], start: Any) -> list[bytes]:
     start("200 OK", [("Content-Type", "text/plain")])
     return [b"walb_server_up 1\n"]
@@ -76,20 +91,12 @@ def test_metrics_are_served_over_tls_only_to_a_user_with_the_password(tls_files:
     port = _free_port()
     server = web.serve(_app, "127.0.0.1", port, web.load(str(tls_files / "web.yml")))
     try:
-        ctx = ssl.create_default_context(cafile=str(tls_files / "cert.pem"))
         url = f"https://127.0.0.1:{port}/metrics"
 
         def get(password: str | None) -> int:
-            request = urllib.request.Request(url)
-            if password is not None:
-                token = base64.b64encode(f"prometheus:{password}".encode()).decode()
-                request.add_header("Authorization", f"Basic {token}")
-            try:
-                with urllib.request.urlopen(request, context=ctx, timeout=5) as answer:
-                    assert b"walb_server_up 1" in answer.read()
-                    return int(answer.status)
-            except urllib.error.HTTPError as err:
-                return err.code
+            status, body = fetch(url, tls_files / "cert.pem", "prometheus", password)
+            assert status != 200 or b"walb_server_up 1" in body
+            return status
 
         assert get("s3cret") == 200
         assert get("s3cret") == 200  # the second time from the cache

@@ -136,7 +136,7 @@ def up(layout: Layout, *, only_host: str | None, timeout: float | None,
         before = fleet.observe()
         for sid in sorted(set(before) - {s.id for s in layout.servers}):
             obs = before[sid]
-            if obs.layout in ("", fleet.identity):
+            if fleet.owns(obs):
                 warn(f"warning: {sid} ({obs.name}) still runs but is no longer in "
                      f"{layout.source}; 'walbctr down {layout.source}' removes it with the "
                      "group (its data stays)")
@@ -342,11 +342,12 @@ def down(layout: Layout, ids: list[str] | None, *, only_host: str | None,
         if whole:
             # Servers taken out of the layout since they were started go with the group;
             # the image's stop shim turns Docker's stop into a graceful walb shutdown.
-            for engine, obs in fleet.orphans():
-                _remove_orphan(engine, obs)
-                removed.append(obs.server)
-            for engine, obs in fleet.strangers():
-                warn(stranger_warning(engine, obs, layout))
+            for engine, obs in fleet.not_in_layout():
+                if fleet.owns(obs):
+                    _remove_orphan(engine, obs)
+                    removed.append(obs.server)
+                else:
+                    warn(stranger_warning(engine, obs, layout))
         if whole and layout.network_mode == "bridge":
             remove_network(fleet.engines[fleet.hosts[0]], network_name(layout))
         return removed

@@ -19,6 +19,7 @@ T = TypeVar("T")
 class Fleet:
     def __init__(self, layout: Layout, only_host: str | None = None) -> None:
         self.layout = layout
+        self.identity = identity(layout)  # this controller's name for the layout file
         self.hosts = layout.select_hosts(only_host)
         shared: dict[str, Engine] = {}
         self.engines: dict[str, Engine] = {}
@@ -54,21 +55,13 @@ class Fleet:
         return frozenset(h for h in (self.hosts if hosts is None else hosts)
                          if not self.engines[h].has_start_interval)
 
-    def orphans(self) -> list[tuple[Engine, Observed]]:
-        """The group's containers whose server is no longer in the layout, and that this
-        layout started (or that carry no layout label: walbctr before it had one)."""
-        return [(e, o) for e, o in self._not_in_layout() if o.layout in ("", self.identity)]
+    def owns(self, obs: Observed) -> bool:
+        """Whether this layout started the container: its layout label is this layout's,
+        or it has none (walbctr before the label). Another layout's is left alone."""
+        return obs.layout in ("", self.identity)
 
-    def strangers(self) -> list[tuple[Engine, Observed]]:
-        """Containers of the same group that another layout file started."""
-        return [(e, o) for e, o in self._not_in_layout()
-                if o.layout not in ("", self.identity)]
-
-    @property
-    def identity(self) -> str:
-        return identity(self.layout)
-
-    def _not_in_layout(self) -> list[tuple[Engine, Observed]]:
+    def not_in_layout(self) -> list[tuple[Engine, Observed]]:
+        """The group's containers whose server is not in the layout (see `owns`)."""
         known = {s.id for s in self.layout.servers}
         found = []
         for hosts in self.engine_groups().values():

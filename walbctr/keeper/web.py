@@ -3,7 +3,7 @@ and basic auth read from a Prometheus web configuration file, the format exporte
 through exporter-toolkit (https://prometheus.io/docs/prometheus/latest/configuration/https/).
 
 prometheus-client serves plain HTTP only in Debian 12's 0.16, so the server is the stdlib's
-wsgiref with an ssl context around its socket, as later prometheus-client versions do.
+wsgiref, with TLS wrapped around each accepted connection in that connection's thread.
 The parser is pure; `load` and `serve` are the I/O beside it.
 """
 

@@ -90,7 +90,7 @@ def compose_project(layout: Layout, host: str, start_interval: bool = True,
     }
     if identity is not None:
         for sid in project["services"]:
-            label = identity if kept is None or sid not in kept else kept[sid]
+            label = (kept or {}).get(sid, identity)
             if label:
                 project["services"][sid]["labels"][IDENTITY_LABEL] = label
     monitor = monitor_of(layout)

@@ -23,10 +23,12 @@ ALLOWED: dict[str, set[str]] = {
     "display": {"image"},  # it shows the build log's steps
     "image": {"image", "docker", "layout", "render", "walb", "errors", "display"},
     "keeper": {"keeper", "walb"},
-    "commands": {"commands", "docker", "image", "layout", "render", "walb", "errors",
-                 "display"},
-    "cli": {"cli", "commands", "docker", "image", "layout", "render", "walb", "errors",
-            "display"},
+    # the Python 3 API: volumes through the layout, for scripts and for `walbctr volume`
+    "group": {"docker", "layout", "walb", "errors"},
+    "commands": {"commands", "group", "docker", "image", "layout", "render", "walb",
+                 "errors", "display"},
+    "cli": {"cli", "commands", "group", "docker", "image", "layout", "render", "walb",
+            "errors", "display"},
 }
 PURE = ("errors", "layout", "render", "walb")
 EDGE_LIBRARIES = ("docker", "python_on_whales", "subprocess", "socket", "rich",

@@ -58,6 +58,7 @@ class Wait:
     server: str
     why: str
     progress_on: str = ""
+    volume: str = ""
 
 
 @dataclass(frozen=True)
@@ -111,9 +112,9 @@ def next_add_step(plan: AddPlan, seen: AddSeen) -> Next:
     """walblib's init_storage + full_backup (or hash_backup), one step at a time."""
     s, a, vol = plan.storage, plan.archive, plan.volume
     if seen.storage in STORAGE_TRANSIENT:
-        return Wait(s, f"{s} is in {seen.storage} for {vol}", progress_on=a)
+        return Wait(s, f"{s} is in {seen.storage} for {vol}", progress_on=a, volume=vol)
     if seen.archive in ARCHIVE_TRANSIENT and seen.archive != "WdiffRecv":
-        return Wait(a, f"{a} is in {seen.archive} for {vol}", progress_on=a)
+        return Wait(a, f"{a} is in {seen.archive} for {vol}", progress_on=a, volume=vol)
     if seen.storage == S_TARGET:
         return _after_backup(plan, seen)
     return _prepare(plan, seen)
@@ -172,7 +173,7 @@ def _archive_ready(plan: AddPlan, seen: AddSeen) -> Next | None:
 def _proxy_ready(plan: AddPlan, pid: str, p: ProxySeen) -> Step | Wait | None:
     a, vol = plan.archive, plan.volume
     if p.state in PROXY_TRANSIENT and p.state not in PROXY_ACTIVE:
-        return Wait(pid, f"{pid} is in {p.state} for {vol}")
+        return Wait(pid, f"{pid} is in {p.state} for {vol}", volume=vol)
     if a not in p.archives:
         if p.state in PROXY_ACTIVE:
             return Step(pid, ("stop", vol, "force"), f"stop {vol} on {pid} to add {a}",
@@ -211,7 +212,7 @@ def _after_backup(plan: AddPlan, seen: AddSeen) -> Next:
         if pid not in seen.kicked and p.state in PROXY_ACTIVE:
             return Step(pid, ("kick", vol, a), f"kick {pid} to send {vol} to {a} now",
                         volume=vol)
-    return Wait(a, f"waiting for {a}'s first restorable snapshot of {vol}")
+    return Wait(a, f"waiting for {a}'s first restorable snapshot of {vol}", volume=vol)
 
 
 # --- one-server checks ---------------------------------------------------------------------

@@ -129,3 +129,50 @@ class ServerBoard:
                 f"{now - self.since[sid]:.0f}s" if running else "")
             table.add_row(sid, role, host, Text(state, style=self.STYLE.get(state, "")), when)
         return table
+
+
+class StepProgress:
+    """A long volume operation: live, a bar while walb reports progress and the step's
+    words otherwise; plain, one line per new step and per tenth of a transfer."""
+
+    def __init__(self, mode: ProgressMode) -> None:
+        self.mode = mode
+        self.console = Console(stderr=True)
+        self.last = ""
+        self.tenth = -1
+        self.live = Live(console=self.console, refresh_per_second=4, transient=True) \
+            if mode == "live" else None
+        self.started = time.monotonic()
+
+    def __enter__(self) -> StepProgress:
+        if self.live is not None:
+            self.live.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+    def update(self, step: str, done_lb: int | None = None, total_lb: int | None = None) -> None:
+        if self.mode == "quiet":
+            return
+        share = done_lb / total_lb if done_lb and total_lb else None
+        if self.live is not None:
+            self.live.update(self._render(step, share))
+            if step != self.last:
+                self.console.print(f"{time.monotonic() - self.started:6.1f}s  {step}")
+        elif step != self.last or (share is not None and int(share * 10) != self.tenth):
+            pct = f" ({share:.0%} of {total_lb * 512 / 2**20:.0f} MiB)" \
+                if share is not None and total_lb else ""
+            self.console.print(f"{time.monotonic() - self.started:6.1f}s  {step}{pct}",
+                               highlight=False)
+        self.last = step
+        self.tenth = int(share * 10) if share is not None else -1
+
+    def _render(self, step: str, share: float | None) -> Text:
+        if share is None:
+            return Text(f"… {step}", style="yellow")
+        width = 30
+        full = int(share * width)
+        return Text(f"[{'#' * full}{'.' * (width - full)}] {share:4.0%}  {step}", style="yellow")

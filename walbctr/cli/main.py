@@ -823,3 +823,258 @@ def _push(lay: Layout, host: str | None, quiet: bool) -> list[Any]:
             bar.update(tasks[h], completed=sent)
 
         return run_push(lay, host, progress)
+
+
+# --- volumes ----------------------------------------------------------------------------
+
+
+@main.group(context_settings=CONTEXT)
+@click.option("-l", "--layout", default=DEFAULT_LAYOUT, show_default=True, metavar="LAYOUT",
+              type=click.Path(dir_okay=False), help="The group's layout ($WALBCTR_LAYOUT).")
+@click.pass_context
+def volume(ctx: click.Context, layout: str) -> None:
+    """Back up volumes: add, snapshot, restore, replicate, and see them on every server.
+
+    Every command derives the servers from the layout, checks the volume's state on each
+    before it acts, and runs walb's own walbc steps in upstream's order (walblib's
+    Controller), asking each server from inside its own container.
+
+    \b
+    The tutorial, on the lab:
+      walbctr volume -l examples/lab.yaml add vol0 --storage s0 --device /dev/walb/vol0
+      walbctr volume -l examples/lab.yaml snapshot vol0          # prints the gid
+      walbctr volume -l examples/lab.yaml restore vol0 GID       # prints the device
+      walbctr volume -l examples/lab.yaml show vol0
+      walbctr volume -l examples/lab.yaml replicate vol0 --to a1
+    From Python: walbctr.group.Group.load("layout.yaml") has the same operations.
+    """
+    ctx.obj = layout
+
+
+def _group(ctx: click.Context) -> Any:
+    from walbctr.group import Group
+
+    return Group(load(ctx.obj))
+
+
+def _long_work(plain: bool, quiet: bool) -> Any:
+    from walbctr.commands.volume import display
+
+    return display(_progress_mode(plain, quiet))
+
+
+timeout_option = click.option("--timeout", type=click.FloatRange(min=1), default=None,
+                              metavar="SECONDS", help="Give up waiting after this long "
+                              "(walb goes on; run the command again to wait more).")
+archive_option = click.option("--archive", metavar="ID",
+                              help="The archive to use (default: the primary, the first).")
+
+
+@volume.command("add")
+@click.argument("vol")
+@click.option("--storage", required=True, metavar="ID", help="The storage whose device it is.")
+@click.option("--device", required=True, metavar="PATH",
+              help="The walb device on that storage's host, e.g. /dev/walb/vol0.")
+@archive_option
+@click.option("--hash", "hash_backup", is_flag=True,
+              help="Hash backup instead of full: only blocks that differ from the archive's "
+              "copy are sent (the remedy for an overflowed log).")
+@timeout_option
+@plain_option
+@quiet_option
+@click.pass_context
+@friendly
+def volume_add(ctx: click.Context, vol: str, storage: str, device: str, archive: str | None,
+               hash_backup: bool, timeout: float | None, plain: bool, quiet: bool) -> None:
+    """Start backing up VOL: init it on the storage and the primary archive, tell every
+    proxy (in priority order) where the archive is, and run a full backup with progress
+    until the first restorable snapshot. Interrupted, it continues when run again."""
+    from walbctr.commands.volume import progress_of
+    from walbctr.group import DEFAULT_TIMEOUT_S
+
+    grp = _group(ctx)
+    with _long_work(plain, quiet) as shown:
+        gid = grp.add(vol, storage, device, hash_backup=hash_backup, archive=archive,
+                      timeout_s=timeout or DEFAULT_TIMEOUT_S, progress=progress_of(shown))
+    click.echo(f"{vol}: backed up on {grp.layout.primary_archive.id}, restorable gid {gid}")
+
+
+@volume.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+@friendly
+def volume_list(ctx: click.Context, as_json: bool) -> None:
+    """Every volume any server knows, its state on each server, and its restorable
+    snapshots per archive (one query per server)."""
+    from walbctr.commands.volume import as_json as dump
+    from walbctr.commands.volume import list_table
+
+    grp = _group(ctx)
+    rows = grp.volumes()
+    click.echo(dump(rows) if as_json else list_table(rows, [s.id for s in grp.layout.servers]),
+               nl=False)
+
+
+@volume.command("show")
+@click.argument("vol")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+@friendly
+def volume_show(ctx: click.Context, vol: str, as_json: bool) -> None:
+    """VOL on every server: state, restorable and restored snapshots, diffs and their
+    size, the base image, the latest snapshot."""
+    from walbctr.commands.volume import as_json as dump
+    from walbctr.commands.volume import show_text
+
+    info = _group(ctx).show(vol)
+    click.echo(dump(info) if as_json else show_text(info), nl=False)
+
+
+@volume.command("snapshot")
+@click.argument("vol")
+@timeout_option
+@plain_option
+@quiet_option
+@click.pass_context
+@friendly
+def volume_snapshot(ctx: click.Context, vol: str, timeout: float | None, plain: bool,
+                    quiet: bool) -> None:
+    """Take a snapshot of VOL on its storage and wait until the primary archive can
+    restore it; print its gid."""
+    from walbctr.commands.volume import progress_of
+
+    with _long_work(plain, quiet) as shown:
+        gid = _group(ctx).snapshot(vol, timeout_s=timeout or 600, progress=progress_of(shown))
+    click.echo(gid)
+
+
+@volume.command("restore")
+@click.argument("vol")
+@click.argument("gid", type=click.IntRange(0))
+@archive_option
+@timeout_option
+@plain_option
+@quiet_option
+@click.pass_context
+@friendly
+def volume_restore(ctx: click.Context, vol: str, gid: int, archive: str | None,
+                   timeout: float | None, plain: bool, quiet: bool) -> None:
+    """Restore snapshot GID of VOL as a new volume on the archive; print its device."""
+    from walbctr.commands.volume import progress_of
+    from walbctr.group import DEFAULT_TIMEOUT_S
+
+    grp = _group(ctx)
+    with _long_work(plain, quiet) as shown:
+        grp.restore(vol, gid, archive=archive, timeout_s=timeout or DEFAULT_TIMEOUT_S,
+                    progress=progress_of(shown))
+    click.echo(grp.restored_path(vol, gid, archive))
+
+
+@volume.command("restored")
+@click.argument("vol")
+@archive_option
+@click.pass_context
+@friendly
+def volume_restored(ctx: click.Context, vol: str, archive: str | None) -> None:
+    """The restored snapshots of VOL on the archive: gid and device, one a line."""
+    grp = _group(ctx)
+    for gid in grp.restored(vol, archive):
+        click.echo(f"{gid} {grp.restored_path(vol, gid, archive)}")
+
+
+@volume.command("del-restored")
+@click.argument("vol")
+@click.argument("gid", type=click.IntRange(0))
+@archive_option
+@click.pass_context
+@friendly
+def volume_del_restored(ctx: click.Context, vol: str, gid: int, archive: str | None) -> None:
+    """Delete the restored volume of snapshot GID (the backup itself stays)."""
+    _group(ctx).del_restored(vol, gid, archive=archive)
+    click.echo(f"{vol}: restored gid {gid} deleted")
+
+
+@volume.command("replicate")
+@click.argument("vol")
+@click.option("--to", "to", required=True, metavar="ID", help="The archive to copy to.")
+@click.option("--from", "source", metavar="ID", help="The archive to copy from (default: the "
+              "primary).")
+@click.option("--sync", is_flag=True, help="Then keep it synchronized: every proxy sends the "
+              "volume's diffs to it too.")
+@timeout_option
+@plain_option
+@quiet_option
+@click.pass_context
+@friendly
+def volume_replicate(ctx: click.Context, vol: str, to: str, source: str | None, sync: bool,
+                     timeout: float | None, plain: bool, quiet: bool) -> None:
+    """Copy VOL's backup to another archive, up to its newest restorable snapshot
+    (a full copy the first time, the missing diffs after)."""
+    from walbctr.commands.volume import progress_of
+    from walbctr.group import DEFAULT_TIMEOUT_S
+
+    with _long_work(plain, quiet) as shown:
+        gid = _group(ctx).replicate(vol, to, source=source, sync=sync,
+                                    timeout_s=timeout or DEFAULT_TIMEOUT_S,
+                                    progress=progress_of(shown))
+    click.echo(f"{vol}: replicated to {to} up to gid {gid}" + (", kept in sync" if sync else ""))
+
+
+server_option = click.option("--server", "server", required=True, metavar="ID",
+                             help="The server to act on.")
+
+
+@volume.command("stop")
+@click.argument("vol")
+@server_option
+@click.option("--mode", type=click.Choice(["graceful", "force", "empty"]), default="graceful",
+              show_default=True, help="empty: a proxy first sends what it holds.")
+@click.pass_context
+@friendly
+def volume_stop(ctx: click.Context, vol: str, server: str, mode: str) -> None:
+    """Stop VOL on one server (a storage stops sending, a proxy forwarding, an archive
+    receiving)."""
+    click.echo(f"{vol} on {server}: {_group(ctx).stop(vol, server, mode)}")
+
+
+@volume.command("start")
+@click.argument("vol")
+@server_option
+@click.pass_context
+@friendly
+def volume_start(ctx: click.Context, vol: str, server: str) -> None:
+    """Start VOL on one server again (a storage as the target)."""
+    click.echo(f"{vol} on {server}: {_group(ctx).start(vol, server)}")
+
+
+@volume.command("reset")
+@click.argument("vol")
+@server_option
+@click.pass_context
+@friendly
+def volume_reset(ctx: click.Context, vol: str, server: str) -> None:
+    """reset-vol on a storage or archive: back to SyncReady, ready for a new backup."""
+    click.echo(f"{vol} on {server}: {_group(ctx).reset(vol, server)}")
+
+
+@volume.command("remove")
+@click.argument("vol")
+@click.option("--delete-archive-data", "archives", multiple=True, metavar="ARCHIVE",
+              help="Also delete the backups of VOL on this archive (by name; repeatable).")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask.")
+@click.pass_context
+@friendly
+def volume_remove(ctx: click.Context, vol: str, archives: tuple[str, ...], yes: bool) -> None:
+    """Stop backing up VOL: clear it on every storage and proxy. Archives keep their
+    backups unless named with --delete-archive-data."""
+    grp = _group(ctx)
+    what = "its storages and proxies" + (
+        f", and DELETE its backups on {', '.join(archives)}" if archives else
+        " (the archives keep its backups)")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise WalbctrError(f"removing {vol} from {what} needs a confirmation",
+                               "run it in a terminal, or add --yes")
+        click.confirm(f"Remove {vol} from {what}?", abort=True)
+    cleared = grp.remove(vol, archive_data=archives)
+    click.echo(f"{vol}: cleared on {', '.join(cleared) or 'no server (it was nowhere)'}")

@@ -14,7 +14,8 @@ HASH = AddPlan("vol0", "s0", "a0", "a0:10000", "/dev/walb/vol0", hash_backup=Tru
 
 
 def seen(storage: str = "Clear", archive: str = "Clear",
-         proxies: dict[str, ProxySeen] | None = None, restorable: tuple[int, ...] = (), overflow: bool = False,
+         proxies: dict[str, ProxySeen] | None = None, restorable: tuple[int, ...] = (),
+         overflow: bool = False,
          kicked: frozenset[str] = frozenset()) -> AddSeen:
     if proxies is None:
         proxies = {"p0": ProxySeen("Clear"), "p1": ProxySeen("Clear")}

@@ -276,6 +276,16 @@ def _start_tier(layout: Layout, fleet: Fleet, paths: dict[str, Path], role: Role
         for s in servers:
             board.begin(s.id)
             board.set(s.id, "created")
+    _compose_up(layout, fleet, paths, by_host, board)
+    ids = [s.id for servers in by_host.values() for s in servers]
+    now = wait_tier(layout, fleet, role, by_host, before, board, timeout)
+    _tally(outcome, ids, before, now)
+
+
+def _compose_up(layout: Layout, fleet: Fleet, paths: dict[str, Path],
+                by_host: dict[str, tuple[Server, ...]], board: ServerBoard) -> None:
+    """`compose up` of the tier's servers on every host at once; a host where it fails
+    marks its servers failed and fails the tier (after every host has had its go)."""
 
     def apply(host: str) -> None:
         fleet.engines[host].compose_up(paths[host], project_name(layout, host),
@@ -286,8 +296,11 @@ def _start_tier(layout: Layout, fleet: Fleet, paths: dict[str, Path], role: Role
             for s in by_host[host]:
                 board.set(s.id, "failed")
             raise result
-    ids = [s.id for servers in by_host.values() for s in servers]
-    now = wait_tier(layout, fleet, role, by_host, before, board, timeout)
+
+
+def _tally(outcome: Outcome, ids: list[str], before: dict[str, Observed],
+           now: dict[str, Observed]) -> None:
+    """What `up` did to each server, told by its container before and after."""
     for sid in ids:
         if sid not in before:
             outcome.created.append(sid)

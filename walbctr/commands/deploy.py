@@ -64,51 +64,67 @@ class ImageMissingError(WalbctrError):
 
 def preflight(layout: Layout, fleet: Fleet, observed: dict[str, Observed]) -> None:
     """Everything that can be known before a container starts, checked on every host."""
-    problems: list[str] = []
     missing: list[str] = []
 
     def check(host: str) -> list[str]:
         engine = fleet.engines[host]
-        found: list[str] = []
         if engine.image_or_none(layout.image) is None:
             missing.append(host)
-            return found
+            return []
         waiting = [s for s in layout.servers_on(host)
                    if s.id not in observed or observed[s.id].status != "running"]
-        if layout.network_mode == "host":
-            for s in busy_ports(engine, layout, waiting):
-                found.append(f"host {host}: port {s.port} of {s.id} is already in use by "
-                             "another program; stop it, or give the server another port")
-        else:
-            published = [s for s in waiting if s.publish is not None]
-            for s in busy_ports(engine, layout, published):
-                found.append(f"host {host}: port {s.port} that {s.id} publishes is already "
-                             "in use; stop that program, or publish another port")
-        return found
+        return _busy_port_problems(layout, engine, host, waiting)
 
-    for host, result in fleet.each(fleet.hosts, check).items():
+    problems = _host_problems(fleet.each(fleet.hosts, check))
+    missing.sort(key=fleet.hosts.index)  # threads finish in any order; report in order
+    if missing and not problems:
+        raise _image_missing(layout, missing)
+    problems += [f"host {h}: image {layout.image} is not on its engine ('walbctr push' "
+                 "copies it)" for h in missing]
+    if problems:
+        raise WalbctrError("nothing was started:\n  " + "\n  ".join(problems))
+
+
+def _busy_port_problems(layout: Layout, engine: Engine, host: str,
+                        waiting: list[Server]) -> list[str]:
+    """The ports of servers about to start that another program holds: in host mode every
+    server's own port, on a bridge network only the ports it publishes on the host."""
+    if layout.network_mode == "host":
+        return [f"host {host}: port {s.port} of {s.id} is already in use by another "
+                "program; stop it, or give the server another port"
+                for s in busy_ports(engine, layout, waiting)]
+    published = [s for s in waiting if s.publish is not None]
+    return [f"host {host}: port {s.port} that {s.id} publishes is already in use; stop "
+            "that program, or publish another port"
+            for s in busy_ports(engine, layout, published)]
+
+
+def _host_problems(results: dict[str, list[str] | Exception]) -> list[str]:
+    """Every host's problems in one list; a host that could not be checked is one."""
+    problems: list[str] = []
+    for host, result in results.items():
         if isinstance(result, WalbctrError):
             problems.append(result.message + (f" ({result.fix})" if result.fix else ""))
         elif isinstance(result, Exception):
             problems.append(f"host {host}: {explain(result)}")
         else:
             problems += result
-    missing.sort(key=fleet.hosts.index)  # threads finish in any order; report in order
-    if missing and not problems:
-        local = all(layout.hosts[h].engine is None for h in missing)
-        err = ImageMissingError(
-            f"image {layout.image} is not on the engine of {', '.join(missing)}; nothing "
-            "was started",
-            "build it on this machine with 'walbctr build' (or 'walbctr build --source "
-            "DIR' from a copy of walb-tools)" if local else
-            "copy it there with 'walbctr push' (or 'walbctr up --push'), or build it on "
-            "this machine first with 'walbctr build'")
-        err.remote = not local
-        raise err
-    problems += [f"host {h}: image {layout.image} is not on its engine ('walbctr push' "
-                 "copies it)" for h in missing]
-    if problems:
-        raise WalbctrError("nothing was started:\n  " + "\n  ".join(problems))
+    return problems
+
+
+def _image_missing(layout: Layout, missing: list[str]) -> ImageMissingError:
+    """The image is all that is missing: the fix depends on where, since pushing cannot
+    help the local engine."""
+    local = all(layout.hosts[h].engine is None for h in missing)
+    err = ImageMissingError(
+        f"image {layout.image} is not on the engine of {', '.join(missing)}; nothing "
+        "was started",
+        "build it on this machine with 'walbctr build' (or 'walbctr build --source "
+        "DIR' from a copy of walb-tools)" if local else
+        "copy it there with 'walbctr push' (or 'walbctr up --push'), or build it on "
+        "this machine first with 'walbctr build'")
+    err.remote = not local
+    return err
 
 
 def ensure_network(layout: Layout, engine: Engine) -> None:
@@ -260,6 +276,16 @@ def _start_tier(layout: Layout, fleet: Fleet, paths: dict[str, Path], role: Role
         for s in servers:
             board.begin(s.id)
             board.set(s.id, "created")
+    _compose_up(layout, fleet, paths, by_host, board)
+    ids = [s.id for servers in by_host.values() for s in servers]
+    now = wait_tier(layout, fleet, role, by_host, before, board, timeout)
+    _tally(outcome, ids, before, now)
+
+
+def _compose_up(layout: Layout, fleet: Fleet, paths: dict[str, Path],
+                by_host: dict[str, tuple[Server, ...]], board: ServerBoard) -> None:
+    """`compose up` of the tier's servers on every host at once; a host where it fails
+    marks its servers failed and fails the tier (after every host has had its go)."""
 
     def apply(host: str) -> None:
         fleet.engines[host].compose_up(paths[host], project_name(layout, host),
@@ -270,8 +296,11 @@ def _start_tier(layout: Layout, fleet: Fleet, paths: dict[str, Path], role: Role
             for s in by_host[host]:
                 board.set(s.id, "failed")
             raise result
-    ids = [s.id for servers in by_host.values() for s in servers]
-    now = wait_tier(layout, fleet, role, by_host, before, board, timeout)
+
+
+def _tally(outcome: Outcome, ids: list[str], before: dict[str, Observed],
+           now: dict[str, Observed]) -> None:
+    """What `up` did to each server, told by its container before and after."""
     for sid in ids:
         if sid not in before:
             outcome.created.append(sid)

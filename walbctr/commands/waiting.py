@@ -8,11 +8,12 @@ failed.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, NoReturn
 
 from walbctr.docker.containers import (
     RESTART_POLICY,
+    Listed,
     Observed,
     answers,
     answers_many,
@@ -66,53 +67,88 @@ def wait_tier(layout: Layout, fleet: Fleet, role: Role,
     done: dict[str, Observed] = {}
     engines = {layout.hosts[h].engine_key: h for h in by_host}
     while True:
-        listed = {}
-        for found in fleet.each(engines.values(), lambda h: list_group(
-                fleet.engines[h], layout.group)).values():
-            if isinstance(found, Exception):
-                raise found
-            listed.update(found)
-        failures: list[Failure] = []
-        running = [sid for sid in pending if sid in listed
-                   and listed[sid].status == "running"]
-        for sid, server in pending.items():
-            if sid in listed and listed[sid].status in ("exited", "dead", "restarting"):
-                obs = inspect(fleet.engines[server.host], listed[sid].container_id)
-                failures.append((server, obs, "exited"))
-        answered = ask_ready(fleet, {sid: (pending[sid], listed[sid].container_id)
-                                      for sid in running})
-        for sid, ok in answered.items():
-            server = pending[sid]
-            if ok is not True:
-                board.set(sid, "starting")
-                continue
-            obs = inspect(fleet.engines[server.host], listed[sid].container_id)
-            if obs is None or obs.exited_since(_restarts_before(before, obs)):
-                failures.append((server, obs, "exited"))
-                continue
-            if obs.policy_drift:
-                set_restart_policy(fleet.engines[server.host], server, obs.container_id,
-                                   RESTART_POLICY)
-            board.set(sid, "healthy")
+        listed = _list_everywhere(layout, fleet, engines.values())
+        failures = _exited(fleet, pending, listed)
+        running = {sid: (server, listed[sid].container_id) for sid, server in pending.items()
+                   if sid in listed and listed[sid].status == "running"}
+        ready, refused = _settle_answers(fleet, running, ask_ready(fleet, running), before,
+                                         board)
+        failures += refused
+        for sid, obs in ready.items():
             done[sid] = obs
             del pending[sid]
         if failures:
-            for server, _, _ in failures:
-                board.set(server.id, "failed")
-            raise tier_failure(layout, fleet, role, failures)
+            _fail(layout, fleet, role, board, failures)
         if not pending:
             record_ready(layout.group, {sid: (o.container_id, o.started_at)
                                         for sid, o in done.items()})
             return done
-        waited = time.monotonic() - started
-        late = [(s, None, f"did not answer walbc within {limit[sid]:.0f} s "
-                 "(its start_period)") for sid, s in pending.items() if waited > limit[sid]]
+        late = _late(pending, limit, time.monotonic() - started)
         if late:
-            for server, _, _ in late:
-                board.set(server.id, "failed")
-            raise tier_failure(layout, fleet, role, late)
+            _fail(layout, fleet, role, board, late)
         board.tick()
         time.sleep(POLL_S)
+
+
+def _list_everywhere(layout: Layout, fleet: Fleet, hosts: Iterable[str]
+                     ) -> dict[str, Listed]:
+    """The group's containers on every engine (one host each), listed at once; an engine
+    that cannot be listed fails the wait."""
+    listed: dict[str, Listed] = {}
+    for found in fleet.each(hosts, lambda h: list_group(fleet.engines[h],
+                                                        layout.group)).values():
+        if isinstance(found, Exception):
+            raise found
+        listed.update(found)
+    return listed
+
+
+def _exited(fleet: Fleet, pending: Mapping[str, Server],
+            listed: Mapping[str, Listed]) -> list[Failure]:
+    """The waited-for servers whose container stopped or is looping through restarts."""
+    return [(server, inspect(fleet.engines[server.host], listed[sid].container_id), "exited")
+            for sid, server in pending.items()
+            if sid in listed and listed[sid].status in ("exited", "dead", "restarting")]
+
+
+def _settle_answers(fleet: Fleet, asked: Mapping[str, tuple[Server, str]],
+                    answered: Mapping[str, bool | Exception], before: Mapping[str, Observed],
+                    board: Board) -> tuple[dict[str, Observed], list[Failure]]:
+    """Each asked server by its answer: a silent one is still starting; one that answers is
+    ready unless its container is gone or its process ended since `before` (a walb that
+    answers after a restart still failed its start). A ready server gets back the restart
+    policy an interrupted `down` or `restart` left lifted."""
+    ready: dict[str, Observed] = {}
+    failures: list[Failure] = []
+    for sid, ok in answered.items():
+        server, container_id = asked[sid]
+        if ok is not True:
+            board.set(sid, "starting")
+            continue
+        obs = inspect(fleet.engines[server.host], container_id)
+        if obs is None or obs.exited_since(_restarts_before(before, obs)):
+            failures.append((server, obs, "exited"))
+            continue
+        if obs.policy_drift:
+            set_restart_policy(fleet.engines[server.host], server, obs.container_id,
+                               RESTART_POLICY)
+        board.set(sid, "healthy")
+        ready[sid] = obs
+    return ready, failures
+
+
+def _late(pending: Mapping[str, Server], limit: Mapping[str, float],
+          waited: float) -> list[Failure]:
+    """The servers still silent past their limit (the start_period, or --timeout)."""
+    return [(s, None, f"did not answer walbc within {limit[sid]:.0f} s (its start_period)")
+            for sid, s in pending.items() if waited > limit[sid]]
+
+
+def _fail(layout: Layout, fleet: Fleet, role: Role, board: Board,
+          failures: Sequence[Failure]) -> NoReturn:
+    for server, _, _ in failures:
+        board.set(server.id, "failed")
+    raise tier_failure(layout, fleet, role, failures)
 
 
 def ask_ready(fleet: Fleet, targets: dict[str, tuple[Server, str]]

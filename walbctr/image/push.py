@@ -69,25 +69,8 @@ def push_image(layout: Layout, fleet: Fleet, groups: dict[str, list[str]], name:
         if there is not None and there.id == image.id:
             progress(host, expected, expected)
             return Pushed(host, hosts, True, 0.0, time.monotonic() - started)
-        sent = 0
-
-        def counting() -> Iterator[bytes]:
-            nonlocal sent
-            for chunk in local.api.api.get_image(name, chunk_size=CHUNK):
-                sent += len(chunk)
-                progress(host, sent, expected)
-                yield chunk
-
-        try:
-            for _ in _load(engine, counting()):
-                pass
-        except Exception as err:
-            raise WalbctrError(f"host {host}: loading {name} failed: {err}") from None
-        arrived = engine.image_or_none(name)
-        if arrived is None or arrived.id != image.id:
-            got = arrived.id if arrived is not None else "nothing"
-            raise WalbctrError(f"host {host}: {name} arrived as {got}, not {image.id}",
-                               "run 'walbctr push' again")
+        sent = _stream(local, engine, host, name, lambda n: progress(host, n, expected))
+        _check_arrival(engine, host, name, image.id)
         return Pushed(host, hosts, False, sent / 1e6, time.monotonic() - started)
 
     firsts = [hosts[0] for hosts in groups.values()]
@@ -95,6 +78,43 @@ def push_image(layout: Layout, fleet: Fleet, groups: dict[str, list[str]], name:
     results = fleet.each([h for h in firsts if layout.hosts[h].engine_key != local_key], send)
     out = [Pushed(h, tuple(groups[local_key]), True, 0.0, 0.0)
            for h in firsts if layout.hosts[h].engine_key == local_key]
+    return out + _all_pushed(results)
+
+
+def _stream(local: Engine, engine: Engine, host: str, name: str,
+            sent_so_far: Callable[[int], None]) -> int:
+    """docker save here into docker load there, chunk by chunk; the bytes sent."""
+    sent = 0
+
+    def counting() -> Iterator[bytes]:
+        nonlocal sent
+        for chunk in local.api.api.get_image(name, chunk_size=CHUNK):
+            sent += len(chunk)
+            sent_so_far(sent)
+            yield chunk
+
+    try:
+        for _ in _load(engine, counting()):
+            pass
+    except Exception as err:
+        raise WalbctrError(f"host {host}: loading {name} failed: {err}") from None
+    return sent
+
+
+def _check_arrival(engine: Engine, host: str, name: str, image_id: str) -> None:
+    """The name there must now carry our image's id: a load that ends without an error
+    message is not proof by itself that it does."""
+    arrived = engine.image_or_none(name)
+    if arrived is None or arrived.id != image_id:
+        got = arrived.id if arrived is not None else "nothing"
+        raise WalbctrError(f"host {host}: {name} arrived as {got}, not {image_id}",
+                           "run 'walbctr push' again")
+
+
+def _all_pushed(results: dict[str, Pushed | Exception]) -> list[Pushed]:
+    """Every host's push, or one error naming every host that failed, so that one run
+    shows them all."""
+    out: list[Pushed] = []
     problems = []
     for result in results.values():
         if isinstance(result, Exception):

@@ -15,6 +15,7 @@ from walbctr.render.compose import desired_hashes
 
 if TYPE_CHECKING:
     from walbctr.docker.engine import Engine
+    from walbctr.layout.server import Server
     from walbctr.layout.spec import Layout
 
 
@@ -52,6 +53,18 @@ def status_rows(layout: Layout, only_host: str | None = None) -> list[Row]:
     results = fleet.each([hosts[0] for hosts in groups.values()],
                          lambda h: _observe_engine(fleet.engines[h], layout, groups[
                              layout.hosts[h].engine_key]))
+    seen, down, old = _by_outcome(groups, results)
+    wanted = desired_hashes(layout, [h for h in fleet.hosts if h not in down], old)
+    rows = [_server_row(s, seen.get(s.id), down, wanted)
+            for s in layout.servers if s.host in fleet.hosts]
+    return rows + _stray_rows(layout, seen)
+
+
+def _by_outcome(groups: dict[str, list[str]],
+                results: dict[str, tuple[dict[str, _Seen], bool] | Exception],
+                ) -> tuple[dict[str, _Seen], dict[str, str], set[str]]:
+    """Each engine's answer spread over the hosts it serves: the containers seen, the
+    hosts down (with why) and the hosts on an old engine."""
     seen: dict[str, _Seen] = {}
     down: dict[str, str] = {}
     old: set[str] = set()
@@ -65,41 +78,45 @@ def status_rows(layout: Layout, only_host: str | None = None) -> list[Row]:
             seen.update(outcome[0])
             if outcome[1]:
                 old.update(hosts)
-    wanted = desired_hashes(layout, [h for h in fleet.hosts if h not in down], old)
-    rows = []
-    for s in layout.servers:
-        if s.host not in fleet.hosts:
-            continue
-        if s.host in down:
-            rows.append(Row(s.id, s.role.value, s.host, s.endpoint, "unknown", "", "", "",
-                            None, False, f"host unreachable: {down[s.host]}"))
-            continue
-        found = seen.get(s.id)
-        if found is None:
-            rows.append(Row(s.id, s.role.value, s.host, s.endpoint, "absent", "", "", "",
-                            None, False))
-            continue
-        obs = found.obs
-        notes = []
-        if obs.policy_drift:
-            notes.append(f"{s.id}: restart policy is '{obs.restart_policy}', not "
-                         "'unless-stopped' (an interrupted down or restart?): 'walbctr up' "
-                         "restores it")
-        if found.last_log and (obs.status != "running" or obs.restart_count):
-            notes.append(f"{s.id}: last run exited with status {found.last_exit}: "
-                         f"{found.last_log}")
-        rows.append(Row(s.id, s.role.value, s.host, s.endpoint, obs.status, found.health,
-                        obs.image, found.version, obs.uptime_seconds(),
-                        obs.config_hash != wanted.get(s.id) or obs.policy_drift,
-                        "; ".join(notes), obs.restart_count, found.last_exit, found.last_log))
+    return seen, down, old
+
+
+def _server_row(s: Server, found: _Seen | None, down: dict[str, str],
+                wanted: dict[str, str]) -> Row:
+    if s.host in down:
+        return Row(s.id, s.role.value, s.host, s.endpoint, "unknown", "", "", "",
+                   None, False, f"host unreachable: {down[s.host]}")
+    if found is None:
+        return Row(s.id, s.role.value, s.host, s.endpoint, "absent", "", "", "",
+                   None, False)
+    obs = found.obs
+    return Row(s.id, s.role.value, s.host, s.endpoint, obs.status, found.health,
+               obs.image, found.version, obs.uptime_seconds(),
+               obs.config_hash != wanted.get(s.id) or obs.policy_drift,
+               "; ".join(_notes(s.id, found)), obs.restart_count, found.last_exit,
+               found.last_log)
+
+
+def _notes(sid: str, found: _Seen) -> list[str]:
+    obs = found.obs
+    notes = []
+    if obs.policy_drift:
+        notes.append(f"{sid}: restart policy is '{obs.restart_policy}', not "
+                     "'unless-stopped' (an interrupted down or restart?): 'walbctr up' "
+                     "restores it")
+    if found.last_log and (obs.status != "running" or obs.restart_count):
+        notes.append(f"{sid}: last run exited with status {found.last_exit}: "
+                     f"{found.last_log}")
+    return notes
+
+
+def _stray_rows(layout: Layout, seen: dict[str, _Seen]) -> list[Row]:
+    """Containers of the group whose server the layout no longer has."""
     known = {s.id for s in layout.servers}
-    for sid, f in sorted(seen.items()):
-        if sid not in known:
-            rows.append(Row(sid, "?", "?", "", f.obs.status, f.health, f.obs.image,
-                            f.version, f.obs.uptime_seconds(), True,
-                            "not in the layout: 'walbctr down' removes it",
-                            f.obs.restart_count))
-    return rows
+    return [Row(sid, "?", "?", "", f.obs.status, f.health, f.obs.image, f.version,
+                f.obs.uptime_seconds(), True, "not in the layout: 'walbctr down' removes it",
+                f.obs.restart_count)
+            for sid, f in sorted(seen.items()) if sid not in known]
 
 
 def _observe_engine(engine: Engine, layout: Layout,

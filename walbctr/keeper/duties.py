@@ -359,31 +359,55 @@ def volume_samples(server: ServerRef, found: Sequence[volumes.VolumeRecord],
     flags = []
     for r in found:
         vol = (*who, r.name)
-        if r.state is not None:
-            samples.append(("walb_volume_state", (*vol, r.state), 1.0))
-        if r.overflow is not None:
-            samples.append(("walb_volume_overflow", vol, float(r.overflow)))
-        for archive, flag in sorted(r.send_error.items()):
-            samples.append(("walb_volume_wdiff_send_error", (*vol, archive), float(flag)))
-            if flag:
-                flags.append((server.id, r.name, archive))
-        for d in r.ts_deltas:
-            if d.delta_s is not None:
-                samples.append(("walb_volume_ts_delta_seconds", (*vol, d.dest),
-                                float(d.delta_s)))
-                samples.append(("walb_volume_lagging", (*vol, d.dest),
-                                float(d.delta_s > lag_threshold)))
+        samples += _state_samples(vol, r)
+        samples += _send_error_samples(vol, r)
+        flags += [(server.id, r.name, archive)
+                  for archive, flag in sorted(r.send_error.items()) if flag]
+        samples += _lag_samples(vol, r, lag_threshold)
         if server.role == "archive":
-            if not any(query == "all-actions" for query, _ in r.errors):
-                for action in volumes.ARCHIVE_ACTIONS:
-                    samples.append(("walb_volume_running_actions", (*vol, action),
-                                    float(r.running_actions.get(action, 0))))
-            if r.restorable is not None:
-                samples.append(("walb_volume_restorable_snapshots", vol, float(r.restorable)))
-            if r.latest_snapshot is not None:
-                samples.append(("walb_volume_latest_snapshot_timestamp_seconds", vol,
-                                r.latest_snapshot.timestamp()))
+            samples += _archive_samples(vol, r)
     return samples, flags
+
+
+def _state_samples(vol: tuple[str, ...], r: volumes.VolumeRecord) -> list[Sample]:
+    samples: list[Sample] = []
+    if r.state is not None:
+        samples.append(("walb_volume_state", (*vol, r.state), 1.0))
+    if r.overflow is not None:
+        samples.append(("walb_volume_overflow", vol, float(r.overflow)))
+    return samples
+
+
+def _send_error_samples(vol: tuple[str, ...], r: volumes.VolumeRecord) -> list[Sample]:
+    return [("walb_volume_wdiff_send_error", (*vol, archive), float(flag))
+            for archive, flag in sorted(r.send_error.items())]
+
+
+def _lag_samples(vol: tuple[str, ...], r: volumes.VolumeRecord,
+                 lag_threshold: float) -> list[Sample]:
+    """The lag to each destination that has a snapshot; one without has no lag to show."""
+    samples: list[Sample] = []
+    for d in r.ts_deltas:
+        if d.delta_s is not None:
+            samples.append(("walb_volume_ts_delta_seconds", (*vol, d.dest), float(d.delta_s)))
+            samples.append(("walb_volume_lagging", (*vol, d.dest),
+                            float(d.delta_s > lag_threshold)))
+    return samples
+
+
+def _archive_samples(vol: tuple[str, ...], r: volumes.VolumeRecord) -> list[Sample]:
+    samples: list[Sample] = []
+    # a failed all-actions query leaves the counts unknown, not zero
+    if not any(query == "all-actions" for query, _ in r.errors):
+        for action in volumes.ARCHIVE_ACTIONS:
+            samples.append(("walb_volume_running_actions", (*vol, action),
+                            float(r.running_actions.get(action, 0))))
+    if r.restorable is not None:
+        samples.append(("walb_volume_restorable_snapshots", vol, float(r.restorable)))
+    if r.latest_snapshot is not None:
+        samples.append(("walb_volume_latest_snapshot_timestamp_seconds", vol,
+                        r.latest_snapshot.timestamp()))
+    return samples
 
 
 def _last_line(text: str) -> str:

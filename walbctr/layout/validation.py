@@ -6,7 +6,7 @@ import difflib
 import ipaddress
 import posixpath
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from walbctr.errors import Problem
@@ -256,7 +256,14 @@ def _path_clashes(host: str, servers: list[Server]) -> Iterator[Problem]:
     """Servers of one host sharing or nesting base dirs or sharing a log file. Lookups by
     path, not pairs of servers, so that thousands of servers on a host stay quick."""
     on = f"on host {host!r}"
-    order = {id(s): i for i, s in enumerate(servers)}
+    by_base = yield from _shared_base_dirs(servers, on)
+    below = yield from _nested_base_dirs(servers, by_base, on)
+    yield from _log_clashes(servers, by_base, below, on)
+
+
+def _shared_base_dirs(servers: list[Server],
+                      on: str) -> Generator[Problem, None, dict[str, Server]]:
+    """Problems of servers sharing a base dir; returns the first server of each base dir."""
     by_base: dict[str, Server] = {}
     for b in servers:
         a = by_base.setdefault(b.base_dir, b)
@@ -264,8 +271,15 @@ def _path_clashes(host: str, servers: list[Server]) -> Iterator[Problem]:
             yield Problem(_where(b, "base_dir"),
                           f"{b.id} and {a.id} share base dir {b.base_dir} {on}",
                           fix="give each server its own, e.g. base_dir: /var/walb/{id}")
-    # A directory -> up to two servers whose base dirs are inside it: one that is not the
-    # server whose log path is being checked is enough.
+    return by_base
+
+
+def _nested_base_dirs(servers: list[Server], by_base: Mapping[str, Server],
+                      on: str) -> Generator[Problem, None, dict[str, list[Server]]]:
+    """Problems of a base dir inside another; returns, for each directory above a base
+    dir, up to two servers whose base dirs are inside it: one that is not the server
+    whose log path is being checked is enough."""
+    order = {id(s): i for i, s in enumerate(servers)}
     below: dict[str, list[Server]] = {}
     for s in servers:
         for parent in _ancestors(s.base_dir):
@@ -279,6 +293,13 @@ def _path_clashes(host: str, servers: list[Server]) -> Iterator[Problem]:
                               f"base dirs of {a.id} ({a.base_dir}) and {b.id} ({b.base_dir}) "
                               f"are nested {on}; walb reads every directory in a base dir as a "
                               "volume", fix="use sibling directories, e.g. /var/walb/{id}")
+    return below
+
+
+def _log_clashes(servers: list[Server], by_base: Mapping[str, Server],
+                 below: Mapping[str, list[Server]], on: str) -> Iterator[Problem]:
+    """A log path that is another server's base dir or a directory above one, and log files
+    shared by two servers."""
     by_log: dict[str, Server] = {}
     for x in servers:
         if not x.logs_to_file:

@@ -137,49 +137,72 @@ def _check_shape(text: str, name: str) -> None:
     are expanded, from the event stream alone: nothing is built, nothing recurses."""
     loader = _Loader(text)
     try:
-        open_sizes: list[int] = []  # values inside each open collection so far
-        open_anchors: list[str | None] = []
-        sizes: dict[str, int] = {}  # anchor -> the values it stands for
-        total = 0
-        aliases = 0
-        while True:
-            event = loader.get_event()
-            grown = 0  # values the event adds to its collection
-            new = 0  # values it adds to the total (a collection's own were counted)
-            if isinstance(event, yaml.ScalarEvent):
-                grown = new = 1
-                if event.anchor:
-                    sizes[event.anchor] = 1
-            elif isinstance(event, yaml.AliasEvent):
-                # An anchor still open is a recursive alias; _index refuses it.
-                grown = new = sizes.get(event.anchor or "", 1)
-                aliases += 1
-            elif isinstance(event, yaml.CollectionStartEvent):
-                if len(open_sizes) >= MAX_DEPTH:
-                    raise LayoutError(name, [_too_deep(_line(event))])
-                open_sizes.append(0)
-                open_anchors.append(event.anchor)
-            elif isinstance(event, yaml.CollectionEndEvent):
-                grown = open_sizes.pop() + 1
-                new = 1
-                anchor = open_anchors.pop()
-                if anchor:
-                    sizes[anchor] = grown
-            elif isinstance(event, yaml.StreamEndEvent):
-                return
-            if grown:
-                if open_sizes:
-                    open_sizes[-1] += grown
-                total += new
-                if total > MAX_VALUES:
-                    through = f", {aliases} aliases expanded" if aliases else ""
-                    raise LayoutError(name, [Problem(
-                        "", f"the file stands for more than {MAX_VALUES} values{through}",
-                        _line(event),
-                        "a layout needs far fewer; an anchor used inside another that is "
-                        "used many times multiplies (an 'alias bomb')")])
+        shape = _Shape(name)
+        while not isinstance(event := loader.get_event(), yaml.StreamEndEvent):
+            shape.count(event)
     finally:
         loader.dispose()
+
+
+class _Shape:
+    """What the events of one file add up to so far: open collections, each anchor's
+    size, and the values seen with aliases expanded."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.open_sizes: list[int] = []  # values inside each open collection so far
+        self.open_anchors: list[str | None] = []
+        self.sizes: dict[str, int] = {}  # anchor -> the values it stands for
+        self.total = 0
+        self.aliases = 0
+
+    def count(self, event: Any) -> None:
+        grown, new = self._values_of(event)
+        if grown:
+            if self.open_sizes:
+                self.open_sizes[-1] += grown
+            self.total += new
+            if self.total > MAX_VALUES:
+                raise self._too_many(event)
+
+    def _values_of(self, event: Any) -> tuple[int, int]:
+        """The values the event adds to its collection, and those it adds to the total
+        (a collection's own values were counted as they came)."""
+        if isinstance(event, yaml.ScalarEvent):
+            if event.anchor:
+                self.sizes[event.anchor] = 1
+            return 1, 1
+        if isinstance(event, yaml.AliasEvent):
+            # An anchor still open is a recursive alias; _index refuses it.
+            size = self.sizes.get(event.anchor or "", 1)
+            self.aliases += 1
+            return size, size
+        if isinstance(event, yaml.CollectionStartEvent):
+            self._open(event)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            return self._close(), 1
+        return 0, 0
+
+    def _open(self, event: Any) -> None:
+        if len(self.open_sizes) >= MAX_DEPTH:
+            raise LayoutError(self.name, [_too_deep(_line(event))])
+        self.open_sizes.append(0)
+        self.open_anchors.append(event.anchor)
+
+    def _close(self) -> int:
+        """The values the closed collection stands for, itself included."""
+        size = self.open_sizes.pop() + 1
+        anchor = self.open_anchors.pop()
+        if anchor:
+            self.sizes[anchor] = size
+        return size
+
+    def _too_many(self, event: Any) -> LayoutError:
+        through = f", {self.aliases} aliases expanded" if self.aliases else ""
+        return LayoutError(self.name, [Problem(
+            "", f"the file stands for more than {MAX_VALUES} values{through}", _line(event),
+            "a layout needs far fewer; an anchor used inside another that is "
+            "used many times multiplies (an 'alias bomb')")])
 
 
 def _line(event: Any) -> int | None:

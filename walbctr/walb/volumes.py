@@ -24,7 +24,7 @@ This module is also copied alone into the keeper's image: it imports the stdlib 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -395,92 +395,139 @@ class VolumeRecord:
         return max(known) if known else None
 
 
+@dataclass(frozen=True)
+class _ServerWide:
+    """One batch's answers, with the server-wide ones parsed once for all its volumes."""
+
+    sections: Mapping[str, Answer]
+    deltas: Mapping[str, list[TsDelta]]
+    bases: Mapping[str, BaseState]
+    actions: Mapping[str, dict[str, int]]
+    listed: Mapping[str, StatusVolume] | None  # None: status not asked, or it failed
+    errors: tuple[tuple[str, str], ...]  # every volume's record carries these
+
+
 def parse_batch(role: str, text: str) -> list[VolumeRecord]:
     """The records of every volume from the output of `batch_argv(role, ...)`'s command.
     A failed server-wide query (get vol) raises ValueError with walbc's message."""
     if role not in BATCH_SCRIPTS:
         raise ValueError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
     sections = split_sections(text)
+    names = _volume_names(sections)
+    wide = _server_wide(role, names, sections)
+    build = _RECORD_OF[role]
+    records = []
+    for name in names:
+        errors = list(wide.errors)
+        record = build(wide, name, errors)
+        records.append(replace(record, errors=tuple(errors)))
+    return records
+
+
+def _volume_names(sections: Mapping[str, Answer]) -> list[str]:
+    """Without the volume list there is nothing to report, so its failure is the batch's."""
     vol = sections.get("vol")
     if vol is None:
         raise ValueError("batch output has no 'get vol' section")
     if not vol.ok:
         raise ValueError(f"get vol failed: {vol.error}")
-    names = parse_names(vol.text)
+    return parse_names(vol.text)
 
-    common_errors: list[tuple[str, str]] = []
-    deltas: dict[str, list[TsDelta]] = {}
+
+def _wide_text(sections: Mapping[str, Answer], key: str,
+               errors: list[tuple[str, str]]) -> str | None:
+    """The text of server-wide query KEY, if it succeeded; a failure goes to errors."""
+    answer = sections.get(key)
+    if answer is not None and not answer.ok:
+        errors.append((key, answer.error))
+    return answer.text if answer is not None and answer.ok else None
+
+
+def _server_wide(role: str, names: list[str], sections: Mapping[str, Answer]) -> _ServerWide:
+    errors: list[tuple[str, str]] = []
+    deltas = _ts_deltas(role, sections, errors)
     bases: dict[str, BaseState] = {}
     actions: dict[str, dict[str, int]] = {}
-    if role in ("storage", "archive"):
-        answer = sections.get("ts-delta")
-        if answer is not None and answer.ok:
-            for d in parse_ts_delta(answer.text):
-                deltas.setdefault(d.name, []).append(d)
-        elif answer is not None:
-            common_errors.append(("ts-delta", answer.error))
     if role == "archive":
-        for key in ("base-all", "all-actions"):
-            answer = sections.get(key)
-            if answer is None:
-                continue
-            if not answer.ok:
-                common_errors.append((key, answer.error))
-            elif key == "base-all":
-                bases = {b.name: b for b in parse_base_all(answer.text)}
-            else:
-                actions = parse_all_actions(answer.text)
-
+        if (text := _wide_text(sections, "base-all", errors)) is not None:
+            bases = {b.name: b for b in parse_base_all(text)}
+        if (text := _wide_text(sections, "all-actions", errors)) is not None:
+            actions = parse_all_actions(text)
     listed: dict[str, StatusVolume] | None = None
-    if role in ("proxy", "archive") and names:
-        status = sections.get("status")
-        if status is not None and status.ok:
-            listed = parse_status_volumes(status.text)
-        elif status is not None:
-            common_errors.append(("status", status.error))
+    if (role in ("proxy", "archive") and names
+            and (text := _wide_text(sections, "status", errors)) is not None):
+        listed = parse_status_volumes(text)
+    return _ServerWide(sections, deltas, bases, actions, listed, tuple(errors))
 
-    records = []
-    for name in names:
-        errors = list(common_errors)
 
-        def ask(kind: str, extra: str = "", name: str = name,
-                errors: list[tuple[str, str]] = errors) -> Answer | None:
-            """The answer to KIND VOL [EXTRA], if it succeeded; a failure goes to errors."""
-            got = sections.get(f"{kind} {name} {extra}".rstrip())
-            if got is not None and not got.ok:
-                errors.append((f"{_COMMANDS[kind]} {name} {extra}".rstrip(), got.error))
-            return got if got is not None and got.ok else None
+def _ts_deltas(role: str, sections: Mapping[str, Answer],
+               errors: list[tuple[str, str]]) -> dict[str, list[TsDelta]]:
+    """Each volume's lags, from the one ts-delta query of a storage or an archive."""
+    deltas: dict[str, list[TsDelta]] = {}
+    if (role in ("storage", "archive")
+            and (text := _wide_text(sections, "ts-delta", errors)) is not None):
+        for d in parse_ts_delta(text):
+            deltas.setdefault(d.name, []).append(d)
+    return deltas
 
-        if role == "storage":
-            got = ask("state")
-            state = parse_state(got.text) if got else None
-        else:  # status lists every volume but the Clear ones
-            state = None if listed is None else listed[name].state if name in listed else "Clear"
-        record = VolumeRecord(name=name, role=role, state=state,
-                              ts_deltas=tuple(deltas.get(name, ())))
-        if role == "storage":
-            got = ask("overflow")
-            times = [d.ts for d in record.ts_deltas]
-            record = replace(record, overflow=parse_flag(got.text) if got else None,
-                             latest_snapshot=max(times) if times else None)
-        elif role == "proxy":
-            archives = listed[name].archives if listed and name in listed else ()
-            flags = {}
-            for arch in archives:
-                got = ask("send-error", arch)
-                if got is not None:
-                    flags[arch] = parse_flag(got.text)
-            record = replace(record, archives=archives, send_error=flags)
-        else:
-            got = ask("restorable")
-            snaps = parse_restorable(got.text) if got else None
-            stamps = [s.time for s in snaps or () if s.time is not None]
-            record = replace(
-                record, restorable=len(snaps) if snaps is not None else None,
-                latest_snapshot=max(stamps) if stamps else None, base=bases.get(name),
-                running_actions={a: n for a, n in actions.get(name, {}).items() if n})
-        records.append(replace(record, errors=tuple(errors)))
-    return records
+
+def _ask(wide: _ServerWide, errors: list[tuple[str, str]], kind: str, name: str,
+         extra: str = "") -> Answer | None:
+    """The answer to KIND VOL [EXTRA], if it succeeded; a failure goes to errors."""
+    got = wide.sections.get(f"{kind} {name} {extra}".rstrip())
+    if got is not None and not got.ok:
+        errors.append((f"{_COMMANDS[kind]} {name} {extra}".rstrip(), got.error))
+    return got if got is not None and got.ok else None
+
+
+def _listed_state(wide: _ServerWide, name: str) -> str | None:
+    """A proxy's or an archive's state of NAME: status lists every volume but the Clear ones."""
+    listed = wide.listed
+    return None if listed is None else listed[name].state if name in listed else "Clear"
+
+
+def _storage_record(wide: _ServerWide, name: str,
+                    errors: list[tuple[str, str]]) -> VolumeRecord:
+    got = _ask(wide, errors, "state", name)
+    state = parse_state(got.text) if got else None
+    deltas = tuple(wide.deltas.get(name, ()))
+    got = _ask(wide, errors, "overflow", name)
+    times = [d.ts for d in deltas]
+    return VolumeRecord(name=name, role="storage", state=state, ts_deltas=deltas,
+                        overflow=parse_flag(got.text) if got else None,
+                        latest_snapshot=max(times) if times else None)
+
+
+def _proxy_record(wide: _ServerWide, name: str,
+                  errors: list[tuple[str, str]]) -> VolumeRecord:
+    listed = wide.listed
+    archives = listed[name].archives if listed and name in listed else ()
+    flags = {}
+    for arch in archives:
+        got = _ask(wide, errors, "send-error", name, arch)
+        if got is not None:
+            flags[arch] = parse_flag(got.text)
+    return VolumeRecord(name=name, role="proxy", state=_listed_state(wide, name),
+                        ts_deltas=tuple(wide.deltas.get(name, ())), archives=archives,
+                        send_error=flags)
+
+
+def _archive_record(wide: _ServerWide, name: str,
+                    errors: list[tuple[str, str]]) -> VolumeRecord:
+    got = _ask(wide, errors, "restorable", name)
+    snaps = parse_restorable(got.text) if got else None
+    stamps = [s.time for s in snaps or () if s.time is not None]
+    return VolumeRecord(
+        name=name, role="archive", state=_listed_state(wide, name),
+        ts_deltas=tuple(wide.deltas.get(name, ())),
+        restorable=len(snaps) if snaps is not None else None,
+        latest_snapshot=max(stamps) if stamps else None, base=wide.bases.get(name),
+        running_actions={a: n for a, n in wide.actions.get(name, {}).items() if n})
+
+
+# each role's record of one volume; its own queries' failures go to the list it is given
+_RECORD_OF: dict[str, Callable[[_ServerWide, str, list[tuple[str, str]]], VolumeRecord]] = {
+    "storage": _storage_record, "proxy": _proxy_record, "archive": _archive_record}
 
 
 # --- problems, in words, with walb's remedy --------------------------------------------------

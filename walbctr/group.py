@@ -644,6 +644,10 @@ def _fill_view(view: ServerVolume, answers: Mapping[str, Answer]) -> None:
         view.overflow = text.strip() == "1"
     if (text := ok("archives")) is not None:
         view.archives = parse_names(text)
+    _fill_archive_view(view, ok)
+
+
+def _fill_archive_view(view: ServerVolume, ok: Callable[[str], str | None]) -> None:
     if (text := ok("restorable")) is not None:
         view.restorable = [SnapshotRecord(gid=x.gid, time=x.time, explicit=x.explicit)
                            for x in parse_restorable(text)]

@@ -13,7 +13,7 @@ from walbctr.render.columns import columns
 
 if TYPE_CHECKING:
     from walbctr.display import ProgressMode
-    from walbctr.group import Progress, VolumeInfo, VolumeSummary
+    from walbctr.group import Progress, ServerVolume, VolumeInfo, VolumeSummary
 
 
 def progress_of(display: StepProgress) -> Callable[[Progress], None]:
@@ -34,24 +34,26 @@ def list_table(rows: list[VolumeSummary], server_ids: list[str]) -> str:
     return columns(headers, cells)
 
 
+def _detail(s: ServerVolume) -> str:
+    detail = []
+    if s.error:
+        detail.append(f"error: {s.error}")
+    if s.overflow:
+        detail.append("LOG OVERFLOWED (hash backup needed)")
+    if s.archives:
+        detail.append("sends to " + ", ".join(s.archives))
+    if s.base:
+        detail.append(f"base {s.base}")
+    if s.size_lb:
+        detail.append(f"{s.size_lb * 512 / 2**20:.0f} MiB")
+    if s.restored:
+        detail.append("restored " + ", ".join(map(str, s.restored)))
+    return "; ".join(detail)
+
+
 def show_text(info: VolumeInfo) -> str:
     lines = [f"volume {info.name}"]
-    rows = []
-    for s in info.servers:
-        detail = []
-        if s.error:
-            detail.append(f"error: {s.error}")
-        if s.overflow:
-            detail.append("LOG OVERFLOWED (hash backup needed)")
-        if s.archives:
-            detail.append("sends to " + ", ".join(s.archives))
-        if s.base:
-            detail.append(f"base {s.base}")
-        if s.size_lb:
-            detail.append(f"{s.size_lb * 512 / 2**20:.0f} MiB")
-        if s.restored:
-            detail.append("restored " + ", ".join(map(str, s.restored)))
-        rows.append([s.server, s.role, s.host, s.state, "; ".join(detail)])
+    rows = [[s.server, s.role, s.host, s.state, _detail(s)] for s in info.servers]
     lines.append(columns(["SERVER", "ROLE", "HOST", "STATE", "DETAIL"], rows).rstrip("\n"))
     for s in info.servers:
         if s.restorable:

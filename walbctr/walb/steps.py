@@ -122,21 +122,22 @@ def next_add_step(plan: AddPlan, seen: AddSeen) -> Next:
 
 def _prepare(plan: AddPlan, seen: AddSeen) -> Next:
     s, a, vol = plan.storage, plan.archive, plan.volume
-    if seen.storage == S_CLEAR:
-        return Step(s, ("init-vol", vol, plan.device), f"initialize {vol} on {s} ({plan.device})",
-                    settle=("InitVol",), goal=(S_SYNC_READY,), volume=vol)
-    if seen.storage == S_STANDBY:
-        return Step(s, ("stop", vol), f"stop standby of {vol} on {s} for the backup",
-                    settle=(S_STANDBY, "StopStandby"), goal=(S_SYNC_READY,), volume=vol)
-    if seen.storage == S_STOPPED:
-        return Step(s, ("reset-vol", vol), f"reset {vol} on {s} for the backup",
-                    settle=("Reset",), goal=(S_SYNC_READY,), volume=vol)
-    if seen.storage != S_SYNC_READY:
+    if seen.storage not in (S_CLEAR, S_STANDBY, S_STOPPED, S_SYNC_READY):
         return Blocked(f"{s} has {vol} in state {seen.storage}, which no backup starts from",
                        f"see '{plan.command} show {vol}'")
-    archive = _archive_ready(plan, seen)
-    if archive is not None:
-        return archive
+    # Refused before anything is touched: nothing half-done.
+    refusal = _archive_refusal(plan, seen)
+    if refusal is not None:
+        return refusal
+    storage = _storage_ready(plan, seen.storage)
+    if storage is not None:
+        return storage
+    if seen.archive == A_CLEAR:
+        return Step(a, ("init-vol", vol), f"initialize {vol} on {a}", settle=("InitVol",),
+                    goal=(A_SYNC_READY,), volume=vol)
+    if seen.archive == A_STOPPED:
+        return Step(a, ("start", vol), f"start {vol} on {a}", settle=("Start",),
+                    goal=ARCHIVE_ACTIVE, volume=vol)
     for pid, p in seen.proxies.items():
         proxy = _proxy_ready(plan, pid, p)
         if proxy is not None:
@@ -148,16 +149,25 @@ def _prepare(plan: AddPlan, seen: AddSeen) -> Next:
                 settle=STORAGE_DURING_FULL, goal=(S_TARGET,), volume=vol, progress_on=a)
 
 
-def _archive_ready(plan: AddPlan, seen: AddSeen) -> Next | None:
+def _storage_ready(plan: AddPlan, state: str) -> Step | None:
+    """What brings the storage's volume to SyncReady, where a backup starts."""
+    s, vol = plan.storage, plan.volume
+    if state == S_CLEAR:
+        return Step(s, ("init-vol", vol, plan.device), f"initialize {vol} on {s} ({plan.device})",
+                    settle=("InitVol",), goal=(S_SYNC_READY,), volume=vol)
+    if state == S_STANDBY:
+        return Step(s, ("stop", vol), f"stop standby of {vol} on {s} for the backup",
+                    settle=(S_STANDBY, "StopStandby"), goal=(S_SYNC_READY,), volume=vol)
+    if state == S_STOPPED:
+        return Step(s, ("reset-vol", vol), f"reset {vol} on {s} for the backup",
+                    settle=("Reset",), goal=(S_SYNC_READY,), volume=vol)
+    return None
+
+
+def _archive_refusal(plan: AddPlan, seen: AddSeen) -> Blocked | None:
     a, vol, cmd = plan.archive, plan.volume, plan.command
-    if seen.archive == A_CLEAR:
-        return Step(a, ("init-vol", vol), f"initialize {vol} on {a}", settle=("InitVol",),
-                    goal=(A_SYNC_READY,), volume=vol)
-    if seen.archive == A_STOPPED:
-        return Step(a, ("start", vol), f"start {vol} on {a}", settle=("Start",),
-                    goal=ARCHIVE_ACTIVE, volume=vol)
-    if plan.hash_backup and seen.archive == A_SYNC_READY:
-        return Blocked(f"{a} holds no backup of {vol} (state SyncReady): a hash backup "
+    if plan.hash_backup and seen.archive in (A_CLEAR, A_SYNC_READY):
+        return Blocked(f"{a} holds no backup of {vol} (state {seen.archive}): a hash backup "
                        "needs one to compare with",
                        f"run '{cmd} add {vol} --storage {plan.storage} --device "
                        f"{plan.device}' without --hash for a full backup")

@@ -798,7 +798,6 @@ def collect(layout: str, output: str | None, log_lines: int, quiet: bool) -> Non
       walbctr collect layout.yaml -o case-42.tar.gz   a name of your own
       tar -xOzf case-42.tar.gz --wildcards '*/MANIFEST.txt'    what is in it
 
-    \b
     In it: the layout file as given, and per host the compose file it renders and the one
     'walbctr up' last applied, the engine's version, 'docker inspect' of the group's
     containers, each server's log (the last --log-lines lines), 'status --json', 'status

@@ -176,3 +176,23 @@ class StepProgress:
         width = 30
         full = int(share * width)
         return Text(f"[{'#' * full}{'.' * (width - full)}] {share:4.0%}  {step}", style="yellow")
+
+
+class StepLines:
+    """One line per step on standard error, stamped with the seconds since the start, as
+    ServerBoard's plain mode prints them: for a one-shot command whose steps (hosts
+    collected, say) finish in any order and need no live table. Quiet prints nothing."""
+
+    def __init__(self, mode: ProgressMode) -> None:
+        self.mode = mode
+        self.started = time.monotonic()
+        self.console = Console(stderr=True)
+
+    def line(self, text: str) -> None:
+        if self.mode == "quiet":
+            return
+        total = time.monotonic() - self.started
+        # Host names and errors are not markup; several threads may print at once, and
+        # rich's console prints each call whole.
+        self.console.print(f"[{total:6.1f}s] {text}", highlight=False, markup=False,
+                           soft_wrap=True)

@@ -754,14 +754,11 @@ def check_host(layout: str, host: str | None, as_json: bool) -> None:
     base dirs and log dirs writable; ports free. Changes nothing on any host.
     Exit status 1 when any check fails (warnings do not fail).
     """
-    from walbctr.commands.checkhost import FAIL, check_hosts
+    from walbctr.commands.checkhost import FAIL, check_hosts, checks_json
 
     checks = check_hosts(load(layout), host)
     if as_json:
-        import json
-
-        click.echo(json.dumps([{"host": c.host, "check": c.name, "result": c.result,
-                                "detail": c.detail} for c in checks], indent=1))
+        click.echo(checks_json(checks), nl=False)
         sys.exit(1 if any(c.result == FAIL for c in checks) else 0)
     from rich.console import Console
     from rich.markup import escape
@@ -780,6 +777,49 @@ def check_host(layout: str, host: str | None, as_json: bool) -> None:
     Console(width=None if sys.stdout.isatty() else 1000).print(table)
     if any(c.result == FAIL for c in checks):
         sys.exit(1)
+
+
+@main.command()
+@layout_argument
+@click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="FILE",
+              help="The tarball to write; it must not exist. Default: "
+                   "walbctr-collect-GROUP-YYYYMMDDTHHMMSSZ.tar.gz in the current directory.")
+@click.option("--log-lines", type=click.IntRange(1), default=2000, show_default=True,
+              metavar="N",
+              help="How many of the last lines of each server's log and the keeper's "
+                   "(each also cut to its last 4 MiB).")
+@quiet_option
+@friendly
+def collect(layout: str, output: str | None, log_lines: int, quiet: bool) -> None:
+    """Write a support bundle: one tarball with what a bug report about the group needs.
+
+    \b
+      walbctr collect layout.yaml                     ./walbctr-collect-GROUP-...Z.tar.gz
+      walbctr collect layout.yaml -o case-42.tar.gz   a name of your own
+      tar -xOzf case-42.tar.gz --wildcards '*/MANIFEST.txt'    what is in it
+
+    In it: the layout file as given, and per host the compose file it renders and the one
+    'walbctr up' last applied, the engine's version, 'docker inspect' of the group's
+    containers, each server's log (the last --log-lines lines), 'status --json', 'status
+    --volumes --json' and 'check-host --json', and on the keeper's host the keeper's log
+    and a snapshot of its /metrics; MANIFEST.txt says what was collected and what was not,
+    and why. Left out: environment values (and log-driver options) in the inspect output,
+    every file the layout names (TLS keys and certificates, the keeper's web config and
+    its password hashes are never read), and docker info beyond a few engine facts.
+
+    A host whose engine cannot be reached is recorded in MANIFEST.txt and the rest is
+    collected. The file is mode 0600 and gets its name only when complete. Like
+    check-host, collect changes nothing on any host. Exit status 0 when the bundle is
+    written, whatever it could not collect.
+    """
+    from walbctr.commands.collect import collect as run_collect
+    from walbctr.commands.collect import human_bytes
+
+    lay = load(layout)
+    done = run_collect(lay, output, log_lines, _progress_mode(False, quiet))
+    failed = sum(not e.ok for e in done.entries)
+    click.echo(f"{done.path}: {human_bytes(done.size)}, {len(done.entries) - failed} items "
+               f"collected, {failed} not (MANIFEST.txt in it says why)")
 
 
 @main.command()

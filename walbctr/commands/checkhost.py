@@ -12,6 +12,7 @@ file or directory is created, and the write test removes its file at once.
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,6 +68,12 @@ def check_hosts(layout: Layout, only_host: str | None = None) -> list[Check]:
         else:
             checks += outcome
     return checks
+
+
+def checks_json(checks: list[Check]) -> str:
+    """`check-host --json`: a list of {host, check, result, detail}."""
+    return json.dumps([{"host": c.host, "check": c.name, "result": c.result,
+                        "detail": c.detail} for c in checks], indent=1) + "\n"
 
 
 def _check_host(layout: Layout, engine: Engine, host: str) -> list[Check]:

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 SETTLE_S = 3.0  # a keeper that exits at once (a bad configuration) does so within this
 
 
-def _containers(engine: Engine, group: str) -> list[Any]:
+def keeper_containers(engine: Engine, group: str) -> list[Any]:
+    """The group's keeper containers on `engine` (docker-py), whatever their state."""
     return list(engine.api.containers.list(all=True, filters={"label": f"{KEEPER_LABEL}={group}"}))
 
 
@@ -49,7 +50,7 @@ def current(layout: Layout, fleet: Fleet) -> bool:
     """True when the keeper runs as the layout says (or there is none and none is wanted)."""
     m = monitor_of(layout)
     for host in fleet.hosts:
-        found = [c for c in _containers(fleet.engines[host], layout.group)
+        found = [c for c in keeper_containers(fleet.engines[host], layout.group)
                  if c.labels.get(f"{LABEL}.host") == host]
         wanted = m is not None and m.host == host
         if not wanted and found:
@@ -72,11 +73,11 @@ def start(layout: Layout, fleet: Fleet, paths: dict[str, Path]) -> str | None:
     if m is None or m.host not in fleet.hosts:
         return "keeper removed" if removed else None
     engine = fleet.engines[m.host]
-    before = {c.id for c in _containers(engine, layout.group)}
+    before = {c.id for c in keeper_containers(engine, layout.group)}
     engine.compose_up(paths[m.host], project_name(layout, m.host), [KEEPER_SERVICE])
     deadline = time.monotonic() + SETTLE_S
     while True:
-        found = _containers(engine, layout.group)
+        found = keeper_containers(engine, layout.group)
         if not found:
             raise WalbctrError(f"host {m.host}: the keeper's container did not appear")
         c = found[0]
@@ -100,7 +101,7 @@ def remove(layout: Layout, fleet: Fleet, keep_host: str | None = None) -> list[s
     removed = []
     seen: set[str] = set()
     for host in fleet.hosts:
-        for c in _containers(fleet.engines[host], layout.group):
+        for c in keeper_containers(fleet.engines[host], layout.group):
             where = c.labels.get(f"{LABEL}.host")
             if c.id in seen or where == keep_host or where not in fleet.hosts:
                 continue

@@ -17,11 +17,15 @@ if TYPE_CHECKING:
     from walbctr.layout.spec import Layout
 
 
-def log_tail(engine: Engine, layout: Layout, server: Server, lines: int) -> list[str]:
-    """The last lines of a server's log, from the container log or its log file."""
+def log_tail(engine: Engine, layout: Layout, server: Server, lines: int,
+             timestamps: bool = False) -> list[str]:
+    """The last lines of a server's log, from the container log or its log file.
+    `timestamps`: the engine's time before each container log line (a log file's lines
+    carry walb's own)."""
     if not server.logs_to_file:
         container = engine.api.containers.get(container_name(layout, server))
-        raw: bytes = container.logs(tail=lines, stdout=True, stderr=True)
+        raw: bytes = container.logs(tail=lines, stdout=True, stderr=True,
+                                    timestamps=timestamps)
         return raw.decode(errors="replace").splitlines()
     # Read the file through a probe: the host may be another machine, and the server's own
     # container may be restarting.

@@ -40,6 +40,21 @@ def listen_address(layout: Layout) -> str:
     return m.listen or layout.hosts[m.host].address
 
 
+def local_address(layout: Layout) -> str:
+    """Where a client inside the keeper's own container (its health check, `walbctr
+    collect`) reaches /metrics: loopback when it listens on every interface."""
+    address = listen_address(layout)
+    return "127.0.0.1" if address == "0.0.0.0" else address
+
+
+def metrics_url(layout: Layout) -> str:
+    """/metrics from inside the keeper's container; https when a web config is given."""
+    m = monitor_of(layout)
+    assert m is not None
+    scheme = "https" if m.web_config is not None else "http"
+    return f"{scheme}://{local_address(layout)}:{m.port}/metrics"
+
+
 def keeper_config(layout: Layout) -> dict[str, Any]:
     """What the keeper needs to know: the servers as walbc reaches them, and its cadence."""
     m = monitor_of(layout)
@@ -99,14 +114,12 @@ def keeper_service(layout: Layout, network: str | None) -> dict[str, Any]:
     if m.web_config is not None:
         svc["volumes"] = [{"type": "bind", "source": posixpath.dirname(m.web_config),
                            "target": WEB_DIR, "read_only": True}]
-    address = listen_address(layout)
-    address = "127.0.0.1" if address == "0.0.0.0" else address
     # With TLS or basic auth the check cannot scrape (it holds no password, only the
     # hashes): that /metrics accepts connections is what it can know.
-    probe = (f"import socket; socket.create_connection(('{address}', {m.port}), 3)"
-             if m.web_config is not None else
-             f"import urllib.request; urllib.request.urlopen("
-             f"'http://{address}:{m.port}/metrics', timeout=3)")
+    probe = (f"import socket; socket.create_connection(('{local_address(layout)}', "
+             f"{m.port}), 3)" if m.web_config is not None else
+             f"import urllib.request; urllib.request.urlopen('{metrics_url(layout)}', "
+             "timeout=3)")
     svc["healthcheck"] = {"test": ["CMD", "python3", "-c", probe], "interval": "10s",
                           "timeout": "5s", "retries": 3, "start_period": "10s"}
     svc["logging"] = {"driver": "json-file", "options": {"max-size": "20m", "max-file": "5"}}

@@ -122,6 +122,10 @@ def test_walbc_errors_are_read_without_prefix_or_stack_traces() -> None:
     # walbc's retries print "error: ..." and "retry N" before the final ERROR line
     assert v.walbc_error("error: timeout\nretry 1\n" + SAMPLE_BAD_STATE).endswith("Clear")
     assert v.walbc_error("error: cannot connect\nretry 1\n") == "error: cannot connect"
+    # as real v1.0.19 walbc prints it, stamped (seen by hand on a real storage)
+    assert v.walbc_error("2026-12-07 09:27:42.799 ERROR walbc error: c2xInitVolClient:"
+                         "StorageVolInfo:not found:/dev/walb/vol0\n") == (
+        "c2xInitVolClient:StorageVolInfo:not found:/dev/walb/vol0")
     assert v.walbc_error("") == "no message"
 
 

@@ -235,9 +235,16 @@ class Group:
                 for x in parse_restorable(text)]
 
     def restored(self, volume: str, archive: str | None = None) -> list[int]:
+        """The gids restored on the archive (none while it holds no backup: walb refuses
+        the question then, `getSnapshot:bad state`)."""
         a = self._archive(archive).id
-        return history.parse_gids(self.calls.run(a, "get", "restored", _vol(volume),
-                                                 timeout_s=10))
+        vol = _vol(volume)
+        try:
+            return history.parse_gids(self.calls.run(a, "get", "restored", vol, timeout_s=10))
+        except WalbcRefusedError:
+            if self.state(vol, a) not in steps.ARCHIVE_ACTIVE:
+                return []
+            raise
 
     def restored_path(self, volume: str, gid: int, archive: str | None = None) -> str:
         """Where walb-archive puts a restored volume: /dev/VG/wr_VOL_GID (walblib's
@@ -268,6 +275,12 @@ class Group:
             raise WalbctrError(f"--device {device!r} is not an absolute path",
                                "give the walb device, e.g. /dev/walb/NAME")
         plan = steps.AddPlan(vol, s.id, a.id, a.endpoint, device, hash_backup, self.command)
+        if self.state(vol, s.id) == steps.S_CLEAR and not self.calls.exists(s.id, device):
+            raise WalbctrError(
+                f"{device} does not exist on {s.id} (host {s.host}); walbctr changed nothing",
+                f"make the walb device on {s.host} first (wdevc create-wdev LDEV DDEV -n "
+                "NAME; it needs the walb kernel driver, and 'walbctr check-host' says whether "
+                "the host has it), or give its path with --device")
         kicked: set[str] = set()
 
         def decide() -> Next:

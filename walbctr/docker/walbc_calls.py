@@ -97,6 +97,12 @@ class WalbcCalls:
             raise WalbcRefusedError(server_id, args, walbc_error(out))
         return out
 
+    def exists(self, server_id: str, path: str) -> bool:
+        """Whether `path` exists in the server's container (a walb device, say)."""
+        _check_words([path])
+        code, _out = self._exec(server_id, ["test", "-e", path], ("test", "-e", path))
+        return code == 0
+
     def ask(self, server_id: str, *args: str) -> str:
         """A read-only query that always prints something (a state, a number). An empty
         answer with status 0 is the engine losing exec output under load (docker-py#2042):

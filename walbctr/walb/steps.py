@@ -23,6 +23,9 @@ S_CLEAR, S_SYNC_READY, S_STOPPED, S_TARGET, S_STANDBY = (
 P_CLEAR, P_STOPPED, P_STARTED = "Clear", "Stopped", "Started"
 A_CLEAR, A_SYNC_READY, A_ARCHIVED, A_STOPPED = "Clear", "SyncReady", "Archived", "Stopped"
 
+STEADY = frozenset({S_CLEAR, S_SYNC_READY, S_STOPPED, S_TARGET, S_STANDBY, P_STARTED,
+                    A_ARCHIVED})
+
 # Transient states a step passes through (walblib's sDuringFullSync, pDuringStop...).
 STORAGE_DURING_FULL = ("FullSync", S_STOPPED, "StartTarget")
 STORAGE_DURING_HASH = ("HashSync", S_STOPPED, "StartTarget")
@@ -233,8 +236,9 @@ def require(server: str, volume: str, state: str, allowed: Sequence[str], doing:
     """Blocked unless `server`'s `volume` is in one of `allowed` for `doing`."""
     if state in allowed:
         return None
+    steady = [a for a in allowed if a in STEADY] or list(allowed)
     return Blocked(f"{server} has {volume} in state {state}; {doing} needs "
-                   f"{' or '.join(allowed)}", fix)
+                   f"{' or '.join(steady)}", fix)
 
 
 def replicate_kind(dest_state: str) -> str | None:

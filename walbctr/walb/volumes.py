@@ -240,11 +240,13 @@ def parse_status_volumes(text: str) -> dict[str, StatusVolume]:
 
 
 def walbc_error(stderr: str) -> str:
-    """The message of walbc's error, without 'ERROR walbc error: ' and stack traces."""
+    """The message of walbc's error, without 'ERROR walbc error: ' and stack traces.
+    Real walbc stamps the line first (`2026-12-07 09:27:42.799 ERROR walbc error: ...`)."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     for line in lines:
-        if line.startswith(ERROR_PREFIX):
-            return line[len(ERROR_PREFIX):]
+        at = line.find(ERROR_PREFIX)
+        if at >= 0:
+            return line[at + len(ERROR_PREFIX):]
     useful = [ln for ln in lines
               if not ln.startswith("<<<STACKTRACE>>>") and not re.fullmatch(r"retry \d+", ln)]
     return useful[-1] if useful else "no message"

@@ -105,7 +105,8 @@ class VolumeSummary(BaseModel):
     name: str
     states: dict[str, str]
     restorable: dict[str, int] = Field(default_factory=dict, description="archive -> count")
-    latest: dict[str, int] = Field(default_factory=dict, description="archive -> newest gid")
+    latest: dict[str, datetime] = Field(default_factory=dict,
+                                        description="archive -> newest restorable snapshot")
 
 
 class Progress(BaseModel):
@@ -176,38 +177,21 @@ class Group:
     # --- reading --------------------------------------------------------------------------
 
     def volumes(self) -> list[VolumeSummary]:
-        """Every volume any server knows, with its state on each (one exec per server)."""
+        """Every volume any server knows, with its state on each (one exec per server: the
+        batch query of `status --volumes`)."""
         servers = list(self.layout.servers)
-        seen = self._parallel([s.id for s in servers], self._server_volumes)
+        seen = self._parallel([s.id for s in servers], self.calls.batch)
         rows: dict[str, VolumeSummary] = {}
-        for server, found in zip(servers, seen, strict=True):
-            assert isinstance(found, dict)
-            for name, (state, snaps) in found.items():
-                row = rows.setdefault(name, VolumeSummary(name=name, states={}))
-                row.states[server.id] = state
-                if server.role is Role.ARCHIVE and snaps:
-                    row.restorable[server.id] = len(snaps)
-                    row.latest[server.id] = max(snaps)
+        for server, records in zip(servers, seen, strict=True):
+            assert isinstance(records, list)
+            for r in records:
+                row = rows.setdefault(r.name, VolumeSummary(name=r.name, states={}))
+                row.states[server.id] = r.state or "unknown"
+                if server.role is Role.ARCHIVE and r.restorable:
+                    row.restorable[server.id] = r.restorable
+                    if r.latest_snapshot is not None:
+                        row.latest[server.id] = r.latest_snapshot
         return [rows[n] for n in sorted(rows)]
-
-    def _server_volumes(self, server_id: str) -> dict[str, tuple[str, list[int]]]:
-        server = self._server(server_id)
-        names = parse_names(self.calls.run(server_id, "get", "vol", timeout_s=10))
-        queries: list[tuple[str, Sequence[str]]] = [(f"state {n}", ("get", "state", n))
-                                                    for n in names]
-        if server.role is Role.ARCHIVE:
-            queries += [(f"restorable {n}", ("get", "restorable", n)) for n in names]
-        answers = self.calls.query(server_id, queries) if queries else {}
-        out = {}
-        for n in names:
-            st = answers[f"state {n}"]
-            state = parse_state(st.text) if st.ok else "unknown"
-            snaps: list[int] = []
-            r = answers.get(f"restorable {n}")
-            if r is not None and r.ok:
-                snaps = [x.gid for x in parse_restorable(r.text)]
-            out[n] = (state, snaps)
-        return out
 
     def show(self, volume: str) -> VolumeInfo:
         """The volume on every server: states, restorable and restored snapshots, diffs."""

@@ -25,11 +25,12 @@ def progress_of(display: StepProgress) -> Callable[[Progress], None]:
 def list_table(rows: list[VolumeSummary], server_ids: list[str]) -> str:
     if not rows:
         return "no volumes\n"
-    headers = ["VOLUME", *server_ids, "RESTORABLE", "LATEST GID"]
+    headers = ["VOLUME", *server_ids, "RESTORABLE", "LATEST SNAPSHOT"]
     cells = []
     for r in rows:
         rest = ", ".join(f"{a} {n}" for a, n in sorted(r.restorable.items())) or "-"
-        latest = ", ".join(f"{a} {g}" for a, g in sorted(r.latest.items())) or "-"
+        latest = ", ".join(f"{a} {t:%Y-%m-%d %H:%M:%S}" for a, t in sorted(r.latest.items())) \
+            or "-"
         cells.append([r.name, *(r.states.get(i, "-") for i in server_ids), rest, latest])
     return columns(headers, cells)
 

@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from walbctr.docker.containers import exec_in, require_running, server_container
 from walbctr.errors import WalbctrError
-from walbctr.walb.volumes import split_sections, walbc_error
+from walbctr.walb.volumes import (
+    VolumeRecord,
+    batch_argv,
+    parse_batch,
+    split_sections,
+    walbc_error,
+)
 from walbctr.walb.walbc import walbc_argv
 
 if TYPE_CHECKING:
@@ -111,6 +117,22 @@ class WalbcCalls:
         if not out.strip():
             out = self.run(server_id, *args, timeout_s=10)
         return out
+
+    def batch(self, server_id: str) -> list[VolumeRecord]:
+        """Every volume of the server, from the one-exec batch query `status --volumes`
+        uses (walbctr.walb.volumes.batch_argv)."""
+        server = self.layout.server(server_id)
+        argv = batch_argv(server.role.value, "127.0.0.1", server.port)
+        for attempt in (1, 2):
+            _code, out = self._exec(server_id, argv, ("batch",))
+            try:
+                return parse_batch(server.role.value, out)
+            except ValueError as err:
+                if attempt == 2:
+                    raise WalbctrError(f"cannot read {server_id}'s volumes: {err}",
+                                       f"see 'walbctr logs {self.layout.source} "
+                                       f"{server_id}'") from None
+        raise AssertionError("unreachable")
 
     def query(self, server_id: str, queries: Sequence[tuple[str, Sequence[str]]]
               ) -> dict[str, Answer]:

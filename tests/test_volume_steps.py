@@ -129,22 +129,6 @@ def test_restored_gids_are_read_one_a_line_and_nothing_means_none() -> None:
         history.parse_gids("x\n")
 
 
-def _diff(b: int, e: int, size: int = 10, mergeable: bool = True,
-          compared: bool = False) -> history.Diff:
-    return history.Diff(history.GidRange(b, b), history.GidRange(e, e), mergeable, compared,
-                        None, size)
-
-
-def test_merge_runs_stop_at_the_count_the_size_a_kept_gid_and_a_compared_diff() -> None:
-    diffs = [_diff(0, 1), _diff(1, 2), _diff(2, 3), _diff(3, 4), _diff(4, 5, compared=True),
-             _diff(5, 6), _diff(6, 7)]
-    runs = history.merge_ranges(diffs, 3, 1000)
-    assert runs == [(0, 3), (5, 7)]
-    assert history.merge_ranges(diffs, 10, 25) == [(0, 2), (2, 4), (5, 7)]
-    assert history.merge_ranges(diffs, 10, 1000) == [(0, 4), (5, 7)]
-    assert history.merge_ranges(diffs, 10, 1000, keep=frozenset({2})) == [(0, 2), (2, 4), (5, 7)]
-
-
 def test_show_prints_each_server_and_the_archive_history_and_list_each_state() -> None:
     from walbctr.commands.volume import list_table, show_text
     from walbctr.group import DiffRecord, ServerVolume, SnapshotRecord, VolumeInfo, VolumeSummary

@@ -130,14 +130,8 @@ class PolicySpec(Model):
     volumes: dict[str, VolumePolicy] = Field(default_factory=dict,
                                              description="per volume overrides, by name")
 
-    def of(self, volume: str) -> VolumePolicy:
-        """The effective policy of `volume`: its overrides over the group's."""
-        own = self.volumes.get(volume, VolumePolicy())
-        return VolumePolicy(
-            keep_period=own.keep_period if "keep_period" in own.model_fields_set
-            else self.keep_period,
-            apply_interval=own.apply_interval or self.apply_interval,
-            merge=own.merge if "merge" in own.model_fields_set else self.merge,
-            replicate=own.replicate if "replicate" in own.model_fields_set else self.replicate,
-            verify=own.verify if "verify" in own.model_fields_set else self.verify,
-            paused=own.paused)
+    def for_keeper(self) -> dict[str, Any]:
+        """Plain JSON for the keeper: bytes and seconds, and of each volume's overrides only
+        what it sets (walbctr.walb.worker.parse_policy reads it)."""
+        return {**self.model_dump(exclude={"volumes"}),
+                "volumes": {n: v.model_dump(exclude_unset=True) for n, v in self.volumes.items()}}

@@ -22,7 +22,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from walbctr.walb.history import Diff
+from walbctr.walb.history import Diff, parse_diffs
+from walbctr.walb.volumes import (
+    Answer,
+    parse_all_actions,
+    parse_metastate,
+    parse_names,
+    parse_restorable,
+    parse_state,
+    split_sections,
+)
 
 
 @dataclass(frozen=True)
@@ -300,3 +309,84 @@ def gid_to_send(diffs: Sequence[Diff], max_send_size: int, have: int) -> int | N
         if total > max_send_size:
             return d.e.begin if d is not pending[0] else pending[0].e.begin
     return None
+
+
+# --- what the worker reads: one process per archive ---------------------------------------
+#
+# As walbctr.walb.volumes' batch query: a constant sh script, the address and port as
+# arguments, one '@@ KEY' section per walbc answer, '@@end' last.
+
+_FACTS = r"""set -f
+a=$1 p=$2 mode=$3
+q() { printf '@@ %s\n' "$1"; shift; walbc -a "$a" -p "$p" -to 10 -retry 0 "$@" 2>&1
+      printf '@@rc %s\n' "$?"; }
+vols=$(walbc -a "$a" -p "$p" -to 10 -retry 0 get vol 2>&1); rc=$?
+printf '@@ vol\n%s\n@@rc %s\n' "$vols" "$rc"
+[ $rc = 0 ] || { echo @@end; exit 0; }
+[ "$mode" = source ] && q all-actions get all-actions
+for v in $vols; do
+  q "state $v" get state "$v"
+  if [ "$mode" = source ]; then
+    q "base $v" get base "$v"; q "restorable $v" get restorable "$v" all
+    q "diff $v" get applicable-diff "$v"
+  else
+    q "restorable $v" get restorable "$v"
+  fi
+done
+echo @@end
+"""
+
+
+def facts_argv(address: str, port: int, source: bool) -> list[str]:
+    """The argv that reads an archive's volumes for the worker: as the source of tasks
+    (states, bases, every snapshot, applicable diffs, running actions), or as a replica
+    (states and restorable snapshots)."""
+    return ["sh", "-c", _FACTS, "sh", address, str(port), "source" if source else "replica"]
+
+
+def _ok(sections: Mapping[str, Answer], key: str) -> str | None:
+    a = sections.get(key)
+    return a.text if a is not None and a.ok else None
+
+
+def parse_replica(text: str) -> dict[str, tuple[str, int | None]]:
+    """A replica's volumes: name -> (state, latest restorable gid or None)."""
+    s = split_sections(text)
+    if not s["vol"].ok:
+        raise ValueError(f"get vol failed: {s['vol'].error}")
+    out: dict[str, tuple[str, int | None]] = {}
+    for v in parse_names(s["vol"].text):
+        st = s.get(f"state {v}")
+        r = s.get(f"restorable {v}")
+        gids = [x.gid for x in parse_restorable(r.text)] if r is not None and r.ok else []
+        out[v] = (parse_state(st.text) if st is not None and st.ok else "unknown",
+                  max(gids) if gids else None)
+    return out
+
+
+def parse_source(text: str, replicas: Mapping[str, Mapping[str, tuple[str, int | None]]],
+                 last_done: Mapping[str, Mapping[str, float]]) -> list[ArchiveVolume]:
+    """The source archive's volumes for next_task, joined with what the replicas hold
+    (archive -> volume -> (state, latest gid); a replica that did not answer is absent,
+    so its volumes look away) and what the keeper remembers (volume -> task -> time)."""
+    s = split_sections(text)
+    if not s["vol"].ok:
+        raise ValueError(f"get vol failed: {s['vol'].error}")
+    acts = s.get("all-actions")
+    running = parse_all_actions(acts.text) if acts is not None and acts.ok else {}
+    out = []
+    for v in parse_names(s["vol"].text):
+        state = _ok(s, f"state {v}")
+        base = (_ok(s, f"base {v}") or "").strip()
+        rest, diff = _ok(s, f"restorable {v}"), _ok(s, f"diff {v}")
+        out.append(ArchiveVolume(
+            name=v, state=parse_state(state) if state is not None else "unknown",
+            applying_to=parse_metastate(base)[1] if base else None,
+            snapshots=tuple((x.gid, x.time) for x in parse_restorable(rest or "")),
+            diffs=tuple(parse_diffs(diff or "")),
+            busy=any(n > 0 for n in running.get(v, {}).values()),
+            replica_gids={a: vols[v][1] if v in vols else None for a, vols in replicas.items()},
+            replica_states={a: vols[v][0] if v in vols else "Clear"
+                            for a, vols in replicas.items()},
+            last_done=dict(last_done.get(v, {}))))
+    return out

@@ -225,7 +225,8 @@ class Maintenance:
 
     `servers` are in the order they were stopped (storages, proxies, archives);
     `policies` the restart policy each had before it was set to 'no', for `exit` to put
-    back; `silence` the Alertmanager silence id, when one was made.
+    back; `silence` the Alertmanager silence id, when one was made; `volumes` each
+    volume's state before the stop, which `exit` checks (as `upgrade` does).
     """
 
     host: str
@@ -233,6 +234,7 @@ class Maintenance:
     servers: tuple[str, ...]
     policies: dict[str, str] = field(default_factory=dict)
     silence: str = ""
+    volumes: dict[str, dict[str, str]] = field(default_factory=dict)  # server -> vol -> state
 
 
 def _maintenance_path(group: str) -> Path:
@@ -247,7 +249,9 @@ def read_maintenance(group: str) -> dict[str, Maintenance]:
         return {str(h): Maintenance(str(r["host"]), str(r["since"]),
                                     tuple(str(s) for s in r["servers"]),
                                     {str(k): str(v) for k, v in r.get("policies", {}).items()},
-                                    str(r.get("silence", "")))
+                                    str(r.get("silence", "")),
+                                    {str(sid): {str(v): str(st) for v, st in vols.items()}
+                                     for sid, vols in r.get("volumes", {}).items()})
                 for h, r in data.get("hosts", {}).items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         # Guessing here could start a host the operator is working on: refuse instead.

@@ -302,7 +302,7 @@ def _start_tier(runner: Runner, engine: Engine, record: Maintenance,
                     volumes=dict(record.volumes.get(s.id, {})))
         runner.gate_after(step, s, engine, obs, board)
         runner.kick_after(step, s)
-        board.set(s.id, "healthy")
+        board.set(s.id, "back")
         steps.append(step)
     return steps
 

@@ -75,7 +75,7 @@ def test_up_restart_and_upgrade_refuse_a_server_of_a_host_in_maintenance(
     text = str(caught.value)
     assert "'walbctr restart' would start servers of a host in maintenance: host hostB " \
         "(since 2026-01-02T03:04:05Z: s1, p1); nothing was changed" in text
-    assert "walbctr maintenance exit l.yaml HOST" in text
+    assert "'walbctr maintenance exit l.yaml hostB'" in text
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("4h", 14400), ("90m", 5400), ("1d12h", 129600),

@@ -224,7 +224,6 @@ def _stop_all(runner: Runner, engine: Engine, order: list[Server], steps: dict[s
             # An action may have begun since the first look; wait for it again.
             runner.gate_before(steps[s.id], s, engine, obs, board)
         stop_container(engine, s, obs, board)
-        board.set(s.id, "maintenance")
 
 
 # --- exit ----------------------------------------------------------------------------------
@@ -264,9 +263,6 @@ def exit_(layout: Layout, host: str, *, options: Options, mode: ProgressMode) ->
             for _role, by_host in start_tiers(layout, [s.id for s in order]):
                 for step in _start_tier(runner, engine, record, by_host[host], board):
                     report.notes += step.notes
-                    if step.kicked:
-                        report.lines.append(f"{step.server}: kicked {', '.join(step.kicked)}"
-                                            " (walb's follow-up after its restart)")
         del records[host]
         write_maintenance(layout.group, records)
         _tell_keeper(layout, report)
@@ -301,8 +297,7 @@ def _start_tier(runner: Runner, engine: Engine, record: Maintenance,
         step = Step(s.id, s.role.value, s.host, obs.image, obs.image_id, obs.image,
                     volumes=dict(record.volumes.get(s.id, {})))
         runner.gate_after(step, s, engine, obs, board)
-        runner.kick_after(step, s)
-        board.set(s.id, "back")
+        runner.kick_after(step, s)  # the runner says whom it kicked
         steps.append(step)
     return steps
 

@@ -118,8 +118,8 @@ def _held_row(s: Server, record: Maintenance, unreachable: str | None,
         return Row(s.id, s.role.value, s.host, s.endpoint, "maintenance", "", "", "", None,
                    False, note or f"{s.id}: no container", maintenance_since=record.since)
     obs = found.obs
-    return Row(s.id, s.role.value, s.host, s.endpoint, "maintenance", found.health,
-               obs.image, found.version, None, False, note, obs.restart_count,
+    # Docker's health of a stopped container is its last check's: not worth showing.
+    return Row(s.id, s.role.value, s.host, s.endpoint, "maintenance", "", obs.image, found.version, None, False, note, obs.restart_count,
                found.last_exit, "", record.since)
 
 

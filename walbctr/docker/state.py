@@ -291,10 +291,9 @@ def refuse_maintained(group: str, server_ids: Iterable[str], command: str,
         return
     what = "; ".join(f"host {h} (since {r.since}: {', '.join(r.servers)})"
                      for h, r in sorted(hit.items()))
-    others = ", ".join(sorted(held)) or "-"
+    exits = " and ".join(f"'walbctr maintenance exit {source} {h}'" for h in sorted(hit))
     raise WalbctrError(
         f"'walbctr {command}' would start servers of a host in maintenance: {what}; "
         "nothing was changed",
-        f"end the maintenance first ('walbctr maintenance exit {source} HOST'), or leave "
-        f"those servers out (--host of another host, or name the servers; in maintenance: "
-        f"{others})")
+        f"end the maintenance first ({exits}), or leave those servers out (--host of "
+        "another host, or name the other servers)")

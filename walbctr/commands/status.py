@@ -119,8 +119,9 @@ def _held_row(s: Server, record: Maintenance, unreachable: str | None,
                    False, note or f"{s.id}: no container", maintenance_since=record.since)
     obs = found.obs
     # Docker's health of a stopped container is its last check's: not worth showing.
-    return Row(s.id, s.role.value, s.host, s.endpoint, "maintenance", "", obs.image, found.version, None, False, note, obs.restart_count,
-               found.last_exit, "", record.since)
+    return Row(s.id, s.role.value, s.host, s.endpoint, "maintenance", "", obs.image,
+               found.version, None, False, note, obs.restart_count, found.last_exit, "",
+               record.since)
 
 
 def _observe_engine(engine: Engine, layout: Layout,

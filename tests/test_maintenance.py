@@ -153,6 +153,13 @@ def test_a_storage_that_overflowed_keeps_its_host_out_of_maintenance_and_an_arch
     not_in = lab.maintenance("exit", "hostA0")
     assert not_in.returncode == 1 and "host hostA0 is not in maintenance" in not_in.stderr
 
+    # down removes the containers of a host in maintenance, and so ends it.
+    assert lab.maintenance("enter", "hostS0").returncode == 0
+    down = lab.walbctr("down", str(lab.path), "--quiet")
+    assert down.returncode == 0, down.stderr
+    assert "host hostS0 was in maintenance since" in down.stderr
+    assert not lab.record().exists()
+
 
 # --- the keeper and Alertmanager ------------------------------------------------------------
 

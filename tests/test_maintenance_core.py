@@ -212,3 +212,17 @@ def test_entering_maintenance_on_a_host_that_is_none_names_the_hosts_and_does_no
                      state=tmp_path / "state")
     assert listed.returncode == 0, listed.stderr
     assert "no host is in maintenance" in listed.stdout
+
+
+def test_an_alertmanager_that_does_not_answer_is_a_warning_not_a_failure() -> None:
+    from tests.test_deploy import free_ports
+    from walbctr.commands.maintenance import Report, _silence
+
+    port = free_ports(1)[0]  # nothing listens there
+    lay = load_layout(with_monitor(f"alertmanager_url: http://127.0.0.1:{port}"), "lab.yaml")
+    report = Report()
+    held = Maintenance("lab", "2026-01-02T03:04:05Z", ("s0", "p0", "a0"))
+    assert _silence(lay, held, 3600, report) == held  # no silence id
+    assert len(report.notes) == 1, report.notes
+    assert report.notes[0].startswith(f"warning: no Alertmanager silence for host lab "
+                                      f"(http://127.0.0.1:{port}: ")

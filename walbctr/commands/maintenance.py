@@ -43,7 +43,7 @@ from walbctr.docker.state import (
     read_maintenance,
     write_maintenance,
 )
-from walbctr.errors import EXIT_BAD_INPUT, WalbctrError
+from walbctr.errors import EXIT_BAD_INPUT, WalbctrError, explain
 from walbctr.layout.server import Role
 from walbctr.layout.tiers import start_tiers, stop_tiers
 from walbctr.render.compose import container_name
@@ -106,8 +106,11 @@ def _tell_keeper(layout: Layout, report: Report) -> None:
     if m is None:
         return
     held = {sid: r.host for sid, r in maintained_servers(layout.group).items()}
-    problem = keeper_container.tell_maintenance(layout, Fleet(layout, m.host).engines[m.host],
-                                                held)
+    try:
+        problem = keeper_container.tell_maintenance(
+            layout, Fleet(layout, m.host).engines[m.host], held)
+    except Exception as err:  # the keeper's host may be the one going down: not fatal
+        problem = f"the keeper (host {m.host}) could not be told: {explain(err)}"
     if problem:
         report.notes.append(problem)
 

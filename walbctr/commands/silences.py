@@ -10,6 +10,7 @@ maintenance must not wait on the alerting system.
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import urllib.error
@@ -41,7 +42,7 @@ def _send(request: urllib.request.Request) -> bytes:
     except urllib.error.HTTPError as err:
         body = err.read().decode(errors="replace").strip()
         raise SilenceError(f"HTTP {err.code}: {body[:300] or err.reason}") from None
-    except (urllib.error.URLError, OSError, ValueError) as err:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as err:
         reason = getattr(err, "reason", err)
         raise SilenceError(str(reason)) from None
 

@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING, Any
 from walbctr.docker.containers import exec_in, observe
 from walbctr.docker.state import maintained_servers
 from walbctr.errors import WalbctrError, last_line
-from walbctr.layout.monitor import KEEPER_LABEL, KEEPER_SERVICE, MAINTENANCE_FILE
+from walbctr.layout.monitor import (
+    KEEPER_LABEL,
+    KEEPER_SERVICE,
+    MAINTENANCE_FILE,
+    POLICY_PAUSE_FILE,
+)
 from walbctr.render.compose import LABEL, compose_project, project_name
 from walbctr.render.keeper_service import image_of, monitor_of
 
@@ -107,6 +112,24 @@ def start(layout: Layout, fleet: Fleet, paths: dict[str, Path]) -> str | None:
 # Written whole, then renamed: the keeper never reads half a file.
 _WRITE = ("import os, sys; p = sys.argv[1]; t = p + '.new'; f = open(t, 'w'); "
           "f.write(sys.argv[2]); f.close(); os.replace(t, p)")
+_REMOVE = "import os, sys; os.path.exists(sys.argv[1]) and os.remove(sys.argv[1])"
+
+
+def pause_policy(layout: Layout, fleet: Fleet, why: str | None) -> str | None:
+    """Pause the keeper's policy tasks (`why`: who asks, e.g. 'upgrade'), or resume them
+    (None); why it could not be told, None when told or there is nothing to tell. A task
+    under way finishes; walb's own actions are never stopped."""
+    m = monitor_of(layout)
+    if m is None or layout.spec.policy is None or m.host not in fleet.hosts:
+        return None
+    engine = fleet.engines[m.host]
+    running = [c for c in keeper_containers(engine, layout.group) if c.status == "running"]
+    if not running:
+        return None
+    argv = ["python3", "-c", _WRITE, POLICY_PAUSE_FILE, why] if why is not None else \
+        ["python3", "-c", _REMOVE, POLICY_PAUSE_FILE]
+    code, out = exec_in(engine, running[0].id, argv)
+    return None if code == 0 else f"the keeper could not be told ({last_line(out)})"
 
 
 def tell_maintenance(layout: Layout, engine: Engine, servers: dict[str, str]) -> str | None:

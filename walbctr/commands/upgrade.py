@@ -192,6 +192,11 @@ def _verb(kind: str) -> str:
 # --- entry points ---------------------------------------------------------------------------
 
 
+def _tell(echo: Callable[[str], None], problem: str | None) -> None:
+    if problem is not None:
+        echo(f"warning: policy tasks: {problem}")
+
+
 def upgrade(layout: Layout, image: str | None, *, resume: bool, rollback: bool,
             dry_run: bool, options: Options, mode: ProgressMode,
             echo: Callable[[str], None]) -> Result:
@@ -233,7 +238,11 @@ def upgrade(layout: Layout, image: str | None, *, resume: bool, rollback: bool,
                 _check_old_ids(layout, fleet, plan)
             save_plan(plan)
             runner = Runner(layout, fleet, kind, options, mode, lambda: save_plan(plan))
-            runner.run(todo, result)
+            _tell(echo, keeper_service.pause_policy(layout, fleet, kind))
+            try:
+                runner.run(todo, result)
+            finally:
+                _tell(echo, keeper_service.pause_policy(layout, fleet, None))
             images = {s.to_image for s in steps}
             if len(images) == 1:
                 _refresh_keeper(_with_image(layout, images.pop()), fleet, result)

@@ -425,6 +425,7 @@ class Keeper:
             return []
         policy = worker.parse_policy(self.config.policy, [a.id for a in archives[1:]])
         self.policy = PolicyRunner(archives, policy, self.run, log, self.stop, self.metrics)
+        self.policy.held = lambda: dict(self.held)
         log(f"policy: {', '.join(self._policy_summary(policy))}")
         return [threading.Thread(target=self.policy.loop, name=f"policy {a.id}", daemon=True,
                                  args=(a, max(10.0, self.config.interval)))

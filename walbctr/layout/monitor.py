@@ -21,6 +21,8 @@ CONFIG_ENV = "WALBCTR_KEEPER_CONFIG"
 # Where walbctr tells the keeper which servers are in maintenance (walbctr.keeper.duties
 # reads the same path; a test holds the two together).
 MAINTENANCE_FILE = "/tmp/walbctr-maintenance.json"
+# Present while `upgrade` runs: the keeper starts no policy task (walbctr.keeper.policy).
+POLICY_PAUSE_FILE = "/tmp/walbctr-policy-paused"
 
 Seconds = Annotated[float, Field(gt=0, le=86400)]
 

@@ -118,6 +118,13 @@ def next_add_step(plan: AddPlan, seen: AddSeen) -> Next:
         return Wait(s, f"{s} is in {seen.storage} for {vol}", progress_on=a, volume=vol)
     if seen.archive in ARCHIVE_TRANSIENT and seen.archive != "WdiffRecv":
         return Wait(a, f"{a} is in {seen.archive} for {vol}", progress_on=a, volume=vol)
+    if seen.overflow and not plan.hash_backup:
+        # walb-storage stops a Target volume whose log overflowed: only a hash backup
+        # brings the archive's copy back (walb-facts: recovery duties).
+        return Blocked(f"{s}'s log device for {vol} overflowed: its changes since then are "
+                       "lost to the archive",
+                       f"run '{plan.command} add {vol} --storage {s} --device {plan.device} "
+                       "--hash' (a hash backup sends the blocks that differ)")
     if seen.storage == S_TARGET:
         return _after_backup(plan, seen)
     return _prepare(plan, seen)
@@ -213,11 +220,6 @@ def _after_backup(plan: AddPlan, seen: AddSeen) -> Next:
                        f"(state {seen.archive})",
                        f"run '{plan.command} add {vol} --storage {s} --device {plan.device} "
                        "--hash' (or stop and reset it on the storage for a full backup)")
-    if seen.overflow:
-        return Blocked(f"{s}'s log device for {vol} overflowed: its changes since then are "
-                       "lost to the archive",
-                       f"run '{plan.command} add {vol} --storage {s} --device {plan.device} "
-                       "--hash' (a hash backup sends the blocks that differ)")
     if seen.restorable:
         return Done(f"{vol} is backed up on {a}: latest restorable snapshot gid "
                     f"{max(seen.restorable)}")

@@ -1,8 +1,11 @@
 """The keeper's Prometheus metrics (prometheus-client): servers, volumes, the keeper's kicks.
 
 Server and volume values are a snapshot the keeper replaces after each probe or scan, and
-a custom collector exports exactly that snapshot: a volume that disappears, or a server
-that stops answering, leaves no stale series behind. Kicks and restarts are counters.
+a custom collector exports exactly that snapshot: a volume that disappears leaves no series
+behind. A server that stops answering keeps its last known volume series (its
+walb_server_scan_ok is then 0, and walb_server_last_seen_timestamp_seconds says from when),
+so that an alert on them stays true instead of resolving because the server died. Kicks and
+restarts are counters.
 Runs inside the keeper image: prometheus-client (Debian's 0.16 there) and the stdlib only.
 """
 
@@ -33,7 +36,11 @@ FAMILIES = {f.name: f for f in (
     Family("walb_server_healthy",
            "1 when the server answers get host-type with its own role", SERVER),
     Family("walb_server_scan_ok",
-           "1 when the last volume scan of the server (one walbc batch) succeeded", SERVER),
+           "1 when the last volume scan of the server (one walbc batch) succeeded; 0: its "
+           "walb_volume_* series are the last known ones", SERVER),
+    Family("walb_server_last_seen_timestamp_seconds",
+           "when the last volume scan of the server that succeeded ended, Unix seconds",
+           SERVER),
     Family("walb_server_volumes", "volumes the server reports (get vol)", SERVER),
     Family("walb_volume_state", "1 for the volume's walb state (get state)",
            (*SERVER, "volume", "state")),
@@ -50,7 +57,8 @@ FAMILIES = {f.name: f for f in (
     Family("walb_volume_restorable_snapshots", "restorable snapshots (get restorable)",
            (*SERVER, "volume")),
     Family("walb_volume_latest_snapshot_timestamp_seconds",
-           "time of the latest restorable snapshot, Unix seconds", (*SERVER, "volume")),
+           "time of the latest restorable snapshot (get restorable) on the archive `server`, "
+           "Unix seconds", (*SERVER, "volume")),
 )}
 
 Sample = tuple[str, tuple[str, ...], float]  # family name, label values, value
@@ -108,6 +116,12 @@ class KeeperMetrics:
         self.scan_seconds = Gauge("walb_keeper_scan_duration_seconds",
                                   "how long the last volume scan of all servers took",
                                   registry=registry)
+        self.last_scan = Gauge("walb_keeper_last_scan_timestamp_seconds",
+                               "when the keeper's last volume scan of all servers ended, Unix "
+                               "seconds", registry=registry)
+        self.scan_interval = Gauge("walb_keeper_scan_interval_seconds",
+                                   "seconds between the keeper's volume scans (its interval)",
+                                   registry=registry)
         self.volumes_scanned = Gauge("walb_keeper_volumes", "volume rows in the last scan",
                                      registry=registry)
 

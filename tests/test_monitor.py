@@ -201,6 +201,20 @@ def test_a_server_that_stops_answering_keeps_its_last_known_volume_series() -> N
     assert ("s0", "storage") not in snapshot.values("walb_server_last_seen_timestamp_seconds")
 
 
+def test_the_kick_counters_start_at_zero_for_every_reason_the_duties_give() -> None:
+    """A failed kick whose series first appears at 1 shows no increase() to the alert."""
+    from walbctr.keeper.metrics import KICK_REASONS
+
+    d = Duties(Config("g", SERVERS))
+    kicks = d.probed(ALL_UP)
+    kicks += d.probed({**ALL_UP, "a0": False, "p0": False}) + d.probed(ALL_UP)
+    kicks += d.send_errors([("p0", "vol0", "a0")], now=1)
+    roles = {s.id: s.role for s in SERVERS}
+    given = {(roles[k.target], k.reason) for k in kicks}
+    assert given == {(role, reason) for role, reasons in KICK_REASONS.items()
+                     for reason in reasons}
+
+
 def test_a_bad_configuration_is_refused_in_words() -> None:
     with pytest.raises(ValueError, match="unknown role for x"):
         parse_config(json.dumps({"group": "g", "servers": [

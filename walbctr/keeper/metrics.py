@@ -62,6 +62,9 @@ FAMILIES = {f.name: f for f in (
 )}
 
 Sample = tuple[str, tuple[str, ...], float]  # family name, label values, value
+# The kicks duties.py sends to each role, by reason (the `reason` label).
+KICK_REASONS = {"proxy": ("keeper_start", "archive_restart", "send_error"),
+                "storage": ("keeper_start", "proxy_restart")}
 
 
 class Snapshot(Collector):
@@ -126,9 +129,13 @@ class KeeperMetrics:
                                      registry=registry)
 
     def known_servers(self, servers: Sequence[tuple[str, str]]) -> None:
-        """Start every server's counters at 0, so that increase() sees the first restart."""
+        """Start every server's counters at 0, so that increase() sees the first restart or
+        failed kick (a series that appears at 1 shows no increase)."""
         for sid, role in servers:
             self.restarts.labels(sid, role)
+            for reason in KICK_REASONS.get(role, ()):
+                self.kicks.labels(sid, reason)
+                self.kick_failures.labels(sid, reason)
 
     def serve(self, port: int, address: str = "127.0.0.1",
               web: WebConfig | None = None) -> None:

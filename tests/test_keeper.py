@@ -31,6 +31,7 @@ from walbctr.layout.imagetag import keeper_image
 INTERVAL = 2.0  # the keeper's volume scan
 PROBE = 0.25  # its reachability probe
 KEEPER_LABEL = "io.walbctr.keeper"
+RULES = Path(__file__).resolve().parent.parent / "monitoring" / "walb-alerts.yml"
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = 30,
@@ -143,8 +144,11 @@ def prometheus(kept: KeptGroup, tmp_path: Path, double_image: str) -> Iterator[P
 
 
 def run_prometheus(kept: KeptGroup, tmp_path: Path, double_image: str,
-                   scrape: dict[str, Any]) -> Iterator[Prometheus]:
-    """A real Prometheus scraping the keeper; `scrape` adds to its scrape config (TLS)."""
+                   scrape: dict[str, Any], rules: str | None = None,
+                   more: dict[str, Any] | None = None) -> Iterator[Prometheus]:
+    """A real Prometheus scraping the keeper; `scrape` adds to its scrape config (TLS),
+    `rules` replaces monitoring/walb-alerts.yml's text, `more` adds to its configuration
+    (alerting)."""
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.skip("Debian's prometheus package is not installed (apt-get install "
@@ -152,9 +156,9 @@ def run_prometheus(kept: KeptGroup, tmp_path: Path, double_image: str,
     port = free_ports(1)[0]
     home = tmp_path / "prometheus"
     (home / "data").mkdir(parents=True, exist_ok=True)
-    rules = Path(__file__).resolve().parent.parent / "monitoring" / "walb-alerts.yml"
-    shutil.copy(rules, home / "walb-alerts.yml")
+    (home / "walb-alerts.yml").write_text(rules or RULES.read_text())
     (home / "prometheus.yml").write_text(yaml.safe_dump({
+        **(more or {}),
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": ["/etc/prometheus-test/walb-alerts.yml"],
         "scrape_configs": [{"job_name": "walb-keeper", **scrape, "static_configs": [

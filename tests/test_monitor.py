@@ -169,6 +169,52 @@ def test_a_send_error_is_kicked_once_its_archive_answers_and_not_again_at_once()
     assert len(d.send_errors(flag, now=1400)) == 1  # still set much later: kicked again
 
 
+def test_a_server_that_stops_answering_keeps_its_last_known_volume_series() -> None:
+    """Dropping a dead server's series would resolve the alerts on them (the lag of a
+    storage, the age of an archive's latest snapshot) because the server died."""
+    from datetime import UTC, datetime
+
+    from walbctr.keeper.duties import scan_samples, volume_samples
+    from walbctr.keeper.metrics import Snapshot
+    from walbctr.walb.volumes import TsDelta, VolumeRecord
+
+    archive = ServerRef("a0", "archive", "a0", 1)
+    taken = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    lag = TsDelta("vol0", "a1", "archive", "archive", 7, taken, 5, taken, 900)
+    record = VolumeRecord("vol0", "archive", state="Archived", ts_deltas=(lag,),
+                          restorable=2, latest_snapshot=taken)
+    fresh, _flags = volume_samples(archive, [record], lag_threshold=600)
+    snapshot = Snapshot()
+    snapshot.replace("a0", scan_samples(archive, True, (1000.0, fresh)))
+    before = snapshot.values("walb_volume_latest_snapshot_timestamp_seconds")
+    assert before == {("a0", "archive", "vol0"): taken.timestamp()}
+    # the next scan cannot reach a0: its volume series stay, marked as not fresh
+    snapshot.replace("a0", scan_samples(archive, False, (1000.0, fresh)))
+    assert snapshot.values("walb_volume_latest_snapshot_timestamp_seconds") == before
+    assert snapshot.values("walb_volume_lagging") == {("a0", "archive", "vol0", "a1"): 1.0}
+    assert snapshot.values("walb_server_scan_ok") == {("a0", "archive"): 0.0}
+    assert snapshot.values("walb_server_last_seen_timestamp_seconds") == {
+        ("a0", "archive"): 1000.0}
+    # a server never read has nothing to keep, and no time it was last seen
+    snapshot.replace("s0", scan_samples(ServerRef("s0", "storage", "s0", 1), False, None))
+    assert snapshot.values("walb_server_scan_ok")[("s0", "storage")] == 0.0
+    assert ("s0", "storage") not in snapshot.values("walb_server_last_seen_timestamp_seconds")
+
+
+def test_the_kick_counters_start_at_zero_for_every_reason_the_duties_give() -> None:
+    """A failed kick whose series first appears at 1 shows no increase() to the alert."""
+    from walbctr.keeper.metrics import KICK_REASONS
+
+    d = Duties(Config("g", SERVERS))
+    kicks = d.probed(ALL_UP)
+    kicks += d.probed({**ALL_UP, "a0": False, "p0": False}) + d.probed(ALL_UP)
+    kicks += d.send_errors([("p0", "vol0", "a0")], now=1)
+    roles = {s.id: s.role for s in SERVERS}
+    given = {(roles[k.target], k.reason) for k in kicks}
+    assert given == {(role, reason) for role, reasons in KICK_REASONS.items()
+                     for reason in reasons}
+
+
 def test_a_bad_configuration_is_refused_in_words() -> None:
     with pytest.raises(ValueError, match="unknown role for x"):
         parse_config(json.dumps({"group": "g", "servers": [

@@ -820,6 +820,53 @@ def walbc(args: tuple[str, ...]) -> None:
     sys.exit(run_walbc(load(layout), rest[0], rest[1:]))
 
 
+@main.command()
+@layout_argument
+@host_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--textfile", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.prom",
+              help="Also write the space in Prometheus' text format to FILE.prom (replaced at "
+                   "once), for node_exporter's textfile collector.")
+@friendly
+def space(layout: str, host: str | None, as_json: bool, textfile: Path | None) -> None:
+    """Size and free space of each archive's volume group and thin pool.
+
+    LVM is asked on the archive's host, in a throwaway container with the archive's
+    privileges and /dev read-only, so it works whether the archive runs or not and changes
+    nothing (walbc cannot tell free space). Run it from cron with --textfile into
+    node_exporter's textfile directory: the WalbArchive*FillingUp alerts predict from it.
+    Exit status 1 when an archive's space could not be read.
+    """
+    import json
+    from dataclasses import asdict
+
+    from walbctr.commands.space import check_textfile, exposition, read_space, write_textfile
+    from walbctr.render.columns import columns
+
+    lay = load(layout)
+    if textfile is not None:
+        check_textfile(textfile)
+    rows = read_space(lay, host)
+    if textfile is not None:
+        write_textfile(textfile, exposition(lay.group, rows))
+    if as_json:
+        click.echo(json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        def gib(n: int | None) -> str:
+            return "" if n is None else f"{n / 2**30:.1f}G"
+
+        click.echo(columns(("ARCHIVE", "HOST", "VG", "SIZE", "FREE", "THINPOOL", "POOL SIZE",
+                            "POOL FREE"),
+                           [(r.archive, r.host, r.vg, gib(r.vg_size), gib(r.vg_free),
+                             r.thinpool or "", gib(r.pool_size), gib(r.pool_free))
+                            for r in rows]), nl=False)
+        for r in rows:
+            if r.error is not None:
+                click.echo(f"{r.archive}: cannot read its space: {r.error}", err=True)
+    if any(r.error is not None for r in rows):
+        sys.exit(1)
+
+
 @main.command("exec", context_settings={"ignore_unknown_options": True})
 @click.argument("args", nargs=-1, required=True, type=click.UNPROCESSED,
                 metavar="[LAYOUT] ID -- CMD...")

@@ -142,7 +142,7 @@ def _privileged(check: _Probes, add: Add) -> None:
             "'privileged: false' under defaults for archives and storages")
 
 
-def _archive_privileges(server: Server) -> dict[str, Any]:
+def archive_privileges(server: Server) -> dict[str, Any]:
     """The archive's own privileges (as compose.py grants them): what its vgs runs with."""
     if server.privileged:
         return {"privileged": True}
@@ -165,7 +165,7 @@ def _volume_group(check: _Probes, s: Server, add: Add) -> None:
     # The host's /dev, read-only, with the archive's lvm.conf: the devices and metadata the
     # archive's own vgs and lvs will find.
     result = check.run(sh(_VG_SCRIPT, vg, str(tp or "")),
-                       {"/dev": {"bind": "/dev", "mode": "ro"}}, **_archive_privileges(s))
+                       {"/dev": {"bind": "/dev", "mode": "ro"}}, **archive_privileges(s))
     lines = [" ".join(line.split()) for line in result.stdout.splitlines() if line.strip()]
     lab = next((lab for lab in lab_vgs(check.layout) if s.id in lab.archives), None)
     if (result.status != 0 or not lines) and lab is not None:

@@ -296,6 +296,8 @@ class Keeper:
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.probe_timeout = max(1, min(3, round(config.probe_interval * 2)))
+        # server id -> (when, volume samples) of its last scan that succeeded
+        self.seen: dict[str, tuple[float, list[Sample]]] = {}
 
     # probing: who answers, and so who came back. Each server has its own loop, so that a
     # host that times out never delays seeing another server's restart.
@@ -384,30 +386,22 @@ class Keeper:
                 if self.metrics is not None:
                     self.metrics.snapshot.replace(s.id, [])
                 continue
-            result = results.get(s.id)
-            samples: list[Sample] = []
-            ok = result is not None and result[0] == 0
-            if ok and result is not None:
-                try:
-                    found = volumes.parse_batch(s.role, result[1])
-                except ValueError as err:
-                    log(f"cannot read the volume scan of {s.id}: {err}")
-                    ok = False
-                else:
-                    samples, errors = volume_samples(s, found, self.config.lag_threshold)
-                    flags += errors
-                    total += len(found)
-            elif result is not None:
-                log(f"volume scan of {s.id} failed: {_last_line(result[2])}")
-            samples.append(("walb_server_scan_ok", (s.id, s.role), float(ok)))
+            found = _read_scan(s, results.get(s.id))
+            if found is not None:
+                samples, errors = volume_samples(s, found, self.config.lag_threshold)
+                flags += errors
+                total += len(found)
+                self.seen[s.id] = (time.time(), samples)
             if self.metrics is not None:
-                self.metrics.snapshot.replace(s.id, samples)
+                self.metrics.snapshot.replace(s.id, scan_samples(s, found is not None,
+                                                                 self.seen.get(s.id)))
         with self.lock:
             kicks = self.duties.send_errors(flags, time.time())
         self.send(kicks)
         if self.metrics is not None:
             self.metrics.scan_seconds.set(time.monotonic() - started)
             self.metrics.volumes_scanned.set(total)
+            self.metrics.last_scan.set(time.time())
 
     def loop(self, every: float, work: Callable[[], object], name: str) -> None:
         while not self.stop.is_set():
@@ -461,6 +455,37 @@ class Keeper:
         for t in threads:
             t.join(timeout=max(0.0, deadline - time.monotonic()))
         log("stopped")
+
+
+def _read_scan(server: ServerRef,
+               result: tuple[int, str, str] | None) -> list[volumes.VolumeRecord] | None:
+    """The volumes one batch found; None when the server was not asked or the batch failed."""
+    if result is None:
+        return None
+    if result[0] != 0:
+        log(f"volume scan of {server.id} failed: {_last_line(result[2])}")
+        return None
+    try:
+        return volumes.parse_batch(server.role, result[1])
+    except ValueError as err:
+        log(f"cannot read the volume scan of {server.id}: {err}")
+        return None
+
+
+def scan_samples(server: ServerRef, ok: bool,
+                 seen: tuple[float, list[Sample]] | None) -> list[Sample]:
+    """A server's part of the snapshot after a scan: the volume samples of its last scan
+    that succeeded (this one's when `ok`), then whether this one did and when that was.
+
+    The last known values stay while a server is away: dropping them would resolve every
+    alert on them (a lag, a send error, an old snapshot) just because the server died.
+    """
+    who = (server.id, server.role)
+    samples = list(seen[1]) if seen is not None else []
+    samples.append(("walb_server_scan_ok", who, float(ok)))
+    if seen is not None:
+        samples.append(("walb_server_last_seen_timestamp_seconds", who, seen[0]))
+    return samples
 
 
 def volume_samples(server: ServerRef, found: Sequence[volumes.VolumeRecord],
@@ -546,6 +571,7 @@ def main(argv: Sequence[str]) -> int:
 
     metrics = KeeperMetrics()
     metrics.lag_threshold.set(config.lag_threshold)
+    metrics.scan_interval.set(config.interval)
     metrics.known_servers([(s.id, s.role) for s in config.servers])
     try:
         from walbctr.keeper import web  # noqa: PLC0415 (as metrics above)

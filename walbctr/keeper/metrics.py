@@ -1,8 +1,11 @@
 """The keeper's Prometheus metrics (prometheus-client): servers, volumes, the keeper's kicks.
 
 Server and volume values are a snapshot the keeper replaces after each probe or scan, and
-a custom collector exports exactly that snapshot: a volume that disappears, or a server
-that stops answering, leaves no stale series behind. Kicks and restarts are counters.
+a custom collector exports exactly that snapshot: a volume that disappears leaves no series
+behind. A server that stops answering keeps its last known volume series (its
+walb_server_scan_ok is then 0, and walb_server_last_seen_timestamp_seconds says from when),
+so that an alert on them stays true instead of resolving because the server died. Kicks and
+restarts are counters.
 Runs inside the keeper image: prometheus-client (Debian's 0.16 there) and the stdlib only.
 """
 
@@ -33,7 +36,11 @@ FAMILIES = {f.name: f for f in (
     Family("walb_server_healthy",
            "1 when the server answers get host-type with its own role", SERVER),
     Family("walb_server_scan_ok",
-           "1 when the last volume scan of the server (one walbc batch) succeeded", SERVER),
+           "1 when the last volume scan of the server (one walbc batch) succeeded; 0: its "
+           "walb_volume_* series are the last known ones", SERVER),
+    Family("walb_server_last_seen_timestamp_seconds",
+           "when the last volume scan of the server that succeeded ended, Unix seconds",
+           SERVER),
     Family("walb_server_maintenance", "1 when the server's host is in maintenance (walbctr "
            "maintenance enter): stopped on purpose, neither kicked nor scanned",
            ("server", "host")),
@@ -53,10 +60,14 @@ FAMILIES = {f.name: f for f in (
     Family("walb_volume_restorable_snapshots", "restorable snapshots (get restorable)",
            (*SERVER, "volume")),
     Family("walb_volume_latest_snapshot_timestamp_seconds",
-           "time of the latest restorable snapshot, Unix seconds", (*SERVER, "volume")),
+           "time of the latest restorable snapshot (get restorable) on the archive `server`, "
+           "Unix seconds", (*SERVER, "volume")),
 )}
 
 Sample = tuple[str, tuple[str, ...], float]  # family name, label values, value
+# The kicks duties.py sends to each role, by reason (the `reason` label).
+KICK_REASONS = {"proxy": ("keeper_start", "archive_restart", "send_error"),
+                "storage": ("keeper_start", "proxy_restart")}
 
 
 class Snapshot(Collector):
@@ -111,6 +122,12 @@ class KeeperMetrics:
         self.scan_seconds = Gauge("walb_keeper_scan_duration_seconds",
                                   "how long the last volume scan of all servers took",
                                   registry=registry)
+        self.last_scan = Gauge("walb_keeper_last_scan_timestamp_seconds",
+                               "when the keeper's last volume scan of all servers ended, Unix "
+                               "seconds", registry=registry)
+        self.scan_interval = Gauge("walb_keeper_scan_interval_seconds",
+                                   "seconds between the keeper's volume scans (its interval)",
+                                   registry=registry)
         self.volumes_scanned = Gauge("walb_keeper_volumes", "volume rows in the last scan",
                                      registry=registry)
 
@@ -144,9 +161,13 @@ class KeeperMetrics:
             self.verify_time.labels(where, volume).set(when)
 
     def known_servers(self, servers: Sequence[tuple[str, str]]) -> None:
-        """Start every server's counters at 0, so that increase() sees the first restart."""
+        """Start every server's counters at 0, so that increase() sees the first restart or
+        failed kick (a series that appears at 1 shows no increase)."""
         for sid, role in servers:
             self.restarts.labels(sid, role)
+            for reason in KICK_REASONS.get(role, ()):
+                self.kicks.labels(sid, reason)
+                self.kick_failures.labels(sid, reason)
 
     def serve(self, port: int, address: str = "127.0.0.1",
               web: WebConfig | None = None) -> None:

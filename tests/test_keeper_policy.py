@@ -80,6 +80,7 @@ def test_the_keeper_applies_merges_replicates_and_verifies_by_policy(kept_lab: L
              "the oldest snapshots to be applied into the base", timeout=60, pause=0.5)
 
     log = keeper_log(lab)
+    print("\n".join(line for line in log.splitlines() if "policy" in line))  # for -s
     assert re.search(r"policy a0: replicate vol0: a1's copy of vol0 is behind", log), log
     assert re.search(r"policy a0: (merge|apply) vol0: .*done", log) or \
         re.search(r"policy a0: (merge|apply) vol0 done", log), log

@@ -31,12 +31,21 @@ policy:
 """
 
 
+def make_lab(tmp_path: Path, engine: Any, image: str, vg: str, policy: str) -> Lab:
+    if engine.images.list(name=keeper_image(image)) == []:
+        pytest.skip(f"no keeper image {keeper_image(image)} next to {image}")
+    port = free_ports(1)[0]
+    g = Lab(tmp_path, engine, image, vg, extra=policy.format(port=port))
+    g.metrics_port = port  # type: ignore[attr-defined]  # as run_prometheus reads it
+    return g
+
+
 @pytest.fixture
 def kept_lab(tmp_path: Path, engine: Any, double_image: str, loop_vg: str) -> Iterator[Lab]:
-    if engine.images.list(name=keeper_image(double_image)) == []:
-        pytest.skip(f"no keeper image {keeper_image(double_image)} next to {double_image}")
-    g = Lab(tmp_path, engine, double_image, loop_vg,
-            extra=POLICY.format(port=free_ports(1)[0]))
+    yield from _running(make_lab(tmp_path, engine, double_image, loop_vg, POLICY), engine)
+
+
+def _running(g: Lab, engine: Any) -> Iterator[Lab]:
     up = g.walbctr("up", str(g.path), "--plain")
     assert up.returncode == 0, up.stdout + up.stderr
     yield g
@@ -91,3 +100,39 @@ def test_the_keeper_applies_merges_replicates_and_verifies_by_policy(kept_lab: L
     latest = group.snapshot("vol0")
     group.restore("vol0", latest)
     assert lab.restored_sha("a0", "vol0", latest) == sha(dev)
+
+
+FAILING_VERIFY = """monitor: {{host: lab, port: {port}, interval: 1, probe_interval: 0.5}}
+policy:
+  verify: {{interval: 1h, archive: a1}}
+"""
+
+
+def test_a_verification_that_fails_is_exported_and_fires_its_alert_in_prometheus(
+        tmp_path: Path, engine: Any, double_image: str, loop_vg: str) -> None:
+    from tests.test_alerting import quick_rules
+    from tests.test_keeper import run_prometheus
+
+    lab_gen = _running(make_lab(tmp_path, engine, double_image, loop_vg,
+                                FAILING_VERIFY), engine)
+    lab = next(lab_gen)
+    try:
+        group = Group.load(lab.path)
+        dev = lab.device("vol0", 1 * MIB)
+        group.add("vol0", storage="s0", device=str(dev), timeout_s=120)
+        # a1 never got vol0 (no replicate policy): restoring it there fails
+        proms = run_prometheus(lab, tmp_path, double_image, {}, quick_rules())  # type: ignore[arg-type]
+        prom = next(proms)
+        try:
+            wait_for(lambda: prom.value('walb_volume_verify_ok{archive="a1",volume="vol0"}')
+                     == 0, "the failed verification in Prometheus", timeout=60, pause=0.5)
+            firing = wait_for(lambda: prom.query('ALERTS{alertname="WalbVerifyFailed",'
+                                                 'alertstate="firing"}'),
+                              "WalbVerifyFailed to fire", timeout=60, pause=0.5)
+            assert any(("volume", "vol0") in labels for labels in firing), firing
+        finally:
+            next(proms, None)
+        assert re.search(r"policy a0: verify vol0 FAILED in [\d.]+ s: restore of gid \d+ on a1",
+                         keeper_log(lab)), keeper_log(lab)
+    finally:
+        next(lab_gen, None)

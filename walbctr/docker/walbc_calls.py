@@ -64,6 +64,7 @@ class Call:
     args: tuple[str, ...]
     seconds: float
     status: int
+    started: float = 0.0  # time.monotonic() when it began
 
 
 class WalbcCalls:
@@ -88,7 +89,8 @@ class WalbcCalls:
         started = time.monotonic()
         code, out = exec_in(engine, container.id, argv)
         with self._lock:
-            self.trace.append(Call(server_id, label, time.monotonic() - started, code))
+            self.trace.append(Call(server_id, label, time.monotonic() - started, code,
+                                   started))
         if code == -1:
             raise WalbctrError(f"cannot run walbc in {server_id}'s container: {out.strip()}",
                                f"see 'walbctr status {self.layout.source}'")

@@ -6,6 +6,7 @@ restore; each task is logged with its reason. The test double keeps real diffs.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -95,6 +96,12 @@ def test_the_keeper_applies_merges_replicates_and_verifies_by_policy(kept_lab: L
         re.search(r"policy a0: (merge|apply) vol0 done", log), log
     assert re.search(r"policy a0: verify vol0 done in [\d.]+ s: gid \d+ restored, hash", log), log
     assert group.restored("vol0") == []  # the verification's restore was deleted again
+
+    # status --volumes shows the verification and the replica's lag on the primary's row
+    rows = json.loads(lab.walbctr("status", str(lab.path), "--volumes", "--json").stdout)
+    a0 = next(r for r in rows if r["server"] == "a0" and r["volume"] == "vol0")
+    assert (a0["verified"] or "").startswith("ok at "), a0
+    assert a0["lag_dest"] == "a1" and a0["lag_s"] is not None, a0
 
     # the newest snapshot still restores to the device's bytes after all of it
     latest = group.snapshot("vol0")

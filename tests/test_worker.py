@@ -157,3 +157,16 @@ def test_the_keeper_starts_no_policy_task_while_paused_or_in_maintenance(tmp_pat
     runner.held = lambda: {"a0": "hostA"}
     assert runner.round(runner.archives[0]) is None and asked == []
     assert lines[-1] == "policy: resumed"
+
+
+def test_status_volumes_reads_the_keepers_verifications_from_its_metrics() -> None:
+    from walbctr.commands.volume_table import verifications
+
+    text = ('# TYPE walb_volume_verify_ok gauge\n'
+            'walb_volume_verify_ok{archive="a0",volume="vol0"} 1.0\n'
+            'walb_volume_verify_ok{archive="a1",volume="vol0"} 0.0\n'
+            '# TYPE walb_volume_last_verify_timestamp_seconds gauge\n'
+            'walb_volume_last_verify_timestamp_seconds{archive="a0",volume="vol0"} 1796644800\n'
+            'walb_volume_last_verify_timestamp_seconds{archive="a1",volume="vol0"} 1796644860\n')
+    assert verifications(text) == {("a0", "vol0"): "ok at 2026-12-07T12:00:00Z",
+                                   ("a1", "vol0"): "FAILED at 2026-12-07T12:01:00Z"}

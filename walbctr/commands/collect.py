@@ -43,10 +43,10 @@ from docker.errors import NotFound
 from walbctr import __version__
 from walbctr.commands import volume_table
 from walbctr.commands.checkhost import check_hosts, checks_json
-from walbctr.commands.keeper_container import keeper_containers
+from walbctr.commands.keeper_container import keeper_containers, read_metrics
 from walbctr.commands.status import rows_json, status_rows
 from walbctr.display import StepLines
-from walbctr.docker.containers import exec_in, list_group
+from walbctr.docker.containers import list_group
 from walbctr.docker.fleet import Fleet
 from walbctr.docker.logs import log_tail
 from walbctr.docker.state import read_private, state_dir
@@ -504,34 +504,12 @@ def _keeper_log(keeper: Any, lines: int) -> Made:
         f", cut to the last {MAX_LOG_BYTES // MIB} MiB" if cut else "")
 
 
-# Run inside the keeper's container, which has python3 and reaches /metrics where the
-# keeper serves it (a host-mode keeper may listen on an address this controller cannot
-# reach). With a web config it speaks TLS with the keeper's own certificate, which there
-# is nothing to verify against in there, so it is not verified.
-_METRICS_SCRIPT = """\
-import ssl, sys, urllib.error, urllib.request
-url = sys.argv[1]
-context = ssl._create_unverified_context() if url.startswith("https:") else None
-try:
-    body = urllib.request.urlopen(url, timeout=10, context=context).read()
-except urllib.error.HTTPError as err:
-    sys.exit(f"HTTP {err.code} {err.reason}")
-sys.stdout.write(body.decode(errors="replace"))
-"""
-
-
 def _metrics(engine: Engine, layout: Layout, keeper: Any) -> Made:
     keeper.reload()
     if keeper.status != "running":
         raise WalbctrError(f"the keeper is not running (its container is {keeper.status})")
     url = metrics_url(layout)
-    code, out = exec_in(engine, keeper.id, ["python3", "-c", _METRICS_SCRIPT, url])
-    if code != 0:
-        said = last_line(out, f"exit status {code}")
-        if "HTTP 401" in said:
-            said += (": the web config asks for basic auth, and walbctr holds no password "
-                     "(it never reads the web config's hashes)")
-        raise WalbctrError(f"{url}, from inside the keeper's container: {said}")
+    out = read_metrics(layout, engine, keeper)
     data, cut = bounded(out.splitlines(), MAX_LOG_BYTES)
     return data, f"{url} from inside the keeper's container" + (
         f", cut to the last {MAX_LOG_BYTES // MIB} MiB" if cut else "")

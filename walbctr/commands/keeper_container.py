@@ -20,7 +20,7 @@ from walbctr.layout.monitor import (
     POLICY_PAUSE_FILE,
 )
 from walbctr.render.compose import LABEL, compose_project, project_name
-from walbctr.render.keeper_service import image_of, monitor_of
+from walbctr.render.keeper_service import image_of, metrics_url, monitor_of
 
 if TYPE_CHECKING:
     from walbctr.docker.engine import Engine
@@ -172,3 +172,42 @@ def remove(layout: Layout, fleet: Fleet, keep_host: str | None = None) -> list[s
             c.remove()
             removed.append(c.name)
     return removed
+
+
+# Run inside the keeper's container, which has python3 and reaches /metrics where the
+# keeper serves it (a host-mode keeper may listen on an address this controller cannot
+# reach). With a web config it speaks TLS with the keeper's own certificate, which there
+# is nothing to verify against in there, so it is not verified.
+_METRICS_SCRIPT = """\
+import ssl, sys, urllib.error, urllib.request
+url = sys.argv[1]
+context = ssl._create_unverified_context() if url.startswith("https:") else None
+try:
+    body = urllib.request.urlopen(url, timeout=10, context=context).read()
+except urllib.error.HTTPError as err:
+    sys.exit(f"HTTP {err.code} {err.reason}")
+sys.stdout.write(body.decode(errors="replace"))
+"""
+
+
+def read_metrics(layout: Layout, engine: Engine, keeper: Any) -> str:
+    """The keeper's /metrics text, read from inside its running container."""
+    url = metrics_url(layout)
+    code, out = exec_in(engine, keeper.id, ["python3", "-c", _METRICS_SCRIPT, url])
+    if code != 0:
+        said = last_line(out, f"exit status {code}")
+        if "HTTP 401" in said:
+            said += (": the web config asks for basic auth, and walbctr holds no password "
+                     "(it never reads the web config's hashes)")
+        raise WalbctrError(f"{url}, from inside the keeper's container: {said}")
+    return out
+
+
+def running_keeper(layout: Layout, fleet: Fleet) -> tuple[Engine, Any] | None:
+    """The keeper's engine and running container, or None (no monitor, not running)."""
+    m = monitor_of(layout)
+    if m is None or m.host not in fleet.hosts:
+        return None
+    engine = fleet.engines[m.host]
+    running = [c for c in keeper_containers(engine, layout.group) if c.status == "running"]
+    return (engine, running[0]) if running else None

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from docker.errors import NotFound
+from prometheus_client.parser import text_string_to_metric_families
 
+from walbctr.commands.keeper_container import read_metrics, running_keeper
 from walbctr.commands.status import format_duration
 from walbctr.docker.fleet import Fleet
 from walbctr.errors import explain
@@ -44,6 +47,7 @@ class VolumeRow:
     running_actions: dict[str, int] = field(default_factory=dict)  # archive
     restorable: int | None = None  # archive
     latest_snapshot: str | None = None  # archive: newest restorable snapshot, ISO 8601 UTC
+    verified: str | None = None  # archive: the keeper's last restore verification
     problems: list[str] = field(default_factory=list)  # in words, with walb's remedy
     severity: str = ""  # the worst problem's: error, warning, info, or ""
     note: str = ""
@@ -88,7 +92,48 @@ def volume_rows(layout: Layout, only_host: str | None, threshold: float) -> list
         if not answer:
             rows.append(VolumeRow(s.id, s.role.value, s.host, "", "", note="no volumes"))
         rows += [_row(s, r, threshold) for r in answer]
-    return rows
+    return _with_verifications(layout, fleet, rows)
+
+
+def _with_verifications(layout: Layout, fleet: Fleet, rows: list[VolumeRow]) -> list[VolumeRow]:
+    """Archive rows get the keeper's last restore verification (its metrics), when the
+    layout's policy verifies; a keeper that cannot be read leaves them as they are."""
+    policy = layout.spec.policy
+    if policy is None or (policy.verify is None and
+                          not any(v.verify for v in policy.volumes.values())):
+        return rows
+    try:
+        found = running_keeper(layout, fleet)
+        text = read_metrics(layout, *found) if found is not None else ""
+    except Exception:  # the table stands without it; the keeper's own alerts cover it
+        return rows
+    checks = verifications(text)
+    return [_verified(r, checks[(r.server, r.volume)]) if (r.server, r.volume) in checks
+            else r for r in rows]
+
+
+def _verified(r: VolumeRow, verified: str) -> VolumeRow:
+    if not verified.startswith("FAILED"):
+        return replace(r, verified=verified)
+    return replace(r, verified=verified, severity="error", problems=[
+        *r.problems, f"the keeper's restore verification {verified} (its log says why: "
+        "'policy ... verify'; restore it by hand with walbctr volume restore)"])
+
+
+def verifications(metrics: str) -> dict[tuple[str, str], str]:
+    """(archive, volume) -> 'ok at TIME' / 'FAILED at TIME', from the keeper's metrics."""
+    ok: dict[tuple[str, str], float] = {}
+    when: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            key = (sample.labels.get("archive", ""), sample.labels.get("volume", ""))
+            if sample.name == "walb_volume_verify_ok":
+                ok[key] = sample.value
+            elif sample.name == "walb_volume_last_verify_timestamp_seconds":
+                when[key] = sample.value
+    return {k: ("ok" if ok.get(k) == 1 else "FAILED") + " at " +
+            datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            for k, t in when.items()}
 
 
 def _ask(layout: Layout, fleet: Fleet, server: Server) -> list[volumes.VolumeRecord] | str:
@@ -155,7 +200,7 @@ def table_cells(r: VolumeRow) -> dict[str, str]:
             "STATE": r.state + (f" ({r.note})" if r.state == "unknown" else ""),
             "OVERFLOW": flag(r.overflow), "SEND": send, "LAG": lag, "ACTIONS": actions,
             "SNAPSHOTS": "" if r.restorable is None else str(r.restorable),
-            "LATEST": r.latest_snapshot or "",
+            "LATEST": r.latest_snapshot or "", "VERIFIED": r.verified or "",
             "PROBLEM": r.severity if r.problems else ""}
 
 

@@ -1107,3 +1107,76 @@ def test_merge_joins_implicit_snapshots_and_apply_drops_the_older_ones(
         f"vol0:{first}:<|{gid}|>")
     assert g.a0.ok("bhash", "vol0", str(gid)) == sha256(dev) + "\n"
     assert "action Apply on vol0 finished" in g.a0.logs()
+
+
+def test_replication_copies_the_volume_to_a_second_archive_full_then_by_diffs(
+        boxes: Boxes, loop_vg: str) -> None:
+    g = Group(boxes, loop_vg)
+    dev = g.init("vol0")
+    g.full_backup("vol0")
+    overwrite(dev, 2 * MIB, 100_000)
+    gid = g.snapshot("vol0")
+    a1 = boxes.archive(loop_vg, "a1")
+    a1.ok("init-vol", "vol0")  # walblib's replicate_once: _init when Clear, then replicate
+    g.a0.ok("replicate", "vol0", "gid", str(gid), "a1:10000", "0", "0")
+
+    def replicated(box: Box, target: int) -> bool:  # walblib's wait_for_replicated
+        return (g.a0.ok("get", "num-action", "vol0", "ReplSyncAsClient") == "0\n"
+                and box.ok("get", "state", "vol0") == "Archived\n"
+                and any(int(m.group(3)) >= target for m in diffs(box, "vol0")))
+
+    assert wait_until(lambda: replicated(a1, gid), 30, 0.2), (g.a0.logs()[-2000:],
+                                                              a1.logs()[-2000:])
+    assert a1.ok("get", "archive-uuid", "vol0") == g.a0.ok("get", "archive-uuid", "vol0")
+    assert a1.ok("get", "base", "vol0") == g.a0.ok("get", "base", "vol0"), "full: the base image"
+    assert gid in restorable(a1, "vol0")
+    assert sha256(g.restore(a1, "vol0", gid)) == sha256(dev)
+    delta = g.a0.ok("get", "ts-delta").strip().split("\t")
+    assert delta[:4] == ["name:vol0", "dest:a1", "kind:archive", "dest_kind:archive"], delta
+    assert f"gid:{gid}" in delta and f"dest_gid:{gid}" in delta and "ts_delta:0" in delta
+    assert "action ReplSyncAsClient on vol0 finished" in g.a0.logs()
+
+    overwrite(dev, 0, 50_000)  # a diff replication now: the same archive uuid, an older gid
+    newer = g.snapshot("vol0")
+    g.a0.ok("replicate", "vol0", "gid", str(newer), "a1:10000", "0", "0")
+    assert wait_until(lambda: replicated(a1, newer), 30, 0.2), a1.logs()[-2000:]
+    assert "diff-repl-server done:vol0" in a1.logs() and "full-repl-server" in a1.logs()
+    assert sha256(g.restore(a1, "vol0", newer)) == sha256(dev)
+    assert f"dest_gid:{newer}" in g.a0.ok("get", "ts-delta")
+    assert a1.ok("bhash", "vol0", str(newer)) == g.a0.ok("bhash", "vol0", str(newer))
+
+
+def test_an_overflow_stops_the_volume_and_a_hash_backup_recovers_it(
+        boxes: Boxes, loop_vg: str) -> None:
+    g = Group(boxes, loop_vg)
+    dev = g.init("vol0")
+    g.full_backup("vol0")
+    g.s0.ok("double-overflow", "vol0", "1")  # the log device lost its wlogs
+    assert until_state(g.s0, "vol0", "Stopped"), "walb-storage stops an overflowed Target volume"
+    assert g.s0.ok("get", "is-overflow", "vol0") == "1\n"
+    assert g.s0.error("snapshot", "vol0") == (
+        "ERROR walbc error: c2sSnapshotClient:not ok:takeSnapshotDetail:wlog overflow:"
+        "/var/walb/s0/vol0.dev")
+    assert g.s0.error("start", "vol0", "target") == (
+        "ERROR walbc error: c2xStartClient:c2sStartServer:overflow:vol0:/var/walb/s0/vol0.dev")
+    overwrite(dev, 3 * MIB, 200_000)  # written while the logs were lost
+    before = restorable(g.a0, "vol0")
+
+    # walblib's hash_backup: reset the storage volume, resynchronize the proxies, hash-bkp.
+    g.s0.ok("reset-vol", "vol0")
+    assert g.s0.ok("get", "state", "vol0") == "SyncReady\n"
+    assert g.s0.ok("get", "is-overflow", "vol0") == "0\n"
+    g.p0.ok("stop", "vol0", "force")
+    g.p0.ok("archive-info", "delete", "vol0", "a0")
+    g.p0.ok("archive-info", "add", "vol0", "a0", "a0:10000")
+    g.p0.ok("start", "vol0")
+    g.s0.ok("hash-bkp", "vol0")
+    assert until_state(g.s0, "vol0", "Target", 60), g.s0.logs()[-2000:]
+    g.p0.ok("kick", "vol0", "a0")
+    gid = wait_restorable(g.a0, "vol0", max(before))
+    assert restorable(g.a0, "vol0")[:len(before)] == before, "older snapshots stay restorable"
+    hashed = [m for m in diffs(g.a0, "vol0") if m.group(4)]
+    assert len(hashed) == 1, g.a0.ok("get", "diff", "vol0")
+    assert hashed[0].group(1) == str(before[-1]) and hashed[0].group(4) == str(gid)
+    assert sha256(g.restore(g.a0, "vol0", gid)) == sha256(dev)
+    assert "dirty-hash-sync succeeded vol0 a0" in g.s0.logs()

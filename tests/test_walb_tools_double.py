@@ -1180,3 +1180,83 @@ def test_an_overflow_stops_the_volume_and_a_hash_backup_recovers_it(
     assert hashed[0].group(1) == str(before[-1]) and hashed[0].group(4) == str(gid)
     assert sha256(g.restore(g.a0, "vol0", gid)) == sha256(dev)
     assert "dirty-hash-sync succeeded vol0 a0" in g.s0.logs()
+
+
+def test_data_commands_refuse_in_walbs_words_and_exit_1(boxes: Boxes, loop_vg: str) -> None:
+    g = Group(boxes, loop_vg)
+    g.init("vol0")
+    first = g.full_backup("vol0")
+    g.restore(g.a0, "vol0", first)
+    g.a0.ok("init-vol", "vol1")
+    errors = {
+        (g.s0, "full-bkp", "vol0"):
+            "c2sBackupClient:backupClient:StateMachineTransaction:bad state:Target:SyncReady:"
+            "FullSync",
+        (g.s0, "reset-vol", "vol0"):  # walb-storage names no function there: '::'
+            "c2xResetVolClient::StateMachineTransaction:bad state:Target:Stopped:Reset",
+        (g.s0, "clear-vol", "vol0"):
+            "c2xClearVolClient:c2sClearVolServer:StateMachineTransaction:bad state:Target:"
+            "SyncReady:ClearVol",
+        (g.s0, "init-vol", "vol9", "/var/walb/s0/nope.dev"):
+            "c2xInitVolClient:c2sInitVolServer:StorageVolInfo:not found:/var/walb/s0/nope.dev",
+        (g.s0, "init-vol", "vol9", "/var/walb/s0/vol0.dev"):
+            "c2xInitVolClient:c2sInitVolServer:wdevPath is already used:vol9:/var/walb/s0/vol0.dev",
+        (g.s0, "snapshot", "vol9"): "c2sSnapshotClient:not ok:c2sSnapshotServer:bad state:Clear",
+        (g.a0, "restore", "vol0", "99"):
+            "c2aRestoreClient:verifyRestorable:bad gid to restore:vol0:99",
+        (g.a0, "restore", "vol0", str(first)):
+            f"c2aRestoreClient:c2aRestoreServer:already restored:vol0:{first}",
+        (g.a0, "restore", "vol1", "1"): "c2aRestoreClient:c2aRestoreServer:bad state:SyncReady",
+        (g.a0, "del-restored", "vol0", "7"):
+            "c2aDelRestoredClient:delSnapshot:volume not found:vol0:7:restored",
+        (g.a0, "merge", "vol0", "0", "gid", str(first)):
+            "c2aMergeClient:verifyMergeable:There is no mergeable diff.",
+        (g.a0, "merge", "vol0", "3", "gid", "2"):
+            "c2aMergeClient:parseMergeParam:bad gid range:3:2",
+        (g.a0, "clear-vol", "vol0"):
+            "c2xClearVolClient:c2aClearVolServer:StateMachineTransaction:bad state:Archived:"
+            "Archived:ClearVol",
+        (g.a0, "get", "vol-size", "vol1"): "c2xGetClient:getVolSize:base image does not exist:vol1",
+        (g.a0, "get", "diff", "vol0", "5", "5"):
+            "c2xGetClient:MetaDiffManager::getAll:gid0 >= gid1:5:5",
+        (g.a0, "get", "uuid", "vol1"): "c2xGetClient:getUuidDetail:bad state:vol1:SyncReady",
+        (g.a0, "bhash", "vol1", "1"): "c2aBlockHashClient:c2aBlockHashServer:bad state:SyncReady",
+        (g.a0, "replicate", "vol1", "gid", "1", "a0:10000"):
+            "c2aReplicateClient:c2aReplicateServer:bad state:SyncReady",
+    }
+    for (box, *args), message in errors.items():
+        assert box.error(*args) == "ERROR walbc error: " + message, args
+    # A running restore blocks a second one (walb's aDenyForRestore); the double restores a
+    # 4 MiB volume quickly, so a simulated one stands in.
+    g.a0.ok("del-restored", "vol0", str(first))
+    g.a0.ok("double-action", "vol0", "Restore", "30")
+    assert g.a0.error("restore", "vol0", "1") == (
+        "ERROR walbc error: c2aRestoreClient:c2aRestoreServer:there are running action:Restore:1")
+    assert g.a0.ok("get", "state", "vol0") == "Archived\n" and restorable(g.a0, "vol0") == [first]
+
+
+def test_a_stopped_archive_makes_the_proxy_retry_then_give_up_until_a_kick(
+        boxes: Boxes, loop_vg: str) -> None:
+    g = Group(boxes, loop_vg, proxy_args=["-rto", "1"])
+    dev = g.init("vol0")
+    first = g.full_backup("vol0")
+    g.a0.ok("stop", "vol0")
+    assert g.a0.ok("get", "state", "vol0") == "Stopped\n"
+    overwrite(dev, 0, 8192)
+    gid = int(g.s0.ok("snapshot", "vol0"))
+    # "stopped" is retried 1 s, 2 s... later; past -rto seconds without new wlogs the proxy
+    # gives up and flags the archive, as walb-proxy does.
+    def flag() -> str:
+        return g.p0.ok("get", "is-wdiff-send-error", "vol0", "a0")
+
+    assert wait_until(lambda: flag() == "1\n", 30, 0.2), g.p0.logs()[-2000:]
+    assert "stopped:delay time ms" in g.p0.logs()
+    assert "SEND_ERROR_NO_MORE_RETRY:vol0:a0" in g.p0.logs()
+    assert restorable(g.a0, "vol0") == [] and g.a0.ok("get", "restored", "vol0") == ""
+    g.a0.ok("start", "vol0")
+    time.sleep(1.5)
+    assert restorable(g.a0, "vol0") == [first], "a flagged transfer waits for a kick"
+    g.p0.ok("kick", "vol0", "a0")
+    assert flag() == "0\n"
+    assert wait_restorable(g.a0, "vol0", first) == gid
+    assert sha256(g.restore(g.a0, "vol0", gid)) == sha256(dev)

@@ -1260,3 +1260,57 @@ def test_a_stopped_archive_makes_the_proxy_retry_then_give_up_until_a_kick(
     assert flag() == "0\n"
     assert wait_restorable(g.a0, "vol0", first) == gid
     assert sha256(g.restore(g.a0, "vol0", gid)) == sha256(dev)
+
+
+def test_volumes_and_their_data_survive_restarts_of_every_server(
+        boxes: Boxes, loop_vg: str) -> None:
+    g = Group(boxes, loop_vg)
+    dev = g.init("vol0")
+    first = g.full_backup("vol0")
+    overwrite(dev, MIB, 40_000)
+    gid = g.snapshot("vol0")
+    g.restore(g.a0, "vol0", gid)
+    queries = (["restorable", "vol0", "all"], ["diff", "vol0"], ["base", "vol0"],
+               ["restored", "vol0"], ["archive-uuid", "vol0"])
+    facts = [g.a0.ok("get", *q) for q in queries]
+    for box in (g.a0, g.p0, g.s0):
+        box.signal("TERM")  # a forced shutdown: nothing is written on the way out
+        assert box.wait_exit(15) == 0
+        box.restart()
+    assert [g.a0.ok("get", *q) for q in queries] == facts
+    assert g.s0.ok("get", "state", "vol0") == "Target\n"
+    assert g.p0.ok("get", "state", "vol0") == "Started\n"
+    overwrite(dev, 2 * MIB, 40_000)  # the storage goes on where it stopped
+    newer = g.snapshot("vol0")
+    assert newer > gid and sha256(g.restore(g.a0, "vol0", newer)) == sha256(dev)
+    assert first in restorable(g.a0, "vol0")
+
+
+def test_graceful_shutdown_waits_for_a_full_backup_and_a_forced_one_rolls_it_back(
+        boxes: Boxes, loop_vg: str) -> None:
+    g = Group(boxes, loop_vg)
+    g.init("vol0", mib=2)
+    g.init("vol1", mib=2)
+    g.s0.ok("double-throttle", "1024")  # 2 MiB: about 2 s
+    g.s0.ok("full-bkp", "vol0")
+    assert g.s0.ok("shutdown", "graceful") == ""
+    assert g.s0.wait_exit(30) == 0
+    lines = g.s0.logs().splitlines()
+    assert "waiting for 1 running action(s)" in "\n".join(lines)
+    assert "dirty-full-sync succeeded vol0 a0" in lines[-2] and "graceful" in lines[-1]
+    assert g.a0.ok("get", "state", "vol0") == "Archived\n"
+    g.s0.restart()
+    assert g.s0.ok("get", "state", "vol0") == "Target\n"
+
+    g.s0.ok("double-throttle", "512")  # the hook is not persisted
+    g.s0.ok("full-bkp", "vol1")
+    assert wait_until(lambda: int(g.a0.ok("get", "progress", "vol1")) > 0, 10, 0.1)
+    code, _, err = g.s0.walbc("shutdown", "force")
+    assert code in (0, EXEC_KILLED), err
+    assert g.s0.wait_exit(15) == 0
+    assert "action FullSync on vol1 aborted by the forced shutdown" in g.s0.logs()
+    assert until_state(g.a0, "vol1", "SyncReady"), "the archive rolls the full sync back"
+    assert g.a0.ok("get", "progress", "vol1") == "0\n"
+    g.s0.restart()
+    assert g.s0.ok("get", "state", "vol1") == "SyncReady\n", "and so does the storage"
+    assert g.full_backup("vol1") == 1, "a new full backup works"

@@ -1314,3 +1314,75 @@ def test_graceful_shutdown_waits_for_a_full_backup_and_a_forced_one_rolls_it_bac
     g.s0.restart()
     assert g.s0.ok("get", "state", "vol1") == "SyncReady\n", "and so does the storage"
     assert g.full_backup("vol1") == 1, "a new full backup works"
+
+
+def test_a_synchronized_second_archive_gets_new_snapshots_and_a_resync_realigns_it(
+        boxes: Boxes, loop_vg: str) -> None:
+    g = Group(boxes, loop_vg)
+    dev = g.init("vol0")
+    first = g.full_backup("vol0")
+    a1 = boxes.archive(loop_vg, "a1")
+    a1.ok("init-vol", "vol0")
+
+    def replicate(gid: int, *resync: str) -> None:
+        g.a0.ok("replicate", "vol0", "gid", str(gid), "a1:10000", *resync)
+        assert wait_until(lambda: g.a0.ok("get", "num-action", "vol0", "ReplSyncAsClient") == "0\n",
+                          30, 0.2)
+
+    # walblib's synchronize: stop the proxies emptied, add a1, replicate once, restart.
+    g.p0.ok("stop", "vol0", "empty")
+    assert until_state(g.p0, "vol0", "Stopped")
+    g.p0.ok("archive-info", "add", "vol0", "a1", "a1:10000")
+    replicate(first, "0", "0")
+    g.p0.ok("start", "vol0")
+    g.s0.ok("kick")
+    overwrite(dev, 0, 70_000)
+    gid = g.snapshot("vol0", g.a0, a1)  # the proxy now sends every wdiff to both
+    assert sha256(g.restore(a1, "vol0", gid)) == sha256(dev)
+    assert g.p0.ok("status").splitlines()[-1].startswith("  archive a1 action None numDiff 0")
+
+    # A new full backup to a0 gives its data a new archive uuid: a1 needs a resync.
+    g.p0.ok("stop", "vol0", "force")
+    g.p0.ok("archive-info", "delete", "vol0", "a1")
+    g.p0.ok("start", "vol0")
+    g.s0.ok("stop", "vol0")
+    assert until_state(g.s0, "vol0", "Stopped")
+    g.s0.ok("reset-vol", "vol0")
+    g.a0.ok("stop", "vol0")
+    g.a0.ok("reset-vol", "vol0")
+    overwrite(dev, MIB, 70_000)
+    again = g.full_backup("vol0")
+    assert g.a0.ok("get", "archive-uuid", "vol0") != a1.ok("get", "archive-uuid", "vol0")
+    replicate(again, "0", "0")
+    assert "resync is required but not allowed" in a1.logs()
+    replicate(again, "1", "0")
+    assert "resync-repl-server done:vol0" in a1.logs()
+    assert a1.ok("get", "archive-uuid", "vol0") == g.a0.ok("get", "archive-uuid", "vol0")
+    assert restorable(a1, "vol0") == [again]
+    assert a1.ok("bhash", "vol0", str(again)) == sha256(dev) + "\n"
+
+
+def test_clear_vol_forgets_a_volume_and_its_data_but_never_the_device(
+        boxes: Boxes, loop_vg: str) -> None:
+    g = Group(boxes, loop_vg)
+    dev = g.init("vol0")
+    g.full_backup("vol0")
+    base = boxes.tmp / "base"
+    assert (base / "a0" / "vol0").is_dir() and (base / "s0" / "vol0" / "shadow.img").is_file()
+    g.s0.ok("stop", "vol0")
+    assert until_state(g.s0, "vol0", "Stopped")
+    g.s0.ok("reset-vol", "vol0")
+    g.s0.ok("clear-vol", "vol0")  # walblib's clear: stop, reset, clear-vol
+    g.p0.ok("stop", "vol0", "force")
+    assert until_state(g.p0, "vol0", "Stopped")
+    g.p0.ok("clear-vol", "vol0")
+    g.a0.ok("stop", "vol0", "force")
+    assert until_state(g.a0, "vol0", "Stopped")
+    g.a0.ok("clear-vol", "vol0")
+    for box in (g.s0, g.p0, g.a0):
+        assert box.ok("get", "state", "vol0") == "Clear\n" and box.ok("get", "vol") == ""
+    assert not (base / "s0" / "vol0").exists() and not (base / "a0" / "vol0").exists()
+    assert not (base / "p0" / "vol0").exists()
+    assert dev.is_file() and dev.stat().st_size == 4 * MIB, "the device is the user's"
+    g.s0.ok("init-vol", "vol0", "/var/walb/s0/vol0.dev")  # and can be used again
+    assert g.s0.ok("get", "state", "vol0") == "SyncReady\n"

@@ -964,7 +964,7 @@ class Group:
         """walblib's full_backup after init: the first restorable gid."""
         self.s0.ok("full-bkp", vol, *bulk)
         assert until_state(self.s0, vol, "Target", 60), self.s0.logs()
-        assert self.a0.ok("get", "state", vol) == "Archived\n"
+        assert self.a0.ok("get", "state", vol).strip() in ("Archived", "WdiffRecv")  # aActive
         self.p0.ok("kick", vol, "a0")
         return wait_restorable(self.a0, vol)
 
@@ -1023,7 +1023,7 @@ def test_a_full_backup_restores_the_bytes_written_into_the_storage_device(
     assert g.a0.error("get", "base", "vol0").endswith("getBase:bad state:vol0:FullSync")
     assert until_state(g.s0, "vol0", "Target", 30), g.s0.logs()
     g.s0.ok("double-throttle", "0")
-    assert g.a0.ok("get", "state", "vol0") == "Archived\n"
+    assert g.a0.ok("get", "state", "vol0").strip() in ("Archived", "WdiffRecv")  # aActive
     assert g.a0.ok("get", "progress", "vol0") == "0\n"
     base = g.a0.ok("get", "base", "vol0")
     assert re.fullmatch(r"<\|0,1\|>-\d{14}\n", base), "dirty until |0|-->|1| arrives"
@@ -1046,3 +1046,343 @@ def test_a_full_backup_restores_the_bytes_written_into_the_storage_device(
     g.a0.ok("del-restored", "vol0", "1")
     assert g.a0.ok("get", "restored", "vol0") == "" and not image.exists()
     assert "dirty-full-sync succeeded vol0 a0" in g.s0.logs()
+
+
+def test_a_snapshot_ships_new_writes_through_the_proxy_and_older_gids_still_restore(
+        boxes: Boxes, loop_vg: str) -> None:
+    g = Group(boxes, loop_vg)
+    dev = g.init("vol0")
+    first = g.full_backup("vol0")
+    before = sha256(dev)
+    overwrite(dev, 123_456, 300_000)
+    gid = g.snapshot("vol0")
+    # walb's gids count up; the write may also have become an implicit snapshot already
+    assert gid in (first + 1, first + 2)
+    assert sha256(g.restore(g.a0, "vol0", gid)) == sha256(dev)
+    assert sha256(g.restore(g.a0, "vol0", first)) == before, "an older gid keeps its bytes"
+    assert g.a0.ok("get", "restored", "vol0") == f"{first}\n{gid}\n", (
+        sorted(os.listdir(boxes.tmp / "base" / "a0" / "vol0")), g.a0.logs()[-3000:])
+    after = diffs(g.a0, "vol0")[1:]
+    assert after[0].group(1, 5) == (str(first), "-"), "it follows an explicit snapshot"
+    assert after[-1].group(3) == str(gid)
+    assert sum(int(m.group(7)) for m in after) > 300_000, "the changed blocks travelled"
+    assert g.a0.ok("get", "num-diff", "vol0") == f"{1 + len(after)}\n"
+    status = g.s0.ok("status").splitlines()
+    assert f"oldestGid {gid} latestGid {gid}" in status[-1], "everything was handed to p0"
+    assert "snapshot succeeded vol0" in g.s0.logs()
+
+
+def test_merge_joins_implicit_snapshots_and_apply_drops_the_older_ones(
+        boxes: Boxes, loop_vg: str) -> None:
+    g = Group(boxes, loop_vg, storage_args=["-snapintvl", "1"])
+    dev = g.init("vol0")
+    first = g.full_backup("vol0")
+    for i in range(2):  # each write becomes an implicit snapshot within about a second
+        count = len(restorable(g.a0, "vol0", "all"))
+        overwrite(dev, i * MIB, 10_000)
+        assert wait_until(lambda c=count: len(restorable(g.a0, "vol0", "all")) > c, 20, 0.2)
+    gid = g.snapshot("vol0")
+    lines = g.a0.ok("get", "restorable", "vol0", "all").splitlines()
+    implicit = [int(x.split()[0]) for x in lines if x.endswith(" 0")]
+    assert len(implicit) == 2 and restorable(g.a0, "vol0") == [first, gid], lines
+    marks = [(int(m.group(1)), m.group(5)) for m in diffs(g.a0, "vol0")]
+    assert marks == [(0, "-"), (first, "-"), (implicit[0], "M"), (implicit[1], "M")], marks
+
+    g.a0.ok("merge", "vol0", str(first), "gid", str(gid))
+    assert wait_until(lambda: g.a0.ok("get", "num-action", "vol0", "Merge") == "0\n", 30, 0.2)
+    assert g.a0.ok("get", "num-diff", "vol0") == "2\n", g.a0.ok("get", "diff", "vol0")
+    ends = (str(first), str(first), str(gid), str(gid))
+    assert g.a0.ok("get", "exists-diff", "vol0", *ends) == "1\n"
+    assert restorable(g.a0, "vol0", "all") == [first, gid], "merged snapshots are gone"
+    assert sha256(g.restore(g.a0, "vol0", gid)) == sha256(dev)
+
+    g.a0.ok("apply", "vol0", str(gid))
+    assert wait_until(lambda: g.a0.ok("get", "num-action", "vol0", "Apply") == "0\n", 30, 0.2)
+    assert re.fullmatch(rf"<\|{gid}\|>-\d{{14}}\n", g.a0.ok("get", "base", "vol0"))
+    assert restorable(g.a0, "vol0") == [gid] and g.a0.ok("get", "num-diff", "vol0") == "0\n"
+    assert g.a0.error("restore", "vol0", str(first)) == (
+        f"ERROR walbc error: c2aRestoreClient:verifyRestorable:bad gid to restore:vol0:{first}")
+    assert g.a0.error("apply", "vol0", str(first)) == (
+        "ERROR walbc error: c2aApplyClient:verifyApplicable:gid not applicable:"
+        f"vol0:{first}:<|{gid}|>")
+    assert g.a0.ok("bhash", "vol0", str(gid)) == sha256(dev) + "\n"
+    assert "action Apply on vol0 finished" in g.a0.logs()
+
+
+def test_replication_copies_the_volume_to_a_second_archive_full_then_by_diffs(
+        boxes: Boxes, loop_vg: str) -> None:
+    g = Group(boxes, loop_vg)
+    dev = g.init("vol0")
+    g.full_backup("vol0")
+    overwrite(dev, 2 * MIB, 100_000)
+    gid = g.snapshot("vol0")
+    a1 = boxes.archive(loop_vg, "a1")
+    a1.ok("init-vol", "vol0")  # walblib's replicate_once: _init when Clear, then replicate
+    g.a0.ok("replicate", "vol0", "gid", str(gid), "a1:10000", "0", "0")
+
+    def replicated(box: Box, target: int) -> bool:  # walblib's wait_for_replicated
+        return (g.a0.ok("get", "num-action", "vol0", "ReplSyncAsClient") == "0\n"
+                and box.ok("get", "state", "vol0") == "Archived\n"
+                and any(int(m.group(3)) >= target for m in diffs(box, "vol0")))
+
+    assert wait_until(lambda: replicated(a1, gid), 30, 0.2), (g.a0.logs()[-2000:],
+                                                              a1.logs()[-2000:])
+    assert a1.ok("get", "archive-uuid", "vol0") == g.a0.ok("get", "archive-uuid", "vol0")
+    assert a1.ok("get", "base", "vol0") == g.a0.ok("get", "base", "vol0"), "full: the base image"
+    assert gid in restorable(a1, "vol0")
+    assert sha256(g.restore(a1, "vol0", gid)) == sha256(dev)
+    delta = g.a0.ok("get", "ts-delta").strip().split("\t")
+    assert delta[:4] == ["name:vol0", "dest:a1", "kind:archive", "dest_kind:archive"], delta
+    assert f"gid:{gid}" in delta and f"dest_gid:{gid}" in delta and "ts_delta:0" in delta
+    assert "action ReplSyncAsClient on vol0 finished" in g.a0.logs()
+
+    overwrite(dev, 0, 50_000)  # a diff replication now: the same archive uuid, an older gid
+    newer = g.snapshot("vol0")
+    g.a0.ok("replicate", "vol0", "gid", str(newer), "a1:10000", "0", "0")
+    assert wait_until(lambda: replicated(a1, newer), 30, 0.2), a1.logs()[-2000:]
+    assert "diff-repl-server done:vol0" in a1.logs() and "full-repl-server" in a1.logs()
+    assert sha256(g.restore(a1, "vol0", newer)) == sha256(dev)
+    assert f"dest_gid:{newer}" in g.a0.ok("get", "ts-delta")
+    assert a1.ok("bhash", "vol0", str(newer)) == g.a0.ok("bhash", "vol0", str(newer))
+
+
+def test_an_overflow_stops_the_volume_and_a_hash_backup_recovers_it(
+        boxes: Boxes, loop_vg: str) -> None:
+    g = Group(boxes, loop_vg)
+    dev = g.init("vol0")
+    g.full_backup("vol0")
+    g.s0.ok("double-overflow", "vol0", "1")  # the log device lost its wlogs
+    assert until_state(g.s0, "vol0", "Stopped"), "walb-storage stops an overflowed Target volume"
+    assert g.s0.ok("get", "is-overflow", "vol0") == "1\n"
+    assert g.s0.error("snapshot", "vol0") == (
+        "ERROR walbc error: c2sSnapshotClient:not ok:takeSnapshotDetail:wlog overflow:"
+        "/var/walb/s0/vol0.dev")
+    assert g.s0.error("start", "vol0", "target") == (
+        "ERROR walbc error: c2xStartClient:c2sStartServer:overflow:vol0:/var/walb/s0/vol0.dev")
+    overwrite(dev, 3 * MIB, 200_000)  # written while the logs were lost
+    before = restorable(g.a0, "vol0")
+
+    # walblib's hash_backup: reset the storage volume, resynchronize the proxies, hash-bkp.
+    g.s0.ok("reset-vol", "vol0")
+    assert g.s0.ok("get", "state", "vol0") == "SyncReady\n"
+    assert g.s0.ok("get", "is-overflow", "vol0") == "0\n"
+    g.p0.ok("stop", "vol0", "force")
+    g.p0.ok("archive-info", "delete", "vol0", "a0")
+    g.p0.ok("archive-info", "add", "vol0", "a0", "a0:10000")
+    g.p0.ok("start", "vol0")
+    g.s0.ok("hash-bkp", "vol0")
+    assert until_state(g.s0, "vol0", "Target", 60), g.s0.logs()[-2000:]
+    g.p0.ok("kick", "vol0", "a0")
+    gid = wait_restorable(g.a0, "vol0", max(before))
+    assert restorable(g.a0, "vol0")[:len(before)] == before, "older snapshots stay restorable"
+    hashed = [m for m in diffs(g.a0, "vol0") if m.group(4)]
+    assert len(hashed) == 1, g.a0.ok("get", "diff", "vol0")
+    assert hashed[0].group(1) == str(before[-1]) and hashed[0].group(4) == str(gid)
+    assert sha256(g.restore(g.a0, "vol0", gid)) == sha256(dev)
+    assert "dirty-hash-sync succeeded vol0 a0" in g.s0.logs()
+
+
+def test_data_commands_refuse_in_walbs_words_and_exit_1(boxes: Boxes, loop_vg: str) -> None:
+    g = Group(boxes, loop_vg)
+    g.init("vol0")
+    first = g.full_backup("vol0")
+    g.restore(g.a0, "vol0", first)
+    g.a0.ok("init-vol", "vol1")
+    errors = {
+        (g.s0, "full-bkp", "vol0"):
+            "c2sBackupClient:backupClient:StateMachineTransaction:bad state:Target:SyncReady:"
+            "FullSync",
+        (g.s0, "reset-vol", "vol0"):  # walb-storage names no function there: '::'
+            "c2xResetVolClient::StateMachineTransaction:bad state:Target:Stopped:Reset",
+        (g.s0, "clear-vol", "vol0"):
+            "c2xClearVolClient:c2sClearVolServer:StateMachineTransaction:bad state:Target:"
+            "SyncReady:ClearVol",
+        (g.s0, "init-vol", "vol9", "/var/walb/s0/nope.dev"):
+            "c2xInitVolClient:c2sInitVolServer:StorageVolInfo:not found:/var/walb/s0/nope.dev",
+        (g.s0, "init-vol", "vol9", "/var/walb/s0/vol0.dev"):
+            "c2xInitVolClient:c2sInitVolServer:wdevPath is already used:vol9:/var/walb/s0/vol0.dev",
+        (g.s0, "snapshot", "vol9"): "c2sSnapshotClient:not ok:c2sSnapshotServer:bad state:Clear",
+        (g.a0, "restore", "vol0", "99"):
+            "c2aRestoreClient:verifyRestorable:bad gid to restore:vol0:99",
+        (g.a0, "restore", "vol0", str(first)):
+            f"c2aRestoreClient:c2aRestoreServer:already restored:vol0:{first}",
+        (g.a0, "restore", "vol1", "1"): "c2aRestoreClient:c2aRestoreServer:bad state:SyncReady",
+        (g.a0, "del-restored", "vol0", "7"):
+            "c2aDelRestoredClient:delSnapshot:volume not found:vol0:7:restored",
+        (g.a0, "merge", "vol0", "0", "gid", str(first)):
+            "c2aMergeClient:verifyMergeable:There is no mergeable diff.",
+        (g.a0, "merge", "vol0", "3", "gid", "2"):
+            "c2aMergeClient:parseMergeParam:bad gid range:3:2",
+        (g.a0, "clear-vol", "vol0"):
+            "c2xClearVolClient:c2aClearVolServer:StateMachineTransaction:bad state:Archived:"
+            "Archived:ClearVol",
+        (g.a0, "get", "vol-size", "vol1"): "c2xGetClient:getVolSize:base image does not exist:vol1",
+        (g.a0, "get", "diff", "vol0", "5", "5"):
+            "c2xGetClient:MetaDiffManager::getAll:gid0 >= gid1:5:5",
+        (g.a0, "get", "uuid", "vol1"): "c2xGetClient:getUuidDetail:bad state:vol1:SyncReady",
+        (g.a0, "bhash", "vol1", "1"): "c2aBlockHashClient:c2aBlockHashServer:bad state:SyncReady",
+        (g.a0, "replicate", "vol1", "gid", "1", "a0:10000"):
+            "c2aReplicateClient:c2aReplicateServer:bad state:SyncReady",
+    }
+    for (box, *args), message in errors.items():
+        assert box.error(*args) == "ERROR walbc error: " + message, args
+    # A running restore blocks a second one (walb's aDenyForRestore); the double restores a
+    # 4 MiB volume quickly, so a simulated one stands in.
+    g.a0.ok("del-restored", "vol0", str(first))
+    g.a0.ok("double-action", "vol0", "Restore", "30")
+    assert g.a0.error("restore", "vol0", "1") == (
+        "ERROR walbc error: c2aRestoreClient:c2aRestoreServer:there are running action:Restore:1")
+    assert g.a0.ok("get", "state", "vol0") == "Archived\n" and restorable(g.a0, "vol0") == [first]
+
+
+def test_a_stopped_archive_makes_the_proxy_retry_then_give_up_until_a_kick(
+        boxes: Boxes, loop_vg: str) -> None:
+    g = Group(boxes, loop_vg, proxy_args=["-rto", "1"])
+    dev = g.init("vol0")
+    first = g.full_backup("vol0")
+    g.a0.ok("stop", "vol0")
+    assert g.a0.ok("get", "state", "vol0") == "Stopped\n"
+    overwrite(dev, 0, 8192)
+    gid = int(g.s0.ok("snapshot", "vol0"))
+    # "stopped" is retried 1 s, 2 s... later; past -rto seconds without new wlogs the proxy
+    # gives up and flags the archive, as walb-proxy does.
+    def flag() -> str:
+        return g.p0.ok("get", "is-wdiff-send-error", "vol0", "a0")
+
+    assert wait_until(lambda: flag() == "1\n", 30, 0.2), g.p0.logs()[-2000:]
+    assert "stopped:delay time ms" in g.p0.logs()
+    assert "SEND_ERROR_NO_MORE_RETRY:vol0:a0" in g.p0.logs()
+    assert restorable(g.a0, "vol0") == [] and g.a0.ok("get", "restored", "vol0") == ""
+    g.a0.ok("start", "vol0")
+    time.sleep(1.5)
+    assert restorable(g.a0, "vol0") == [first], "a flagged transfer waits for a kick"
+    g.p0.ok("kick", "vol0", "a0")
+    assert flag() == "0\n"
+    assert wait_restorable(g.a0, "vol0", first) == gid
+    assert sha256(g.restore(g.a0, "vol0", gid)) == sha256(dev)
+
+
+def test_volumes_and_their_data_survive_restarts_of_every_server(
+        boxes: Boxes, loop_vg: str) -> None:
+    g = Group(boxes, loop_vg)
+    dev = g.init("vol0")
+    first = g.full_backup("vol0")
+    overwrite(dev, MIB, 40_000)
+    gid = g.snapshot("vol0")
+    g.restore(g.a0, "vol0", gid)
+    queries = (["restorable", "vol0", "all"], ["diff", "vol0"], ["base", "vol0"],
+               ["restored", "vol0"], ["archive-uuid", "vol0"])
+    facts = [g.a0.ok("get", *q) for q in queries]
+    for box in (g.a0, g.p0, g.s0):
+        box.signal("TERM")  # a forced shutdown: nothing is written on the way out
+        assert box.wait_exit(15) == 0
+        box.restart()
+    assert [g.a0.ok("get", *q) for q in queries] == facts
+    assert g.s0.ok("get", "state", "vol0") == "Target\n"
+    assert g.p0.ok("get", "state", "vol0") == "Started\n"
+    overwrite(dev, 2 * MIB, 40_000)  # the storage goes on where it stopped
+    newer = g.snapshot("vol0")
+    assert newer > gid and sha256(g.restore(g.a0, "vol0", newer)) == sha256(dev)
+    assert first in restorable(g.a0, "vol0")
+
+
+def test_graceful_shutdown_waits_for_a_full_backup_and_a_forced_one_rolls_it_back(
+        boxes: Boxes, loop_vg: str) -> None:
+    g = Group(boxes, loop_vg)
+    g.init("vol0", mib=2)
+    g.init("vol1", mib=2)
+    g.s0.ok("double-throttle", "1024")  # 2 MiB: about 2 s
+    g.s0.ok("full-bkp", "vol0")
+    assert g.s0.ok("shutdown", "graceful") == ""
+    assert g.s0.wait_exit(30) == 0
+    lines = g.s0.logs().splitlines()
+    assert "waiting for 1 running action(s)" in "\n".join(lines)
+    assert "dirty-full-sync succeeded vol0 a0" in lines[-2] and "graceful" in lines[-1]
+    assert g.a0.ok("get", "state", "vol0") == "Archived\n"
+    g.s0.restart()
+    assert g.s0.ok("get", "state", "vol0") == "Target\n"
+
+    g.s0.ok("double-throttle", "512")  # the hook is not persisted
+    g.s0.ok("full-bkp", "vol1")
+    assert wait_until(lambda: int(g.a0.ok("get", "progress", "vol1")) > 0, 10, 0.1)
+    code, _, err = g.s0.walbc("shutdown", "force")
+    assert code in (0, EXEC_KILLED), err
+    assert g.s0.wait_exit(15) == 0
+    assert "action FullSync on vol1 aborted by the forced shutdown" in g.s0.logs()
+    assert until_state(g.a0, "vol1", "SyncReady"), "the archive rolls the full sync back"
+    assert g.a0.ok("get", "progress", "vol1") == "0\n"
+    g.s0.restart()
+    assert g.s0.ok("get", "state", "vol1") == "SyncReady\n", "and so does the storage"
+    assert g.full_backup("vol1") == 1, "a new full backup works"
+
+
+def test_a_synchronized_second_archive_gets_new_snapshots_and_a_resync_realigns_it(
+        boxes: Boxes, loop_vg: str) -> None:
+    g = Group(boxes, loop_vg)
+    dev = g.init("vol0")
+    first = g.full_backup("vol0")
+    a1 = boxes.archive(loop_vg, "a1")
+    a1.ok("init-vol", "vol0")
+
+    def replicate(gid: int, *resync: str) -> None:
+        g.a0.ok("replicate", "vol0", "gid", str(gid), "a1:10000", *resync)
+        assert wait_until(lambda: g.a0.ok("get", "num-action", "vol0", "ReplSyncAsClient") == "0\n",
+                          30, 0.2)
+
+    # walblib's synchronize: stop the proxies emptied, add a1, replicate once, restart.
+    g.p0.ok("stop", "vol0", "empty")
+    assert until_state(g.p0, "vol0", "Stopped")
+    g.p0.ok("archive-info", "add", "vol0", "a1", "a1:10000")
+    replicate(first, "0", "0")
+    g.p0.ok("start", "vol0")
+    g.s0.ok("kick")
+    overwrite(dev, 0, 70_000)
+    gid = g.snapshot("vol0", g.a0, a1)  # the proxy now sends every wdiff to both
+    assert sha256(g.restore(a1, "vol0", gid)) == sha256(dev)
+    assert g.p0.ok("status").splitlines()[-1].startswith("  archive a1 action None numDiff 0")
+
+    # A new full backup to a0 gives its data a new archive uuid: a1 needs a resync.
+    g.p0.ok("stop", "vol0", "force")
+    g.p0.ok("archive-info", "delete", "vol0", "a1")
+    g.p0.ok("start", "vol0")
+    g.s0.ok("stop", "vol0")
+    assert until_state(g.s0, "vol0", "Stopped")
+    g.s0.ok("reset-vol", "vol0")
+    g.a0.ok("stop", "vol0")
+    g.a0.ok("reset-vol", "vol0")
+    overwrite(dev, MIB, 70_000)
+    again = g.full_backup("vol0")
+    assert g.a0.ok("get", "archive-uuid", "vol0") != a1.ok("get", "archive-uuid", "vol0")
+    replicate(again, "0", "0")
+    assert "resync is required but not allowed" in a1.logs()
+    replicate(again, "1", "0")
+    assert "resync-repl-server done:vol0" in a1.logs()
+    assert a1.ok("get", "archive-uuid", "vol0") == g.a0.ok("get", "archive-uuid", "vol0")
+    assert restorable(a1, "vol0") == [again]
+    assert a1.ok("bhash", "vol0", str(again)) == sha256(dev) + "\n"
+
+
+def test_clear_vol_forgets_a_volume_and_its_data_but_never_the_device(
+        boxes: Boxes, loop_vg: str) -> None:
+    g = Group(boxes, loop_vg)
+    dev = g.init("vol0")
+    g.full_backup("vol0")
+    base = boxes.tmp / "base"
+    assert (base / "a0" / "vol0").is_dir() and (base / "s0" / "vol0" / "shadow.img").is_file()
+    g.s0.ok("stop", "vol0")
+    assert until_state(g.s0, "vol0", "Stopped")
+    g.s0.ok("reset-vol", "vol0")
+    g.s0.ok("clear-vol", "vol0")  # walblib's clear: stop, reset, clear-vol
+    g.p0.ok("stop", "vol0", "force")
+    assert until_state(g.p0, "vol0", "Stopped")
+    g.p0.ok("clear-vol", "vol0")
+    g.a0.ok("stop", "vol0", "force")
+    assert until_state(g.a0, "vol0", "Stopped")
+    g.a0.ok("clear-vol", "vol0")
+    for box in (g.s0, g.p0, g.a0):
+        assert box.ok("get", "state", "vol0") == "Clear\n" and box.ok("get", "vol") == ""
+    assert not (base / "s0" / "vol0").exists() and not (base / "a0" / "vol0").exists()
+    assert not (base / "p0" / "vol0").exists()
+    assert dev.is_file() and dev.stat().st_size == 4 * MIB, "the device is the user's"
+    g.s0.ok("init-vol", "vol0", "/var/walb/s0/vol0.dev")  # and can be used again
+    assert g.s0.ok("get", "state", "vol0") == "SyncReady\n"

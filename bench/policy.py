@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=12)
     parser.add_argument("--volumes", type=int, default=200)
     parser.add_argument("--idle", type=float, default=60)
+    parser.add_argument("--skip-lag", action="store_true", help="only the keeper's cost")
     args = parser.parse_args()
     engine = docker.from_env(timeout=120)
     with tempfile.TemporaryDirectory(prefix="walbctr-bench-pol-") as tmp_name, \
@@ -97,12 +98,13 @@ def main() -> None:
         lag = tmp / "lag.yaml"
         name = f"bp{secrets.token_hex(3)}"
         lag.write_text(layout_text(name, args.image, tmp, vg, "{replicate: {}}"))
-        try:
-            if walbctr(env, "up", str(lag), "--quiet").returncode != 0:
-                sys.exit("up failed")
-            replica_lag(env, lag, tmp / "data", args.minutes)
-        finally:
-            walbctr(env, "down", str(lag), "--quiet")
+        if not args.skip_lag:
+            try:
+                if walbctr(env, "up", str(lag), "--quiet").returncode != 0:
+                    sys.exit("up failed")
+                replica_lag(env, lag, tmp / "data", args.minutes)
+            finally:
+                walbctr(env, "down", str(lag), "--quiet")
         load = tmp / "load.yaml"
         name = f"bq{secrets.token_hex(3)}"
         load.write_text(layout_text(name, args.image, tmp / "l", vg,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from walbctr.walb import worker
@@ -64,8 +65,7 @@ def test_a_volume_past_the_merge_threshold_is_merged_with_walbs_merge_form() -> 
 
 def test_a_merge_never_spans_a_gid_a_replica_stands_at() -> None:
     v = vol(n=6, replica_gids={"a1": 2})
-    b, e = worker.merge_range(v.diffs, 1 << 30, 10, frozenset({2}))
-    assert (b, e) in ((0, 2), (2, 6))
+    assert worker.merge_range(v.diffs, 1 << 30, 10, frozenset({2})) in ((0, 2), (2, 6))
     assert worker.merge_range(v.diffs, 1 << 30, 10) == (0, 6)
 
 
@@ -170,3 +170,37 @@ def test_status_volumes_reads_the_keepers_verifications_from_its_metrics() -> No
             'walb_volume_last_verify_timestamp_seconds{archive="a1",volume="vol0"} 1796644860\n')
     assert verifications(text) == {("a0", "vol0"): "ok at 2026-12-07T12:00:00Z",
                                    ("a1", "vol0"): "FAILED at 2026-12-07T12:01:00Z"}
+
+
+def test_a_volume_without_a_task_is_read_again_only_when_one_can_be_due() -> None:
+    assert worker.recheck_after(VolumePolicy(merge=Merge(interval=3600))) == 900
+    assert worker.recheck_after(VolumePolicy(keep_period=6, apply_interval=2)) == 2
+    assert worker.recheck_after(VolumePolicy()) == float("inf")
+
+
+def test_the_keeper_reads_each_volume_once_then_only_lists_until_a_task_can_be_due() -> None:
+    import threading
+
+    from walbctr.keeper.policy import PolicyRunner
+
+    modes: list[tuple[str, ...]] = []
+    listing = "@@ vol\nvol0\nvol1\n@@rc 0\n@@end\n"
+    facts = ("@@ vol\nvol0\nvol1\n@@rc 0\n@@ all-actions\n@@rc 0\n"
+             + "".join(f"@@ state {v}\nArchived\n@@rc 0\n" for v in ("vol0", "vol1"))
+             + "@@end\n")
+
+    def run(argvs: Mapping[str, list[str]], _timeout: float) -> dict[str, tuple[int, str, str]]:
+        argv = argvs["a"]
+        modes.append(tuple(argv[6:]))
+        return {"a": (0, listing if argv[6] == "list" else facts, "")}
+
+    runner = PolicyRunner([_Ref("a0")], pol(merge=Merge(interval=3600)), run, lambda _l: None,
+                          threading.Event())
+    assert runner.round(runner.archives[0], now=NOW) is None
+    assert modes == [("list",), ("source", "vol0", "vol1")]
+    modes.clear()
+    assert runner.round(runner.archives[0], now=NOW + 600) is None
+    assert modes == [("list",)]  # nothing can be due within 900 s: four walbc calls saved
+    modes.clear()
+    runner.round(runner.archives[0], now=NOW + 901)
+    assert modes == [("list",), ("source", "vol0", "vol1")]

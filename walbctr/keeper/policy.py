@@ -44,6 +44,7 @@ class PolicyRunner:
         self.metrics = metrics
         self.task_timeout = task_timeout
         self.last_done: dict[str, dict[str, dict[str, float]]] = {}  # archive -> vol -> kind
+        self.checked: dict[str, dict[str, float]] = {}  # archive -> vol -> when last read
         self.held: Callable[[], Mapping[str, str]] = dict  # servers in maintenance
         self.pause_file = POLICY_PAUSE_FILE  # present while walbctr upgrades the group
         self._was_paused = False
@@ -54,22 +55,36 @@ class PolicyRunner:
         argv = walbc_argv(server.port, args, address=server.address, timeout_s=timeout)
         return self.run({"x": argv}, timeout + 5)["x"]
 
-    def read(self, archive: Any) -> list[worker.ArchiveVolume]:
-        """The archive's volumes as next_task needs them; replicas only for the primary."""
-        replicas = self._replicas() if archive.id == self.primary.id else {}
-        status, out, err = self.run({"a": worker.facts_argv(archive.address, archive.port,
-                                                            True)}, 120)["a"]
+    def read(self, archive: Any, now: float) -> list[worker.ArchiveVolume]:
+        """The archive's volumes that may have a task due, as next_task needs them (the
+        others were read recently, and nothing of theirs can be due yet: each read costs
+        four walbc calls a volume); replicas only for the primary."""
+        status, out, err = self.run({"a": worker.names_argv(archive.address, archive.port)},
+                                    30)["a"]
         if status != 0:
             raise ValueError(f"reading {archive.id} failed: {walbc_error(err or out)}")
+        checked = self.checked.setdefault(archive.id, {})
+        due = [v for v in worker.parse_names_answer(out) if not self.policy.of(v).paused
+               and now >= checked.get(v, 0.0) + worker.recheck_after(self.policy.of(v))]
+        if not due:
+            return []
+        replicas = self._replicas(due) if archive.id == self.primary.id else {}
+        status, out, err = self.run({"a": worker.facts_argv(archive.address, archive.port,
+                                                            True, due)}, 120)["a"]
+        if status != 0:
+            raise ValueError(f"reading {archive.id} failed: {walbc_error(err or out)}")
+        checked.update(dict.fromkeys(due, now))
         return worker.parse_source(out, replicas, self.last_done.get(archive.id, {}))
 
-    def _replicas(self) -> dict[str, dict[str, tuple[str, int | None]]]:
+    def _replicas(self, vols: Sequence[str]) -> dict[str, dict[str, tuple[str, int | None]]]:
         wanted = {a for p in (self.policy.group, *self.policy.volumes.values())
                   if p.replicate is not None for a in p.replicate.to}
         held = self.held()
         refs = [a for a in self.archives[1:] if a.id in wanted and a.id not in held]
-        results = self.run({a.id: worker.facts_argv(a.address, a.port, False) for a in refs},
-                           120)
+        if not refs:
+            return {}
+        results = self.run({a.id: worker.facts_argv(a.address, a.port, False, vols)
+                            for a in refs}, 120)
         out = {}
         for a in refs:
             status, text, _err = results[a.id]
@@ -98,10 +113,11 @@ class PolicyRunner:
         """Choose and carry out one task on `archive`; the task (None: nothing to do)."""
         if self._paused() or archive.id in self.held():
             return None
-        vols = self.read(archive)
-        task = worker.next_task(vols, self.policy, time.time() if now is None else now)
+        now = time.time() if now is None else now
+        task = worker.next_task(self.read(archive, now), self.policy, now)
         if task is None:
             return None
+        self.checked[archive.id].pop(task.volume, None)  # read again next round
         self.log(f"policy {archive.id}: {task.kind} {task.volume}: {task.reason}")
         started = time.time()
         ok, detail = self._carry_out(archive, task)

@@ -317,14 +317,18 @@ def gid_to_send(diffs: Sequence[Diff], max_send_size: int, have: int) -> int | N
 # arguments, one '@@ KEY' section per walbc answer, '@@end' last.
 
 _FACTS = r"""set -f
-a=$1 p=$2 mode=$3
+a=$1 p=$2 mode=$3; shift 3
 q() { printf '@@ %s\n' "$1"; shift; walbc -a "$a" -p "$p" -to 10 -retry 0 "$@" 2>&1
       printf '@@rc %s\n' "$?"; }
 vols=$(walbc -a "$a" -p "$p" -to 10 -retry 0 get vol 2>&1); rc=$?
 printf '@@ vol\n%s\n@@rc %s\n' "$vols" "$rc"
 [ $rc = 0 ] || { echo @@end; exit 0; }
+[ "$mode" = list ] && { echo @@end; exit 0; }
 [ "$mode" = source ] && q all-actions get all-actions
 for v in $vols; do
+  if [ $# -gt 0 ]; then
+    w=; for x in "$@"; do [ "$x" = "$v" ] && w=1; done; [ -n "$w" ] || continue
+  fi
   q "state $v" get state "$v"
   if [ "$mode" = source ]; then
     q "base $v" get base "$v"; q "restorable $v" get restorable "$v" all
@@ -337,11 +341,41 @@ echo @@end
 """
 
 
-def facts_argv(address: str, port: int, source: bool) -> list[str]:
+def facts_argv(address: str, port: int, source: bool,
+               only: Sequence[str] | None = None) -> list[str]:
     """The argv that reads an archive's volumes for the worker: as the source of tasks
     (states, bases, every snapshot, applicable diffs, running actions), or as a replica
-    (states and restorable snapshots)."""
-    return ["sh", "-c", _FACTS, "sh", address, str(port), "source" if source else "replica"]
+    (states and restorable snapshots); only the volumes in `only` when given (a volume
+    name is one argument, never script text)."""
+    return ["sh", "-c", _FACTS, "sh", address, str(port), "source" if source else "replica",
+            *(only or ())]
+
+
+def names_argv(address: str, port: int) -> list[str]:
+    """The argv that lists an archive's volumes (`get vol`), as a facts section."""
+    return ["sh", "-c", _FACTS, "sh", address, str(port), "list"]
+
+
+def parse_names_answer(text: str) -> list[str]:
+    s = split_sections(text)
+    if not s["vol"].ok:
+        raise ValueError(f"get vol failed: {s['vol'].error}")
+    return parse_names(s["vol"].text)
+
+
+MIN_RECHECK_S = 60  # the policy's intervals are minutes to days: reading more often is waste
+
+
+def recheck_after(p: VolumePolicy) -> float:
+    """How long after reading a volume that got no task it is worth reading again: the
+    shortest interval its policy has (a task can come due no sooner), at least a minute
+    unless the policy itself is faster."""
+    intervals = [p.apply_interval] if p.keep_period is not None else []
+    intervals += [x.interval for x in (p.merge, p.replicate, p.verify) if x is not None]
+    if not intervals:
+        return float("inf")
+    shortest = min(intervals)
+    return shortest if shortest < MIN_RECHECK_S else max(MIN_RECHECK_S, shortest / 4)
 
 
 def _ok(sections: Mapping[str, Answer], key: str) -> str | None:

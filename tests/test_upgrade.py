@@ -537,3 +537,60 @@ def test_a_gate_fact_walbc_could_not_read_counts_as_a_problem_not_as_all_clear()
     archive = [VolumeRecord("vol0", "archive", state="Archived",
                             errors=(("all-actions", "bad state"),))]
     assert _unread(Role.ARCHIVE, archive) == ["vol0: 'all-actions' failed: bad state"]
+
+
+def _lab_layout() -> Any:
+    from walbctr.layout.loader import load_layout
+
+    return load_layout("group: g\narchives: [{id: a0, host: hostA0, vg: vg0}]\n"
+                       "proxies: [{id: p0, host: hostP0}, {id: p1, host: hostP1}]\n"
+                       "storages: [{id: s0, host: hostS0}]\n", "l.yaml")
+
+
+def test_a_limit_takes_the_first_servers_left_in_tier_order() -> None:
+    from walbctr.commands.upgrade import Selection, select_steps
+
+    steps = _steps("a0:archive", "p0:proxy", "p1:proxy", "s0:storage")
+    steps[0].status = "done"
+    chosen = select_steps(_lab_layout(), steps, Selection(limit=2))
+    assert [s.server for s in chosen] == ["p0", "p1"]
+    assert Selection(("hostA0", "hostP0"), 2).describe() == "--hosts hostA0,hostP0 --limit 2"
+
+
+def test_hosts_choose_their_servers_but_never_a_storage_before_the_proxies_it_sends_to() -> None:
+    from walbctr.commands.upgrade import Selection, SelectionError, select_steps
+    from walbctr.errors import EXIT_BAD_INPUT
+
+    layout = _lab_layout()
+    steps = [replace_host(s) for s in _steps("a0:archive", "p0:proxy", "p1:proxy",
+                                             "s0:storage")]
+    chosen = select_steps(layout, steps, Selection(("hostP1", "hostA0")))
+    assert [s.server for s in chosen] == ["a0", "p1"]  # the plan's order, not the option's
+    with pytest.raises(SelectionError) as err:
+        select_steps(layout, steps, Selection(("hostA0", "hostS0")))
+    assert err.value.exit_code == EXIT_BAD_INPUT
+    assert "would upgrade storage s0 while proxy p0 (on hostP0), proxy p1 (on hostP1) " \
+        "still run the old image" in err.value.message
+    assert "--hosts hostA0,hostS0,hostP0,hostP1" in err.value.fix
+    steps[1].status = steps[2].status = steps[0].status = "done"
+    assert [s.server for s in select_steps(layout, steps, Selection(("hostS0",)))] == ["s0"]
+    with pytest.raises(SelectionError, match="no server there is left to upgrade"):
+        select_steps(layout, steps, Selection(("hostA0",)))
+
+
+def replace_host(step: Any) -> Any:
+    """_steps' host is 'h' + id; the lab layout's is 'host' + ID."""
+    step.host = "host" + step.server.upper()
+    return step
+
+
+def test_an_unknown_host_is_named_with_the_layouts_hosts_before_anything_runs() -> None:
+    from walbctr.commands.upgrade import SelectionError, check_hosts
+
+    layout = _lab_layout()
+    check_hosts(layout, ("hostA0", "hostS0"))
+    with pytest.raises(SelectionError) as err:
+        check_hosts(layout, ("hostA0", "hostQ"))
+    assert err.value.message == (
+        "--hosts hostA0,hostQ: no server of group g runs on 'hostQ' in l.yaml (its hosts "
+        "with servers: hostA0, hostP0, hostP1, hostS0); nothing was changed")

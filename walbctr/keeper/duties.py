@@ -37,11 +37,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from walbctr.walb import volumes
+from walbctr.walb.version import parse_version
 from walbctr.walb.walbc import walbc_argv
 
 CONFIG_ENV = "WALBCTR_KEEPER_CONFIG"
 ROLES = ("archive", "proxy", "storage")
 Sample = tuple[str, tuple[str, ...], float]  # metric family, label values, value
+VERSION_KEY = "version "  # run_all keys of the version asks: a server id has no space
 
 
 @dataclass(frozen=True)
@@ -291,6 +293,9 @@ class Keeper:
             answering = dict(self.duties.answering)
         targets = [s for s in self.config.servers if answering.get(s.id)]
         argvs = {s.id: volumes.batch_argv(s.role, s.address, s.port) for s in targets}
+        # Asked every scan, in the same parallel run: a restart the probe missed (a
+        # recreated container) may have brought another version.
+        argvs |= {VERSION_KEY + s.id: server_argv(s, ["version"]) for s in targets}
         results = self.run(argvs, max(30.0, self.config.interval))
         flags: list[tuple[str, str, str]] = []
         total = 0
@@ -311,6 +316,7 @@ class Keeper:
             elif result is not None:
                 log(f"volume scan of {s.id} failed: {_last_line(result[2])}")
             samples.append(("walb_server_scan_ok", (s.id, s.role), float(ok)))
+            samples += version_samples(s, results.get(VERSION_KEY + s.id))
             if self.metrics is not None:
                 self.metrics.snapshot.replace(s.id, samples)
         with self.lock:
@@ -349,6 +355,19 @@ class Keeper:
         for t in threads:
             t.join(timeout=max(0.0, deadline - time.monotonic()))
         log("stopped")
+
+
+def version_samples(server: ServerRef, result: tuple[int, str, str] | None) -> list[Sample]:
+    """The version the server reports, as walb_server_version_info; none when it did not
+    say (a server that does not answer drops out of the count of versions)."""
+    if result is None or result[0] != 0:
+        return []
+    try:
+        version = parse_version(result[1])
+    except ValueError as err:
+        log(f"cannot read the version of {server.id}: {err}")
+        return []
+    return [("walb_server_version_info", (server.id, server.role, version), 1.0)]
 
 
 def volume_samples(server: ServerRef, found: Sequence[volumes.VolumeRecord],

@@ -578,6 +578,11 @@ def upgrade(layout: str, image: str | None, resume: bool, rollback: bool, hosts:
     them all). Then walb's follow-ups: the proxies are kicked after an archive, the
     storages after a proxy. The plan and progress are kept in walbctr's state dir; a
     server failing a gate stops the upgrade, and the message says what to run next.
+
+    --limit N and --hosts H1,H2 do a part of the plan, in the same order (a storage is
+    never upgraded before the proxies it sends to), and record the rest paused; --pause
+    (from another terminal) makes the running upgrade stop after the server it is on;
+    'walbctr status' shows a group left part-way; --resume goes on.
     """
     from walbctr.commands.upgrade import Options, Selection, request_pause, summary
     from walbctr.commands.upgrade import upgrade as run_upgrade

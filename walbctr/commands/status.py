@@ -224,5 +224,7 @@ def _go_on(layout: Layout, plan: Plan) -> str:
         return f" (walbctr upgrade {src} --rollback to continue)"
     if plan.paused:
         return f" (walbctr upgrade {src} --resume to continue)"
+    if not any(s.touched for s in plan.steps):
+        return f" (walbctr upgrade {src} --resume to finish it)"
     return (f" (walbctr upgrade {src} --resume to finish it, or --rollback to return the "
             "servers it touched)")

@@ -348,9 +348,8 @@ def _check_order(layout: Layout, todo: list[Step], chosen: list[Step],
         + f" still run{'s' if len(before) == 1 else ''} the old image: walb's receivers must "
         "be at least as new as their senders (storages send to proxies, proxies to "
         "archives), so archives go first, then proxies, then storages; nothing was changed",
-        f"add their hosts ('walbctr upgrade {layout.source} --hosts "
-        f"{','.join([*select.hosts, *hosts])}'), or upgrade them first ('--hosts "
-        f"{','.join(hosts)}')")
+        f"add their hosts (--hosts {','.join([*select.hosts, *hosts])}), or upgrade them "
+        f"first (--hosts {','.join(hosts)})")
 
 
 def pause_path(group: str) -> Path:
@@ -1020,10 +1019,11 @@ def paused_lines(result: Result, layout: Layout) -> list[str]:
     lines.append(f"{total - len(left)} of {total} servers on {plan.image}; not upgraded yet: "
                  f"{', '.join(s.server for s in left)} (still on {old})")
     upgraded = [s.server for s in plan.steps if s.touched]
+    they = "it" if len(upgraded) == 1 else "they"
+    back = f", or return {', '.join(upgraded)} to the image {they} ran before with 'walbctr " \
+        f"upgrade {src} --rollback'" if upgraded else ""
     lines.append(f"continue with 'walbctr upgrade {src} --resume' (--limit N or --hosts H for "
-                 "another part)" + (f", or return {', '.join(upgraded)} to the image they "
-                                    f"ran with 'walbctr upgrade {src} --rollback'"
-                                    if upgraded else ""))
+                 f"another part){back}")
     return lines
 
 

@@ -21,6 +21,11 @@ before every step, so an interrupted upgrade can be finished (--resume) or undon
 (--rollback). A rollback runs the upgraded servers back in reverse order (storages
 first): every state it passes through is one the upgrade itself passed through, so a
 newer sender never talks to an older receiver.
+
+A run may do only part of the plan (a canary: --hosts, --limit, in the same order, never a
+sender before its receivers) or be asked to stop between two servers (--pause, a file in
+the state dir, since the running upgrade holds the group lock); either way the plan is
+recorded paused and --resume goes on from it.
 """
 
 from __future__ import annotations

@@ -89,6 +89,10 @@ def main() -> None:
     parser.add_argument("--volumes", type=int, default=200)
     parser.add_argument("--idle", type=float, default=60)
     parser.add_argument("--skip-lag", action="store_true", help="only the keeper's cost")
+    parser.add_argument("--load-policy", default="{keep_period: 14d, merge: {}, verify: {}}",
+                        help="the policy of the cost measurement ('{}': none of its tasks)")
+    parser.add_argument("--probe", type=float, default=0.25,
+                        help="the keeper's probe_interval (the layout default)")
     args = parser.parse_args()
     engine = docker.from_env(timeout=120)
     with tempfile.TemporaryDirectory(prefix="walbctr-bench-pol-") as tmp_name, \
@@ -107,15 +111,16 @@ def main() -> None:
                 walbctr(env, "down", str(lag), "--quiet")
         load = tmp / "load.yaml"
         name = f"bq{secrets.token_hex(3)}"
-        load.write_text(layout_text(name, args.image, tmp / "l", vg,
-                                    "{keep_period: 14d, merge: {}, verify: {}}"))
+        load.write_text(layout_text(name, args.image, tmp / "l", vg, args.load_policy)
+                        .replace("monitor: {", f"monitor: {{probe_interval: {args.probe}, "))
         try:
             if walbctr(env, "up", str(load), "--quiet").returncode != 0:
                 sys.exit("up failed")
             make_volumes(engine, name, args.volumes)
             time.sleep(70)  # the first policy round of every volume, and two scans
             cpu, mem = keeper_usage(engine, name, args.idle)
-            print(f"keeper with a policy, {3 * args.volumes} volume rows: CPU "
+            print(f"keeper with policy {args.load_policy}, probe {args.probe:g} s, "
+                  f"{3 * args.volumes} volume rows: CPU "
                   f"{cpu * 100:.1f}% of one core (walbc children included), memory "
                   f"{mem:.1f} MiB (goals: < 2 %, < 60 MB)")
         finally:

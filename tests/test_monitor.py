@@ -282,3 +282,28 @@ def test_the_keeper_reads_listen_and_web_config_from_its_configuration() -> None
     layout = load_layout(with_monitor("host: lab\nweb_config: /srv/kw/web.yml"), "lab.yaml")
     config = parse_config(json.dumps(keeper_config(layout)))
     assert (config.listen, config.web_config) == ("0.0.0.0", "/etc/walb-keeper/web/web.yml")
+
+
+# --- the version each server reports -------------------------------------------------------
+
+
+def test_walbc_version_is_read_from_upstreams_ltsv_or_a_bare_string() -> None:
+    from walbctr.walb.version import parse_version
+
+    upstream = "version:1.0.19\tbuild_date:2023-11-14T22:13:20\tlog_version:1\tcommit:d7295d2\n"
+    assert parse_version(upstream) == "1.0.19"
+    assert parse_version("1.0.19-double\n") == "1.0.19-double"
+    for bad in ("", "\n", "build_date:x\tcommit:y", "two words", "v" * 101):
+        with pytest.raises(ValueError):
+            parse_version(bad)
+
+
+def test_a_server_that_does_not_say_its_version_drops_out_of_the_version_metric() -> None:
+    from walbctr.keeper.duties import version_samples
+
+    a0 = ServerRef("a0", "archive", "a0", 1)
+    assert version_samples(a0, (0, "version:1.0.20\tcommit:x\n", "")) == [
+        ("walb_server_version_info", ("a0", "archive", "1.0.20"), 1.0)]
+    assert version_samples(a0, (1, "", "ERROR walbc error: timeout")) == []
+    assert version_samples(a0, None) == []  # not asked: it did not answer the probe
+    assert version_samples(a0, (0, "", "")) == []

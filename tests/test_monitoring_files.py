@@ -49,7 +49,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_promtool_accepts_the_alert_rules() -> None:
     run = promtool("check", "rules", "walb-alerts.yml")
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "SUCCESS: 17 rules found" in run.stdout
+    assert "SUCCESS: 18 rules found" in run.stdout
 
 
 def test_the_alerts_fire_as_their_unit_tests_say() -> None:
@@ -83,6 +83,33 @@ def test_every_rule_uses_metrics_the_keeper_exports_and_names_a_remedy() -> None
         assert rule["annotations"]["description"].strip(), rule["alert"]
     overflow = next(r for r in rules if r["alert"] == "WalbVolumeOverflow")
     assert "hash backup" in overflow["annotations"]["description"]
+
+
+def github_anchor(heading: str) -> str:
+    """The id GitHub gives a README heading: lower case, punctuation dropped, '-' for spaces."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_every_runbook_url_names_a_section_of_the_readme() -> None:
+    rules = yaml.safe_load((MONITORING / "walb-alerts.yml").read_text())["groups"][0]["rules"]
+    readme = (MONITORING.parent / "README.md").read_text()
+    anchors = {github_anchor(line.lstrip("#")) for line in readme.splitlines()
+               if line.startswith("#")}
+    urls = {r["alert"]: r["annotations"]["runbook_url"] for r in rules
+            if "runbook_url" in r["annotations"]}
+    assert "WalbMixedVersions" in urls
+    for alert, url in urls.items():
+        page, _, anchor = url.partition("#")
+        assert page == "README.md" and anchor in anchors, (alert, url)
+
+
+def test_mixed_versions_counts_the_versions_of_each_keepers_group() -> None:
+    rules = yaml.safe_load((MONITORING / "walb-alerts.yml").read_text())["groups"][0]["rules"]
+    mixed = next(r for r in rules if r["alert"] == "WalbMixedVersions")
+    assert "walb_server_version_info" in mixed["expr"]
+    assert "by (job, instance)" in mixed["expr"]  # two groups never count as one
+    assert mixed["for"] == "6h"
 
 
 def test_the_dashboard_queries_only_exported_metrics() -> None:

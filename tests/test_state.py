@@ -165,3 +165,51 @@ def test_an_upgrade_plan_another_uid_owns_is_refused() -> None:
     os.chown(plan_path("g"), 12345, 12345)
     with pytest.raises(WalbctrError, match="owned by uid 12345"):
         load_plan("g")
+
+
+def test_the_lock_holder_is_read_without_taking_the_lock_and_a_dead_holder_is_none(
+        state_dir: Path) -> None:
+    from walbctr.docker.state import lock_holder
+
+    assert lock_holder("g") is None
+    with GroupLock("g", "upgrade"):
+        assert lock_holder("g") == ("upgrade", os.getpid())
+        with pytest.raises(WalbctrError, match="busy"):  # still held: reading took nothing
+            GroupLock("g", "up").__enter__()
+    assert lock_holder("g") is None
+    # A holder killed without its cleanup leaves its text behind; its pid is gone.
+    dead = os.fork()
+    if dead == 0:
+        os._exit(0)
+    os.waitpid(dead, 0)
+    (state_dir / "g.lock").write_text(f"'walbctr upgrade' (pid {dead}) is running on it")
+    assert lock_holder("g") is None
+
+
+def test_a_pause_request_is_a_file_the_group_lock_does_not_guard(victim: Path) -> None:
+    from walbctr.commands.upgrade import (
+        pause_path,
+        pause_requested,
+        request_pause,
+        withdraw_pause,
+    )
+    from walbctr.layout.loader import load_layout
+
+    layout = load_layout("group: g\narchives: [{id: a0, host: h, vg: vg0}]\n", "l.yaml")
+    with GroupLock("g", "upgrade"):  # held, as by a running upgrade
+        said = request_pause(layout)
+    assert f"(pid {os.getpid()}) stops after the server it is on" in said
+    assert pause_requested("g")
+    assert stat.S_IMODE(pause_path("g").stat().st_mode) == 0o600
+    assert "requested" in json.loads(pause_path("g").read_text())
+    assert withdraw_pause("g") and not pause_requested("g") and not withdraw_pause("g")
+    assert "no upgrade runs on it now, so the next 'walbctr upgrade l.yaml' stops before " \
+        "its first server" in request_pause(layout)
+    # A symlink planted at the name is replaced, never written through; it still counts.
+    withdraw_pause("g")
+    pause_path("g").symlink_to(victim)
+    assert pause_requested("g")
+    request_pause(layout)
+    assert victim.read_text() == "precious\n" and not pause_path("g").is_symlink()
+    withdraw_pause("g")
+    assert victim.read_text() == "precious\n"

@@ -439,6 +439,181 @@ def test_rollback_refuses_when_the_old_tag_names_another_image_now(
         engine.images.remove(tag)
 
 
+# --- canaries and pauses -------------------------------------------------------------------
+
+
+def status_line(g: Lab) -> tuple[str, dict[str, str]]:
+    """`walbctr status`'s upgrade line ('' when none) and each server's WALB column."""
+    run = g.walbctr("status", str(g.path))
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = run.stdout.splitlines()
+    at = lines[0].index(" WALB ") + 1  # the columns are aligned; empty cells are blanks
+    walb = {line.split()[0]: line[at:].split()[0] for line in lines[1:]
+            if line.split() and line.split()[0] in ("a0", "p0", "s0")}
+    extra = [line for line in lines[1:] if line.split() and line.split()[0] not in walb]
+    return "\n".join(extra), walb
+
+
+def keeper_versions(g: Lab) -> dict[tuple[str, ...], float]:
+    """walb_server_version_info after one probe and scan of the keeper's own code, its
+    walbc run in a0's container on the group's network (as the keeper's container runs it)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from walbctr.keeper.duties import Config, Keeper, ServerRef
+    from walbctr.keeper.metrics import KeeperMetrics
+    from walbctr.layout.loader import read_layout
+
+    layout = read_layout(str(g.path))
+    box = g.containers()["a0"]
+
+    def run(argvs: dict[str, list[str]], _timeout: float) -> dict[str, tuple[int, str, str]]:
+        out = {}
+        for key, argv in argvs.items():
+            done = box.exec_run(argv, demux=True)
+            stdout, stderr = done.output
+            out[key] = (done.exit_code, (stdout or b"").decode(), (stderr or b"").decode())
+        return out
+
+    metrics = KeeperMetrics(CollectorRegistry())
+    keeper = Keeper(Config(g.name, tuple(ServerRef(s.id, s.role.value, s.address, s.port)
+                                         for s in layout.servers)), metrics, run)
+    keeper.probe_once()
+    keeper.scan_once()
+    assert "walb_server_version_info{" in generate_latest(metrics.registry).decode()
+    return metrics.snapshot.values("walb_server_version_info")
+
+
+def test_limit_1_upgrades_one_server_status_shows_the_mixed_group_and_resume_finishes_it(
+        lab: Lab, new_image: str, double_image: str) -> None:
+    old = lab.version("a0")
+    before = lab.states()
+    ids = lab.image_ids()
+    lab.set_image(new_image)
+    # A pause asked for while nothing runs stops the next upgrade before its first server.
+    ask = lab.upgrade("--pause")
+    assert ask.returncode == 0, ask.stderr
+    assert "no upgrade runs on it now, so the next 'walbctr upgrade" in ask.stdout
+    run = lab.upgrade("--limit", "1")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "group " + lab.name + ": upgraded nothing" in run.stdout
+    assert "upgrade paused (a pause was requested)" in run.stdout
+    assert lab.image_ids() == ids
+    assert lab.plan()["paused"] == "--pause"
+
+    run = lab.upgrade("--resume", "--limit", "1")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert {sid: lab.version(sid) for sid in ("a0", "p0", "s0")} == {
+        "a0": NEW_VERSION, "p0": old, "s0": old}
+    assert "upgrade paused (--limit 1)" in run.stdout
+    assert "1 of 3 servers on " + new_image + "; not upgraded yet: p0, s0 (still on " \
+        + double_image + ")" in run.stdout
+    assert f"continue with 'walbctr upgrade {lab.path} --resume'" in run.stdout
+    assert "a0: kicked p0" in run.stderr  # walb's follow-up, as in a whole upgrade
+    plan = lab.plan()
+    assert plan["paused"] == "--limit 1"
+    assert [(s["server"], s["status"]) for s in plan["steps"]] == [
+        ("a0", "done"), ("p0", "pending"), ("s0", "pending")]
+
+    line, walb = status_line(lab)
+    assert walb == {"a0": NEW_VERSION, "p0": old, "s0": old}
+    assert line == (f"upgrade paused (--limit 1): 1 of 3 servers on {NEW_VERSION}, 2 on {old} "
+                    f"(walbctr upgrade {lab.path} --resume to continue)")
+    assert keeper_versions(lab) == {("a0", "archive", NEW_VERSION): 1.0,
+                                    ("p0", "proxy", old): 1.0, ("s0", "storage", old): 1.0}
+    again = lab.upgrade()
+    assert again.returncode == 1
+    assert "is paused (--limit 1) (done: a0; left: p0, s0)" in again.stderr
+
+    run = lab.upgrade("--resume")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert {sid: lab.version(sid) for sid in ("a0", "p0", "s0")} == dict.fromkeys(
+        ("a0", "p0", "s0"), NEW_VERSION)
+    assert f"every server runs {new_image}" in run.stdout
+    assert lab.plan()["paused"] == ""
+    assert lab.states() == before
+    assert status_line(lab)[0] == ""
+
+
+def test_hosts_upgrade_only_the_servers_there_in_tier_order_and_refuse_an_unknown_host(
+        lab: Lab, new_image: str, engine: Any) -> None:
+    ids = lab.image_ids()
+    lab.set_image(new_image)
+    run = lab.upgrade("--hosts", "hostA0,hostQ")
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert run.stderr.startswith("walbctr: --hosts hostA0,hostQ: no server of group "
+                                 f"{lab.name} runs on 'hostQ'")
+    assert "(its hosts with servers: hostA0, hostP0, hostS0); nothing was changed" in run.stderr
+    assert "Traceback" not in run.stderr
+    run = lab.upgrade("--hosts", "hostS0")
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "would upgrade storage s0 while archive a0 (on hostA0), proxy p0 (on hostP0) " \
+        "still run the old image" in run.stderr
+    assert "--hosts hostS0,hostA0,hostP0" in run.stderr
+    assert lab.image_ids() == ids
+    assert not (Path(lab.env["WALBCTR_STATE_DIR"]) / lab.name / "upgrade.json").exists()
+
+    run = lab.upgrade("--hosts", "hostP0,hostA0")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert board_order(run.stderr, "upgraded") == ["a0", "p0"], run.stderr
+    new_id = engine.images.get(new_image).id
+    now = lab.image_ids()
+    assert (now["a0"], now["p0"], now["s0"]) == (new_id, new_id, ids["s0"])
+    assert lab.plan()["paused"] == "--hosts hostP0,hostA0"
+    assert "2 of 3 servers on" in run.stdout
+
+    run = lab.upgrade("--resume", "--hosts", "hostS0")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert set(lab.image_ids().values()) == {new_id}
+    assert lab.plan()["paused"] == ""
+
+
+def test_pause_from_another_terminal_stops_the_running_upgrade_after_its_current_server(
+        lab: Lab, new_image: str) -> None:
+    old = lab.version("a0")
+    # a0 waits at its gate for this merge: the upgrade is on a0 when the pause comes.
+    lab.walbc("a0", "double-action", "vol1", "Merge", "15")  # long enough on a loaded host
+    lab.set_image(new_image)
+    proc = subprocess.Popen([sys.executable, "-m", "walbctr", "upgrade", str(lab.path),
+                             "--plain"], env=lab.env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        plan: dict[str, Any] = {}
+        while time.monotonic() < deadline and proc.poll() is None and not plan:
+            try:
+                plan = lab.plan()
+            except (OSError, ValueError):
+                time.sleep(0.05)
+        assert plan, "the upgrade never wrote its plan"
+        asked = lab.upgrade("--pause")
+        assert lab.plan()["steps"][0]["status"] == "pending", "a0 passed its gate too soon"
+        assert asked.returncode == 0, asked.stderr
+        assert f"running now (pid {proc.pid}) stops after the server it is on" in asked.stdout
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, out + err
+    assert "upgrade paused (a pause was requested)" in out
+    assert "not upgraded yet: p0, s0" in out
+    assert "stopping before p0, s0" in err
+    assert board_order(err, "upgraded") == ["a0"], err
+    plan = lab.plan()
+    assert plan["paused"] == "--pause"
+    assert [(s["server"], s["status"]) for s in plan["steps"]] == [
+        ("a0", "done"), ("p0", "pending"), ("s0", "pending")]
+    assert {sid: lab.version(sid) for sid in ("a0", "p0", "s0")} == {
+        "a0": NEW_VERSION, "p0": old, "s0": old}
+    assert not (Path(lab.env["WALBCTR_STATE_DIR"]) / lab.name / "upgrade.pause").exists()
+    assert "shutdown (graceful: walbc shutdown graceful)" in lab.log("a0")
+
+    run = lab.upgrade("--resume")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert {sid: lab.version(sid) for sid in ("a0", "p0", "s0")} == dict.fromkeys(
+        ("a0", "p0", "s0"), NEW_VERSION)
+
+
 # --- the rolling restart ----------------------------------------------------------------------
 
 
@@ -537,3 +712,78 @@ def test_a_gate_fact_walbc_could_not_read_counts_as_a_problem_not_as_all_clear()
     archive = [VolumeRecord("vol0", "archive", state="Archived",
                             errors=(("all-actions", "bad state"),))]
     assert _unread(Role.ARCHIVE, archive) == ["vol0: 'all-actions' failed: bad state"]
+
+
+def _lab_layout() -> Any:
+    from walbctr.layout.loader import load_layout
+
+    return load_layout("group: g\narchives: [{id: a0, host: hostA0, vg: vg0}]\n"
+                       "proxies: [{id: p0, host: hostP0}, {id: p1, host: hostP1}]\n"
+                       "storages: [{id: s0, host: hostS0}]\n", "l.yaml")
+
+
+def test_a_limit_takes_the_first_servers_left_in_tier_order() -> None:
+    from walbctr.commands.upgrade import Selection, select_steps
+
+    steps = _steps("a0:archive", "p0:proxy", "p1:proxy", "s0:storage")
+    steps[0].status = "done"
+    chosen = select_steps(_lab_layout(), steps, Selection(limit=2))
+    assert [s.server for s in chosen] == ["p0", "p1"]
+    assert Selection(("hostA0", "hostP0"), 2).describe() == "--hosts hostA0,hostP0 --limit 2"
+
+
+def test_hosts_choose_their_servers_but_never_a_storage_before_the_proxies_it_sends_to() -> None:
+    from walbctr.commands.upgrade import Selection, SelectionError, select_steps
+    from walbctr.errors import EXIT_BAD_INPUT
+
+    layout = _lab_layout()
+    steps = [replace_host(s) for s in _steps("a0:archive", "p0:proxy", "p1:proxy",
+                                             "s0:storage")]
+    chosen = select_steps(layout, steps, Selection(("hostP1", "hostA0")))
+    assert [s.server for s in chosen] == ["a0", "p1"]  # the plan's order, not the option's
+    with pytest.raises(SelectionError) as err:
+        select_steps(layout, steps, Selection(("hostA0", "hostS0")))
+    assert err.value.exit_code == EXIT_BAD_INPUT
+    assert "would upgrade storage s0 while proxy p0 (on hostP0), proxy p1 (on hostP1) " \
+        "still run the old image" in err.value.message
+    assert err.value.fix.startswith("add their hosts (--hosts hostA0,hostS0,hostP0,hostP1)")
+    steps[1].status = steps[2].status = steps[0].status = "done"
+    assert [s.server for s in select_steps(layout, steps, Selection(("hostS0",)))] == ["s0"]
+    with pytest.raises(SelectionError, match="no server there is left to upgrade"):
+        select_steps(layout, steps, Selection(("hostA0",)))
+
+
+def replace_host(step: Any) -> Any:
+    """_steps' host is 'h' + id; the lab layout's is 'host' + ID."""
+    step.host = "host" + step.server.upper()
+    return step
+
+
+def test_an_unknown_host_is_named_with_the_layouts_hosts_before_anything_runs() -> None:
+    from walbctr.commands.upgrade import SelectionError, check_hosts
+
+    layout = _lab_layout()
+    check_hosts(layout, ("hostA0", "hostS0"))
+    with pytest.raises(SelectionError) as err:
+        check_hosts(layout, ("hostA0", "hostQ"))
+    assert err.value.message == (
+        "--hosts hostA0,hostQ: no server of group g runs on 'hostQ' in l.yaml (its hosts "
+        "with servers: hostA0, hostP0, hostP1, hostS0); nothing was changed")
+
+
+def test_pause_and_rollback_take_no_selection_and_nothing_is_written(tmp_path: Path) -> None:
+    layout = tmp_path / "l.yaml"
+    layout.write_text("group: g\narchives: [{id: a0, host: hostA0, vg: vg0}]\n")
+    env = {**os.environ, "WALBCTR_STATE_DIR": str(tmp_path / "state")}
+
+    def walbctr(*args: str) -> Any:
+        return subprocess.run([sys.executable, "-m", "walbctr", "upgrade", str(layout), *args],
+                              capture_output=True, text=True, env=env, cwd=ROOT, check=False)
+
+    run = walbctr("--pause", "--limit", "1")
+    assert run.returncode == 2 and "--pause only asks the running upgrade to stop" in run.stderr
+    run = walbctr("--rollback", "--hosts", "hostA0")
+    assert run.returncode == 2, run.stderr
+    assert "--rollback returns every server the upgrade touched" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "state").exists()

@@ -537,6 +537,15 @@ def restart(args: tuple[str, ...], host: str | None, timeout: int | None,
 @click.option("--rollback", is_flag=True,
               help="Return every server the last upgrade touched to the image it ran before "
                    "(storages first), with the same gates.")
+@click.option("--hosts", metavar="H1,H2",
+              help="A canary: only the servers on these hosts this time; the rest wait, "
+                   "paused, for a later --resume.")
+@click.option("--limit", type=click.IntRange(1), metavar="N",
+              help="Upgrade at most N servers (in the usual order), then stop, paused; "
+                   "--resume continues.")
+@click.option("--pause", is_flag=True,
+              help="Ask the running upgrade (from another terminal), or else the next one, to "
+                   "stop after the server it is on and record itself paused.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.option("--timeout", type=click.IntRange(1), metavar="SECONDS",
               help="Seconds each server may take to answer walbc after its start. Default: "
@@ -545,16 +554,19 @@ def restart(args: tuple[str, ...], host: str | None, timeout: int | None,
 @plain_option
 @quiet_option
 @friendly
-def upgrade(layout: str, image: str | None, resume: bool, rollback: bool, dry_run: bool,
-            timeout: int | None, parallel_per_tier: int, gate_timeout: float, force: bool,
-            plain: bool, quiet: bool) -> None:
+def upgrade(layout: str, image: str | None, resume: bool, rollback: bool, hosts: str | None,
+            limit: int | None, pause: bool, dry_run: bool, timeout: int | None,
+            parallel_per_tier: int, gate_timeout: float, force: bool, plain: bool,
+            quiet: bool) -> None:
     """Upgrade the group's servers to a new image, one at a time, with walb's gates.
 
     \b
     First set 'image: NEW' in LAYOUT (the layout says what runs), then:
       walbctr upgrade LAYOUT --dry-run      the plan
       walbctr upgrade LAYOUT                do it
-      walbctr upgrade LAYOUT --resume       finish an interrupted or stopped upgrade
+      walbctr upgrade LAYOUT --limit 1      a canary: one server (or --hosts H1,H2), paused
+      walbctr upgrade LAYOUT --pause        (another terminal) stop after the current server
+      walbctr upgrade LAYOUT --resume       go on: a paused, interrupted or stopped upgrade
       walbctr upgrade LAYOUT --rollback     back to the image each server ran before
 
     Archives, then proxies, then storages; each server is recreated on the new image
@@ -566,19 +578,33 @@ def upgrade(layout: str, image: str | None, resume: bool, rollback: bool, dry_ru
     them all). Then walb's follow-ups: the proxies are kicked after an archive, the
     storages after a proxy. The plan and progress are kept in walbctr's state dir; a
     server failing a gate stops the upgrade, and the message says what to run next.
+
+    --limit N and --hosts H1,H2 do a part of the plan, in the same order (a storage is
+    never upgraded before the proxies it sends to), and record the rest paused; --pause
+    (from another terminal) makes the running upgrade stop after the server it is on;
+    'walbctr status' shows a group left part-way; --resume goes on.
     """
-    from walbctr.commands.upgrade import Options, summary
+    from walbctr.commands.upgrade import Options, Selection, request_pause, summary
     from walbctr.commands.upgrade import upgrade as run_upgrade
     from walbctr.errors import warn
 
     if resume and rollback:
         raise click.UsageError("give --resume or --rollback, not both")
+    if pause and (resume or rollback or hosts or limit or dry_run or image):
+        raise click.UsageError("--pause only asks the running upgrade to stop: give it alone "
+                               "(with LAYOUT)")
     lay = load(layout)
+    if pause:
+        click.echo(request_pause(lay))
+        return
+    select = Selection(tuple(h.strip() for h in (hosts or "").split(",") if h.strip()), limit)
+    if hosts is not None and not select.hosts:
+        raise click.BadParameter("name at least one host", param_hint="--hosts")
     options = Options(parallel=parallel_per_tier, gate_timeout=gate_timeout, force=force,
                       timeout=timeout)
     done = run_upgrade(lay, image, resume=resume, rollback=rollback, dry_run=dry_run,
                        options=options, mode=_progress_mode(plain, quiet),
-                       echo=click.echo)
+                       echo=click.echo, select=select)
     if dry_run:
         return
     for line in summary(done, lay):
@@ -615,7 +641,7 @@ def status(layout: str, host: str | None, as_json: bool, volumes: bool,
     server that cannot be asked shows 'unknown'. Exit status 1 when any volume has a
     problem to act on or any server's volumes are unknown.
     """
-    from walbctr.commands.status import format_duration, rows_json, status_rows
+    from walbctr.commands.status import format_duration, rows_json, status_rows, upgrade_line
 
     lay = load(layout)
     if volumes:
@@ -641,6 +667,9 @@ def status(layout: str, host: str | None, as_json: bool, volumes: bool,
                             "LAST EXIT", "IMAGE", "WALB", "UPTIME", "DRIFT"), cells), nl=False)
         for note in dict.fromkeys(r.note for r in rows if r.note):
             click.echo(note, err=True)
+        line = upgrade_line(lay, rows)
+        if line:
+            click.echo(line)
     # A server its host's maintenance stopped is where the operator put it.
     if not all(r.state == "maintenance" or (r.state == "running" and r.health == "healthy")
                for r in rows):

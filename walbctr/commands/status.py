@@ -6,11 +6,12 @@ import json
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from walbctr.commands.upgrade import Plan, load_plan, pause_requested
 from walbctr.docker.containers import Observed, answers, group_containers
 from walbctr.docker.fleet import Fleet
 from walbctr.docker.logs import failed_run
-from walbctr.docker.state import Maintenance, maintained_servers, seen_ready
-from walbctr.errors import explain, last_line
+from walbctr.docker.state import Maintenance, lock_holder, maintained_servers, seen_ready
+from walbctr.errors import WalbctrError, explain, last_line
 from walbctr.render.compose import desired_hashes
 
 if TYPE_CHECKING:
@@ -182,3 +183,70 @@ def format_duration(seconds: float | None) -> str:
     if s < 172800:
         return f"{s // 3600}h{(s % 3600) // 60:02d}m"
     return f"{s // 86400}d"
+
+
+# --- a group left part-way through an upgrade -------------------------------------------------
+
+
+def upgrade_line(layout: Layout, rows: list[Row]) -> str | None:
+    """One line when the group runs more than one version or its last upgrade (or rollback)
+    is unfinished: its state, how many servers run which version, and the command to go on.
+    """
+    try:
+        plan = load_plan(layout.group)
+    except WalbctrError as err:
+        return f"upgrade plan unreadable: {err.message}"
+    if plan is not None and (plan.rolled_back if plan.rollback else plan.finished):
+        plan = None
+    target = None if plan is None else (
+        plan.rollback[0].to_image if plan.rollback else plan.image)
+    counts = _version_counts(rows, target)
+    if plan is None:
+        return None if len(counts) < 2 else "servers on different versions: " + \
+            _counted(counts)
+    return f"{_plan_state(layout, plan)}: {_counted(counts)}{_go_on(layout, plan)}"
+
+
+def _version_counts(rows: list[Row], target: str | None) -> dict[str, int]:
+    """Version (its image label, else the image) -> servers, the target's first (0 when none
+    runs it yet)."""
+    counts: dict[str, int] = {}
+    label = {r.image: r.walb_version or r.image for r in rows if r.image}
+    if target is not None:
+        counts[label.get(target, target)] = 0
+    for r in rows:
+        if r.image and r.role != "?":
+            counts[label[r.image]] = counts.get(label[r.image], 0) + 1
+    return counts
+
+
+def _counted(counts: dict[str, int]) -> str:
+    total = sum(counts.values())
+    parts = [f"{n} of {total} servers on {v}" if i == 0 else f"{n} on {v}"
+             for i, (v, n) in enumerate(counts.items())]
+    return ", ".join(parts)
+
+
+def _plan_state(layout: Layout, plan: Plan) -> str:
+    kind = "rollback" if plan.rollback else "upgrade"
+    holder = lock_holder(layout.group)
+    asked = pause_requested(layout.group)
+    if holder is not None and holder[0] == "upgrade":
+        return f"{kind} running (pid {holder[1]})" + (", pause requested" if asked else "")
+    if plan.paused:
+        return f"{kind} paused ({plan.paused})"
+    return f"{kind} unfinished" + (" (a pause is requested for the next run)" if asked else "")
+
+
+def _go_on(layout: Layout, plan: Plan) -> str:
+    src = layout.source
+    if lock_holder(layout.group) is not None:
+        return ""
+    if plan.rollback:
+        return f" (walbctr upgrade {src} --rollback to continue)"
+    if plan.paused:
+        return f" (walbctr upgrade {src} --resume to continue)"
+    if not any(s.touched for s in plan.steps):
+        return f" (walbctr upgrade {src} --resume to finish it)"
+    return (f" (walbctr upgrade {src} --resume to finish it, or --rollback to return the "
+            "servers it touched)")

@@ -21,11 +21,17 @@ before every step, so an interrupted upgrade can be finished (--resume) or undon
 (--rollback). A rollback runs the upgraded servers back in reverse order (storages
 first): every state it passes through is one the upgrade itself passed through, so a
 newer sender never talks to an older receiver.
+
+A run may do only part of the plan (a canary: --hosts, --limit, in the same order, never a
+sender before its receivers) or be asked to stop between two servers (--pause, a file in
+the state dir, since the running upgrade holds the group lock); either way the plan is
+recorded paused and --resume goes on from it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -51,11 +57,13 @@ from walbctr.docker.logs import failed_run, log_tail
 from walbctr.docker.state import (
     GroupLock,
     group_dir,
+    lock_holder,
     read_private,
     refuse_maintained,
+    remove_private,
     write_private,
 )
-from walbctr.errors import WalbctrError, explain, last_line
+from walbctr.errors import EXIT_BAD_INPUT, WalbctrError, explain, last_line
 from walbctr.layout.server import START_ORDER, Role, Server
 from walbctr.layout.tiers import stale_storages
 from walbctr.render.compose import container_name, project_name
@@ -69,6 +77,7 @@ if TYPE_CHECKING:
     from walbctr.layout.spec import Layout
 
 PLAN_FILE = "upgrade.json"
+PAUSE_FILE = "upgrade.pause"  # a request to stop after the current server: see request_pause
 # A merge or apply of a large volume takes minutes; longer than this is worth a decision.
 DEFAULT_GATE_TIMEOUT_S = 600
 ACTION_POLL_S = 2.0
@@ -103,6 +112,9 @@ class Plan:
     steps: list[Step]
     rollback: list[Step] = field(default_factory=list)  # filled by --rollback
     updated: str = ""
+    # Why the last run stopped before the end on purpose ('--pause', '--limit 1',
+    # '--hosts hostA0'); empty while it runs, once it ran to the end, or after a failure.
+    paused: str = ""
 
     @property
     def finished(self) -> bool:
@@ -120,6 +132,7 @@ class Plan:
         data = json.loads(text)
         return Plan(group=data["group"], layout=data["layout"], image=data["image"],
                     created=data["created"], updated=data.get("updated", ""),
+                    paused=data.get("paused", ""),
                     steps=[Step(**s) for s in data["steps"]],
                     rollback=[Step(**s) for s in data.get("rollback", [])])
 
@@ -172,6 +185,20 @@ class Options:
     timeout: float | None = None  # readiness; default each server's start_period
 
 
+@dataclass(frozen=True)
+class Selection:
+    """The part of the plan one run does (a canary): the servers on `hosts` (all when
+    empty), at most `limit` of them, in the plan's order."""
+
+    hosts: tuple[str, ...] = ()
+    limit: int | None = None
+
+    def describe(self) -> str:
+        """As the operator typed it: '--hosts hostA0,hostP0 --limit 1'."""
+        return " ".join(([f"--hosts {','.join(self.hosts)}"] if self.hosts else [])
+                        + ([f"--limit {self.limit}"] if self.limit is not None else []))
+
+
 @dataclass
 class Result:
     kind: str  # upgrade, rollback, restart
@@ -179,10 +206,17 @@ class Result:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     plan: Plan | None = None
+    left: list[Step] = field(default_factory=list)  # the plan's steps a pause or limit left
 
 
 class GateError(WalbctrError):
     """A server failed a gate; the run stops there."""
+
+
+class SelectionError(WalbctrError):
+    """--hosts or --limit asked for what the plan cannot do; nothing was changed."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
 def _verb(kind: str) -> str:
@@ -192,15 +226,18 @@ def _verb(kind: str) -> str:
 # --- entry points ---------------------------------------------------------------------------
 
 
-def _tell(echo: Callable[[str], None], problem: str | None) -> None:
+def _policy_note(result: Result, problem: str | None) -> None:
+    """The keeper's policy tasks pause while servers are replaced under them."""
     if problem is not None:
-        echo(f"warning: policy tasks: {problem}")
+        result.notes.append(f"warning: policy tasks: {problem}")
 
 
 def upgrade(layout: Layout, image: str | None, *, resume: bool, rollback: bool,
             dry_run: bool, options: Options, mode: ProgressMode,
-            echo: Callable[[str], None]) -> Result:
-    """Upgrade the group to the layout's image (or resume, or roll back, the last upgrade)."""
+            echo: Callable[[str], None], select: Selection | None = None) -> Result:
+    """Upgrade the group to the layout's image (or resume, or roll back, the last upgrade);
+    `select` does only a part of it (a canary), leaving the plan paused for --resume."""
+    select = select or Selection()
     if image is not None and image != layout.image:
         raise WalbctrError(
             f"--image {image} is not the image {layout.source} names ({layout.image}); "
@@ -208,46 +245,168 @@ def upgrade(layout: Layout, image: str | None, *, resume: bool, rollback: bool,
             f"set 'image: {image}' in {layout.source} first, so that the layout says what "
             f"the servers run (a later 'walbctr up' applies it), then run 'walbctr upgrade "
             f"{layout.source}'")
+    check_hosts(layout, select.hosts)
+    if rollback and (select.hosts or select.limit is not None):
+        raise SelectionError("--rollback returns every server the upgrade touched, in "
+                             "reverse order: it takes no --hosts or --limit; nothing was "
+                             "changed", "run it without them ('--pause' from another "
+                             "terminal stops it after the server it is on)")
     started = time.monotonic()
     fleet = Fleet(layout)
     with GroupLock(layout.group, "upgrade"):
         if not dry_run:
             refuse_maintained(layout.group, [s.id for s in layout.servers], "upgrade",
                               layout.source)
-        plan = load_plan(layout.group)
-        if rollback:
-            plan, steps = _rollback_steps(layout, plan)
-            kind = "rollback"
-        elif resume:
-            plan, steps = _resume_steps(layout, plan)
-            kind = "upgrade"
-        else:
-            plan = _new_plan(layout, fleet, plan)
-            steps = plan.steps
-            kind = "upgrade"
+        kind, plan, steps = _planned(layout, fleet, resume=resume, rollback=rollback)
+        todo = select_steps(layout, steps, select)
         result = Result(kind, plan=plan)
         if dry_run:
-            for line in describe(layout, kind, plan, steps, options):
+            for line in describe(layout, kind, plan, steps, options, todo, select):
                 echo(line)
             return result
-        todo = [s for s in steps if s.status != "done"]
+        if (resume or rollback) and withdraw_pause(layout.group):
+            command = "--rollback" if rollback else "--resume"
+            result.notes.append(f"withdrew the pending pause request: {command} goes on")
         if todo:
-            require_compose()
-            _check_images(layout, fleet, todo)
-            if kind == "rollback" and not options.force:
-                _check_old_ids(layout, fleet, plan)
-            save_plan(plan)
-            runner = Runner(layout, fleet, kind, options, mode, lambda: save_plan(plan))
-            _tell(echo, keeper_service.pause_policy(layout, fleet, kind))
-            try:
-                runner.run(todo, result)
-            finally:
-                _tell(echo, keeper_service.pause_policy(layout, fleet, None))
-            images = {s.to_image for s in steps}
-            if len(images) == 1:
-                _refresh_keeper(_with_image(layout, images.pop()), fleet, result)
+            _execute(layout, fleet, result, steps, todo, select, options, mode)
         result.seconds = time.monotonic() - started
         return result
+
+
+def _planned(layout: Layout, fleet: Fleet, *, resume: bool,
+             rollback: bool) -> tuple[str, Plan, list[Step]]:
+    plan = load_plan(layout.group)
+    if rollback:
+        plan, steps = _rollback_steps(layout, plan)
+        return "rollback", plan, steps
+    if resume:
+        plan, steps = _resume_steps(layout, plan)
+        return "upgrade", plan, steps
+    plan = _new_plan(layout, fleet, plan)
+    return "upgrade", plan, plan.steps
+
+
+def _execute(layout: Layout, fleet: Fleet, result: Result, steps: list[Step],
+             todo: list[Step], select: Selection, options: Options,
+             mode: ProgressMode) -> None:
+    """Run `todo` (all or part of the plan's `steps`); record the plan paused when a pause
+    request or the selection leaves steps undone."""
+    plan = result.plan
+    assert plan is not None
+    require_compose()
+    _check_images(layout, fleet, todo)
+    if result.kind == "rollback" and not options.force:
+        _check_old_ids(layout, fleet, plan)
+    plan.paused = ""
+    save_plan(plan)
+    runner = Runner(layout, fleet, result.kind, options, mode, lambda: save_plan(plan))
+    _policy_note(result, keeper_service.pause_policy(layout, fleet, result.kind))
+    try:
+        requested = runner.run(todo, result, pause=lambda: pause_requested(plan.group))
+    finally:
+        # Honoured now, or too late to matter (the run ended or failed): a request left
+        # behind would stop the next upgrade at its start.
+        withdraw_pause(plan.group)
+        _policy_note(result, keeper_service.pause_policy(layout, fleet, None))
+    result.left = [s for s in steps if s.status != "done"]
+    if result.left:
+        plan.paused = "--pause" if requested else select.describe()
+        save_plan(plan)
+        return
+    images = {s.to_image for s in steps}
+    if len(images) == 1:
+        _refresh_keeper(_with_image(layout, images.pop()), fleet, result)
+
+
+# --- canaries and pauses ----------------------------------------------------------------------
+
+
+def check_hosts(layout: Layout, hosts: tuple[str, ...]) -> None:
+    """Every --hosts name must run servers of the layout (checked before anything runs)."""
+    unknown = [h for h in hosts if h not in layout.used_hosts]
+    if unknown:
+        which = ", ".join(repr(h) for h in unknown)
+        raise SelectionError(
+            f"--hosts {','.join(hosts)}: no server of group {layout.group} runs on {which} "
+            f"in {layout.source} (its hosts with servers: {', '.join(layout.used_hosts)}); "
+            "nothing was changed",
+            "name hosts from that list, separated by commas")
+
+
+def select_steps(layout: Layout, steps: list[Step], select: Selection) -> list[Step]:
+    """The steps this run does: those not done, on the selected hosts, at most `limit`,
+    in the plan's order. A selection that would upgrade a server before a server of an
+    earlier tier (a storage before its proxies) is refused: receivers first."""
+    todo = [s for s in steps if s.status != "done"]
+    if select.hosts:
+        chosen = [s for s in todo if s.host in select.hosts]
+        if not chosen:
+            raise SelectionError(
+                f"--hosts {','.join(select.hosts)}: no server there is left to upgrade "
+                f"(left: {', '.join(f'{s.server} on {s.host}' for s in todo) or 'none'}); "
+                "nothing was changed", "name the hosts of servers that are left")
+        _check_order(layout, todo, chosen, select)
+        todo = chosen
+    return todo if select.limit is None else todo[:select.limit]
+
+
+def _check_order(layout: Layout, todo: list[Step], chosen: list[Step],
+                 select: Selection) -> None:
+    rank = {role.value: n for n, role in enumerate(START_ORDER)}
+    latest = max(rank[s.role] for s in chosen)
+    before = [s for s in todo if s not in chosen and rank[s.role] < latest]
+    if not before:
+        return
+    first = next(s for s in chosen if rank[s.role] > rank[before[0].role])
+    hosts = list(dict.fromkeys(s.host for s in before))
+    raise SelectionError(
+        f"--hosts {','.join(select.hosts)} would upgrade {first.role} {first.server} while "
+        + ", ".join(f"{s.role} {s.server} (on {s.host})" for s in before)
+        + f" still run{'s' if len(before) == 1 else ''} the old image: walb's receivers must "
+        "be at least as new as their senders (storages send to proxies, proxies to "
+        "archives), so archives go first, then proxies, then storages; nothing was changed",
+        f"add their hosts (--hosts {','.join([*select.hosts, *hosts])}), or upgrade them "
+        f"first (--hosts {','.join(hosts)})")
+
+
+def pause_path(group: str) -> Path:
+    return group_dir(group) / PAUSE_FILE
+
+
+def pause_requested(group: str) -> bool:
+    """Whether a pause is requested. Anything at the name counts: stopping between two
+    servers is always safe, so a file walbctr cannot read still stops the run."""
+    return os.path.lexists(pause_path(group))
+
+
+def withdraw_pause(group: str) -> bool:
+    return remove_private(pause_path(group))
+
+
+def request_pause(layout: Layout) -> str:
+    """Ask the group's running upgrade (or the next one) to stop after the server it is on.
+
+    A file in the state dir, not the group lock: the running upgrade holds that lock for
+    its whole run, and looks for the file before each server (or batch of servers).
+    """
+    path = pause_path(layout.group)
+    try:
+        write_private(path, json.dumps({"requested": _now(), "pid": os.getpid()}) + "\n")
+    except OSError as err:
+        raise WalbctrError(f"cannot write the pause request {path}: {err}",
+                           "set WALBCTR_STATE_DIR to a writable directory") from None
+    src, group = layout.source, layout.group
+    holder = lock_holder(group)
+    if holder is not None and holder[0] == "upgrade":
+        return (f"pause requested: the upgrade of group {group} running now (pid "
+                f"{holder[1]}) stops after the server it is on, records itself paused in "
+                f"{plan_path(group)} and exits; 'walbctr upgrade {src} --resume' continues "
+                "it")
+    what = "no upgrade runs on it now" if holder is None else \
+        f"'walbctr {holder[0]}' (pid {holder[1]}) runs on it, not an upgrade"
+    return (f"pause requested for group {group}: {what}, so the next 'walbctr upgrade "
+            f"{src}' stops before its first server and records itself paused; '--resume' "
+            f"and '--rollback' withdraw the request (or remove {path})")
 
 
 def rolling_restart(layout: Layout, ids: list[str] | None, *, only_host: str | None,
@@ -285,11 +444,13 @@ def _unfinished(layout: Layout, plan: Plan) -> WalbctrError:
             f"finish it with 'walbctr upgrade {src} --rollback'")
     done = [s.server for s in plan.steps if s.status == "done"]
     left = [s.server for s in plan.steps if s.status != "done"]
+    how = f"paused ({plan.paused})" if plan.paused else "unfinished"
     return WalbctrError(
-        f"an upgrade of group {plan.group} to {plan.image} is unfinished (done: "
+        f"an upgrade of group {plan.group} to {plan.image} is {how} (done: "
         f"{', '.join(done) or 'none'}; left: {', '.join(left)})",
-        f"finish it with 'walbctr upgrade {src} --resume', or return the upgraded servers "
-        f"to their old image with 'walbctr upgrade {src} --rollback'")
+        f"finish it with 'walbctr upgrade {src} --resume' (--hosts or --limit for another "
+        f"part of it), or return the upgraded servers to their old image with 'walbctr "
+        f"upgrade {src} --rollback'")
 
 
 def _new_plan(layout: Layout, fleet: Fleet, previous: Plan | None) -> Plan:
@@ -428,18 +589,23 @@ def _check_old_ids(layout: Layout, fleet: Fleet, plan: Plan) -> None:
 
 
 def describe(layout: Layout, kind: str, plan: Plan, steps: list[Step],
-             options: Options) -> list[str]:
-    """The plan in words (--dry-run)."""
+             options: Options, todo: list[Step] | None = None,
+             select: Selection | None = None) -> list[str]:
+    """The plan in words (--dry-run); `todo`: the steps this run would do."""
     what = {"upgrade": f"upgrade of group {plan.group} to {plan.image}",
             "rollback": f"rollback of group {plan.group} (undoing the upgrade to {plan.image})"}
     per = "one server at a time" if options.parallel == 1 else \
         f"up to {options.parallel} servers of a tier at a time"
-    lines = [f"{what[kind]}, {per}:"]
+    part = select.describe() if select is not None else ""
+    lines = [f"{what[kind]}, {per}" + (f", this run only {part}" if part else "") + ":"]
     kicks = {Role.ARCHIVE.value: ("proxies", Role.PROXY),
              Role.PROXY.value: ("storages", Role.STORAGE)}
     for n, s in enumerate(steps, 1):
-        if s.status == "done":
-            lines.append(f"  {n}. {s.server} ({s.role} on {s.host}): done")
+        skip = "done" if s.status == "done" else \
+            f"not in this run ({part}): left for a later --resume" \
+            if todo is not None and s not in todo else ""
+        if skip:
+            lines.append(f"  {n}. {s.server} ({s.role} on {s.host}): {skip}")
             continue
         before = {"archive": "no running " + "/".join(volumes.ARCHIVE_ACTIONS) + " (waits up "
                   f"to {options.gate_timeout:g} s)",
@@ -455,6 +621,9 @@ def describe(layout: Layout, kind: str, plan: Plan, steps: list[Step],
                      f"{s.to_image}" + (f" [{s.status}]" if s.status != "pending" else ""))
         lines.append(f"     before: {before}; after: get host-type, every volume in its "
                      f"state{then}")
+    if pause_requested(plan.group):
+        lines.append(f"a pause is requested ({pause_path(plan.group)}): a new upgrade would "
+                     "stop before its first server; --resume and --rollback withdraw it")
     lines.append("nothing was changed (--dry-run)")
     return lines
 
@@ -483,25 +652,44 @@ class Runner:
         if self.board is not None and self.mode != "quiet":
             self.board.console.print(text, highlight=False, markup=False)
 
-    def run(self, steps: list[Step], result: Result) -> None:
+    def run(self, steps: list[Step], result: Result,
+            pause: Callable[[], bool] | None = None) -> bool:
+        """Every step, a batch at a time; True when `pause` said to stop, which it is asked
+        before each batch: a server is never left half-way."""
         rows = [(s.server, s.role, s.host) for s in steps]
+        paused = False
         with ServerBoard(rows, self.mode) as board:
             self.board = board
-            for batch in _batches(steps, self.options.parallel):
-                by_id = {s.server: s for s in batch}
-                outcome = self.fleet.each(by_id, partial(_step_of, self, by_id))
-                failures = [r for r in outcome.values() if isinstance(r, Exception)]
-                for s in batch:
-                    if not isinstance(outcome[s.server], Exception):
-                        result.done.append(s.server)
-                        result.notes += s.notes
-                if failures:
-                    err = failures[0]
-                    if isinstance(err, WalbctrError):
-                        raise self.stopped(steps, err)
-                    raise err
+            batches = _batches(steps, self.options.parallel)
+            for n, batch in enumerate(batches):
+                if pause is not None and pause():
+                    self.pause_before([s for b in batches[n:] for s in b], board)
+                    paused = True
+                    break
+                self.run_batch(batch, steps, result)
             self.board = None
         self.restart_stale_storages(steps, result)
+        return paused
+
+    def run_batch(self, batch: list[Step], steps: list[Step], result: Result) -> None:
+        by_id = {s.server: s for s in batch}
+        outcome = self.fleet.each(by_id, partial(_step_of, self, by_id))
+        failures = [r for r in outcome.values() if isinstance(r, Exception)]
+        for s in batch:
+            if not isinstance(outcome[s.server], Exception):
+                result.done.append(s.server)
+                result.notes += s.notes
+        if failures:
+            err = failures[0]
+            if isinstance(err, WalbctrError):
+                raise self.stopped(steps, err)
+            raise err
+
+    def pause_before(self, left: list[Step], board: ServerBoard) -> None:
+        self.note(f"pause requested ('walbctr upgrade --pause'): stopping before "
+                  f"{', '.join(s.server for s in left)}")
+        for s in left:
+            board.set(s.server, "paused")
 
     def restart_stale_storages(self, steps: list[Step], result: Result) -> None:
         """On a bridge network a recreated archive or proxy has a new address, and a storage
@@ -832,6 +1020,31 @@ def _engine_for(fleet: Fleet, layout: Layout, server: Server) -> Engine:
     return Fleet(layout, server.host).engines[server.host]
 
 
+def paused_lines(result: Result, layout: Layout) -> list[str]:
+    """What a pause or a partial run (--hosts, --limit) left, and the commands to go on."""
+    plan = result.plan
+    assert plan is not None
+    src = layout.source
+    left = result.left
+    why = {"--pause": "a pause was requested"}.get(plan.paused, plan.paused)
+    old = ", ".join(dict.fromkeys(s.from_image for s in left))
+    lines = [f"{result.kind} paused ({why}); recorded in {plan_path(plan.group)}"]
+    if result.kind == "rollback":
+        lines.append(f"not rolled back yet: {', '.join(s.server for s in left)} (still on "
+                     f"{old}); continue with 'walbctr upgrade {src} --rollback'")
+        return lines
+    total = len(layout.servers)
+    lines.append(f"{total - len(left)} of {total} servers on {plan.image}; not upgraded yet: "
+                 f"{', '.join(s.server for s in left)} (still on {old})")
+    upgraded = [s.server for s in plan.steps if s.touched]
+    they = "it" if len(upgraded) == 1 else "they"
+    back = f", or return {', '.join(upgraded)} to the image {they} ran before with 'walbctr " \
+        f"upgrade {src} --rollback'" if upgraded else ""
+    lines.append(f"continue with 'walbctr upgrade {src} --resume' (--limit N or --hosts H for "
+                 f"another part){back}")
+    return lines
+
+
 def summary(result: Result, layout: Layout) -> list[str]:
     """What the operator reads at the end."""
     lines = []
@@ -844,6 +1057,8 @@ def summary(result: Result, layout: Layout) -> list[str]:
     assert plan is not None
     lines.append(f"group {layout.group}: {verb} {', '.join(result.done) or 'nothing'} "
                  f"({result.seconds:.1f} s)")
+    if result.left:
+        return lines + paused_lines(result, layout)
     if result.kind == "upgrade":
         lines.append(f"every server runs {plan.image}; the plan is kept in "
                      f"{plan_path(plan.group)} ('walbctr upgrade {layout.source} --rollback' "

@@ -16,6 +16,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterable
@@ -124,6 +125,16 @@ def read_private(path: Path) -> str | None:
         return f.read()
 
 
+def remove_private(path: Path) -> bool:
+    """Remove the file walbctr wrote at `path` (a name, never what a link points to);
+    False when there was none."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def _foreign(path: Path, problem: str) -> WalbctrError:
     return WalbctrError(f"{path} is {problem}, so walbctr did not write it and will not "
                         "use it", f"look at it, then remove it ('rm {path}') and run this again")
@@ -174,6 +185,33 @@ def record_ready(group: str, runs: dict[str, tuple[str, str]]) -> None:
     # Best effort: a state dir that cannot be written only costs a probe later.
     with contextlib.suppress(OSError):
         write_private(group_dir(group) / "ready.json", json.dumps(merged, sort_keys=True))
+
+
+_HOLDER = re.compile(r"^'walbctr (?P<command>[^']+)' \(pid (?P<pid>\d+)\)")
+
+
+def lock_holder(group: str) -> tuple[str, int] | None:
+    """The command and pid that hold the group lock now, None when none does.
+
+    Read from the text the holder wrote, never by taking the lock: a look that took it
+    even for a moment could make a concurrent `up` fail as busy. A holder killed without
+    its cleanup leaves its text behind, so the pid must still run.
+    """
+    try:
+        text = read_private(state_dir() / f"{group}.lock") or ""
+    except (OSError, WalbctrError):
+        return None
+    found = _HOLDER.match(text)
+    if found is None:
+        return None
+    pid = int(found["pid"])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # it runs, as another user
+    return found["command"], pid
 
 
 class GroupLock:

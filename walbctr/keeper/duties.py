@@ -42,6 +42,7 @@ from typing import Any
 
 from walbctr.keeper.policy import PolicyRunner
 from walbctr.walb import volumes, worker
+from walbctr.walb.version import parse_version
 from walbctr.walb.walbc import walbc_argv
 
 CONFIG_ENV = "WALBCTR_KEEPER_CONFIG"
@@ -50,6 +51,7 @@ CONFIG_ENV = "WALBCTR_KEEPER_CONFIG"
 MAINTENANCE_FILE = "/tmp/walbctr-maintenance.json"
 ROLES = ("archive", "proxy", "storage")
 Sample = tuple[str, tuple[str, ...], float]  # metric family, label values, value
+VERSION_KEY = "version "  # run_all keys of the version asks: a server id has no space
 
 
 @dataclass(frozen=True)
@@ -378,6 +380,9 @@ class Keeper:
             held = dict(self.held)
         targets = [s for s in self.config.servers if answering.get(s.id) and s.id not in held]
         argvs = {s.id: volumes.batch_argv(s.role, s.address, s.port) for s in targets}
+        # Asked every scan, in the same parallel run: a restart the probe missed (a
+        # recreated container) may have brought another version.
+        argvs |= {VERSION_KEY + s.id: server_argv(s, ["version"]) for s in targets}
         results = self.run(argvs, max(30.0, self.config.interval))
         flags: list[tuple[str, str, str]] = []
         total = 0
@@ -393,8 +398,9 @@ class Keeper:
                 total += len(found)
                 self.seen[s.id] = (time.time(), samples)
             if self.metrics is not None:
-                self.metrics.snapshot.replace(s.id, scan_samples(s, found is not None,
-                                                                 self.seen.get(s.id)))
+                self.metrics.snapshot.replace(s.id, [
+                    *scan_samples(s, found is not None, self.seen.get(s.id)),
+                    *version_samples(s, results.get(VERSION_KEY + s.id))])
         with self.lock:
             kicks = self.duties.send_errors(flags, time.time())
         self.send(kicks)
@@ -486,6 +492,19 @@ def scan_samples(server: ServerRef, ok: bool,
     if seen is not None:
         samples.append(("walb_server_last_seen_timestamp_seconds", who, seen[0]))
     return samples
+
+
+def version_samples(server: ServerRef, result: tuple[int, str, str] | None) -> list[Sample]:
+    """The version the server reports, as walb_server_version_info; none when it did not
+    say (a server that does not answer drops out of the count of versions)."""
+    if result is None or result[0] != 0:
+        return []
+    try:
+        version = parse_version(result[1])
+    except ValueError as err:
+        log(f"cannot read the version of {server.id}: {err}")
+        return []
+    return [("walb_server_version_info", (server.id, server.role, version), 1.0)]
 
 
 def volume_samples(server: ServerRef, found: Sequence[volumes.VolumeRecord],

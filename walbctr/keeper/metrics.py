@@ -45,6 +45,9 @@ FAMILIES = {f.name: f for f in (
            "maintenance enter): stopped on purpose, neither kicked nor scanned",
            ("server", "host")),
     Family("walb_server_volumes", "volumes the server reports (get vol)", SERVER),
+    Family("walb_server_version_info", "1 for the walb-tools version the server reports "
+           "(walbc version); more than one version in a group: an upgrade left half-way",
+           (*SERVER, "version")),
     Family("walb_volume_state", "1 for the volume's walb state (get state)",
            (*SERVER, "volume", "state")),
     Family("walb_volume_overflow", "1 when the storage's log device overflowed "

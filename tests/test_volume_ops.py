@@ -33,7 +33,7 @@ MIB = 1 << 20
 class Lab:
     """A group with two archives, a proxy and a storage on this engine."""
 
-    def __init__(self, tmp: Path, engine: Any, image: str, vg: str) -> None:
+    def __init__(self, tmp: Path, engine: Any, image: str, vg: str, extra: str = "") -> None:
         self.engine = engine
         self.name = f"v{secrets.token_hex(4)}"
         self.data = tmp / "data"
@@ -47,7 +47,7 @@ class Lab:
             f"archives:\n  - {{id: a0, host: lab, vg: {vg}, port: {ports[0]}}}\n"
             f"  - {{id: a1, host: lab, vg: {vg}, port: {ports[1]}}}\n"
             f"proxies:\n  - {{id: p0, host: lab, port: {ports[2]}}}\n"
-            f"storages:\n  - {{id: s0, host: lab, port: {ports[3]}}}\n")
+            f"storages:\n  - {{id: s0, host: lab, port: {ports[3]}}}\n{extra}")
 
     def walbctr(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "walbctr", *args], capture_output=True,

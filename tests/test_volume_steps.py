@@ -129,17 +129,32 @@ def test_restored_gids_are_read_one_a_line_and_nothing_means_none() -> None:
         history.parse_gids("x\n")
 
 
-def _diff(b: int, e: int, size: int = 10, mergeable: bool = True,
-          compared: bool = False) -> history.Diff:
-    return history.Diff(history.GidRange(b, b), history.GidRange(e, e), mergeable, compared,
-                        None, size)
+def test_show_prints_each_server_and_the_archive_history_and_list_each_state() -> None:
+    from walbctr.commands.volume import list_table, show_text
+    from walbctr.group import DiffRecord, ServerVolume, SnapshotRecord, VolumeInfo, VolumeSummary
+
+    t = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
+    info = VolumeInfo(name="vol0", servers=[
+        ServerVolume(server="a0", role="archive", host="h", state="Archived",
+                     restorable=[SnapshotRecord(gid=5, time=t)], restored=[5],
+                     diffs=[DiffRecord(begin="|0|", end="|5|", mergeable=True, compared=False,
+                                       time=t, size=4096)], size_lb=8192),
+        ServerVolume(server="s0", role="storage", host="h", state="Target", overflow=True)])
+    text = show_text(info)
+    assert "a0      archive  h     Archived  4 MiB; restored 5" in text
+    assert "LOG OVERFLOWED" in text
+    assert "diffs on a0: 1, 4096 bytes" in text and "|0|-->|5| M-" in text
+    assert "latest snapshot: gid 5 at 2026-12-07T10:00:00+00:00" in text
+    table = list_table([VolumeSummary(name="vol0", states={"a0": "Archived", "s0": "Target"},
+                                      restorable={"a0": 2}, latest={"a0": t})], ["a0", "p0", "s0"])
+    assert table.splitlines()[1].split() == ["vol0", "Archived", "-", "Target", "a0", "2", "a0",
+                                             "2026-12-07", "10:00:00"]
 
 
-def test_merge_runs_stop_at_the_count_the_size_a_kept_gid_and_a_compared_diff() -> None:
-    diffs = [_diff(0, 1), _diff(1, 2), _diff(2, 3), _diff(3, 4), _diff(4, 5, compared=True),
-             _diff(5, 6), _diff(6, 7)]
-    runs = history.merge_ranges(diffs, 3, 1000)
-    assert runs == [(0, 3), (5, 7)]
-    assert history.merge_ranges(diffs, 10, 25) == [(0, 2), (2, 4), (5, 7)]
-    assert history.merge_ranges(diffs, 10, 1000) == [(0, 4), (5, 7)]
-    assert history.merge_ranges(diffs, 10, 1000, keep=frozenset({2})) == [(0, 2), (2, 4), (5, 7)]
+@pytest.mark.parametrize("name", ["", "../x", "-x", ".x", "a b", "x" * 65, "v|w"])
+def test_a_volume_name_walb_cannot_take_is_refused_before_any_call(name: str) -> None:
+    from walbctr.errors import WalbctrError
+    from walbctr.group import _vol
+
+    with pytest.raises(WalbctrError, match="is not a walb volume name"):
+        _vol(name)

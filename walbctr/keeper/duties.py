@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from walbctr.walb import volumes
+from walbctr.keeper.policy import PolicyRunner
+from walbctr.walb import volumes, worker
 from walbctr.walb.walbc import walbc_argv
 
 CONFIG_ENV = "WALBCTR_KEEPER_CONFIG"
@@ -62,6 +63,7 @@ class Config:
     lag_threshold: float = 600.0
     listen: str = "127.0.0.1"  # the address /metrics is served on
     web_config: str | None = None  # a Prometheus web config file: TLS, basic auth
+    policy: Mapping[str, Any] | None = None  # the layout's policy block, in bytes and seconds
 
     def of_role(self, role: str) -> tuple[ServerRef, ...]:
         return tuple(s for s in self.servers if s.role == role)
@@ -78,7 +80,8 @@ def parse_config(text: str) -> Config:
                         float(data.get("probe_interval", 0.25)),
                         float(data.get("lag_threshold", 600)),
                         str(data.get("listen", "127.0.0.1")),
-                        None if data.get("web_config") is None else str(data["web_config"]))
+                        None if data.get("web_config") is None else str(data["web_config"]),
+                        data.get("policy"))
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"bad keeper configuration: {type(err).__name__}: {err}") from None
     bad = [s.id for s in servers if s.role not in ROLES]
@@ -329,6 +332,27 @@ class Keeper:
                 log(f"{name} failed: {type(err).__name__}: {err}")
             self.stop.wait(max(0.0, every - (time.monotonic() - started)))
 
+    def _policy_threads(self) -> list[threading.Thread]:
+        """One loop per archive carrying out the policy, when the layout has one."""
+        archives = self.config.of_role("archive")
+        if self.config.policy is None or not archives:
+            return []
+        policy = worker.parse_policy(self.config.policy, [a.id for a in archives[1:]])
+        self.policy = PolicyRunner(archives, policy, self.run, log, self.stop, self.metrics)
+        log(f"policy: {', '.join(self._policy_summary(policy))}")
+        return [threading.Thread(target=self.policy.loop, name=f"policy {a.id}", daemon=True,
+                                 args=(a, max(10.0, self.config.interval)))
+                for a in archives]
+
+    @staticmethod
+    def _policy_summary(policy: worker.Policy) -> list[str]:
+        g = policy.group
+        return [f"keep {g.keep_period} s" if g.keep_period else "no apply",
+                "merge" if g.merge else "no merge",
+                f"replicate to {', '.join(g.replicate.to)}" if g.replicate else "no replication",
+                f"verify every {g.verify.interval} s" if g.verify else "no verification",
+                f"{len(policy.volumes)} volume overrides"]
+
     def run_forever(self) -> None:
         log(f"watching group {self.config.group}: {len(self.config.servers)} servers, probe "
             f"every {self.config.probe_interval:g} s, volume scan every "
@@ -337,6 +361,7 @@ class Keeper:
         threads = [threading.Thread(target=self.loop, name="scan", daemon=True,
                                     args=(self.config.interval, self.scan_once,
                                           "volume scan"))]
+        threads += self._policy_threads()
         threads += [threading.Thread(
             target=self.loop, name=f"probe {s.id}", daemon=True,
             args=(self.config.probe_interval, lambda s=s: self.probe_once([s]),

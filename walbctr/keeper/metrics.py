@@ -111,6 +111,35 @@ class KeeperMetrics:
         self.volumes_scanned = Gauge("walb_keeper_volumes", "volume rows in the last scan",
                                      registry=registry)
 
+        self._policy()
+
+    def _policy(self) -> None:
+        r = self.registry
+        self.policy_tasks = Counter("walb_policy_tasks", "policy tasks the keeper ran, by "
+                                    "archive, task (apply, merge, replicate, verify) and result",
+                                    ["archive", "task", "result"], registry=r)
+        self.policy_last_success = Gauge(
+            "walb_policy_last_success_timestamp_seconds", "when a policy task of the volume "
+            "last succeeded (target: the replica of a replicate)",
+            ["archive", "volume", "task", "target"], registry=r)
+        self.verify_ok = Gauge("walb_volume_verify_ok", "1 when the volume's last restore "
+                               "verification succeeded, 0 when it failed",
+                               ["archive", "volume"], registry=r)
+        self.verify_time = Gauge("walb_volume_last_verify_timestamp_seconds",
+                                 "when the volume's restore was last verified (either result)",
+                                 ["archive", "volume"], registry=r)
+
+    def policy_task(self, archive: str, volume: str, task: str, target: str, ok: bool,
+                    when: float) -> None:
+        """One policy task ended."""
+        self.policy_tasks.labels(archive, task, "ok" if ok else "failed").inc()
+        if ok:
+            self.policy_last_success.labels(archive, volume, task, target).set(when)
+        if task == "verify":
+            where = target or archive
+            self.verify_ok.labels(where, volume).set(float(ok))
+            self.verify_time.labels(where, volume).set(when)
+
     def known_servers(self, servers: Sequence[tuple[str, str]]) -> None:
         """Start every server's counters at 0, so that increase() sees the first restart."""
         for sid, role in servers:

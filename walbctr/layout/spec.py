@@ -18,6 +18,7 @@ from walbctr.layout.basemodel import Model
 from walbctr.layout.host import Host, HostSpec
 from walbctr.layout.imagetag import DEFAULT_IMAGE
 from walbctr.layout.monitor import MonitorSpec
+from walbctr.layout.policy import PolicySpec
 from walbctr.layout.proxy import ProxyOptions, ProxySpec
 from walbctr.layout.server import CommonOptions, Role, Server
 from walbctr.layout.storage import StorageOptions, StorageSpec
@@ -99,6 +100,9 @@ class LayoutSpec(Model):
     monitor: MonitorSpec | None = Field(
         None, description="a keeper that watches the group: metrics, and walb's recovery "
         "kicks after a server restarts (off unless given)")
+    policy: PolicySpec | None = Field(
+        None, description="what the keeper does to the archives' history: apply, merge, "
+        "replicate, verify (walb-worker's duties; off unless given, needs monitor)")
 
     def specs(self, role: Role) -> list[ArchiveSpec] | list[ProxySpec] | list[StorageSpec]:
         if role is Role.ARCHIVE:

@@ -46,6 +46,7 @@ def check(layout: Layout) -> list[Problem]:
         *_image(layout),
         *_tunables(layout),
         *_lab_vgs(layout),
+        *_policy(layout),
     ]
 
 
@@ -450,6 +451,35 @@ def _lab_vgs(layout: Layout) -> Iterator[Problem]:
                           f"{s.options['thinpool']} would be missing",
                           fix="remove thinpool; or remove lab_vg_size and make the VG and "
                           "its thin pool yourself")
+
+
+def _policy(layout: Layout) -> Iterator[Problem]:
+    """The archives a policy names must be archives of the layout, and a keeper must run it."""
+    p = layout.spec.policy
+    if p is None:
+        return
+    if layout.spec.monitor is None:
+        yield Problem("policy", "a policy is carried out by the keeper, and the layout has none",
+                      fix="add a monitor block (monitor: {host: HOST})")
+    archives = [s.id for s in layout.of_role(Role.ARCHIVE)]
+    primary = archives[0] if archives else None
+    scopes = [("policy", p.replicate, p.verify)] + [
+        (f"policy.volumes.{name}", v.replicate, v.verify) for name, v in p.volumes.items()]
+    for where, repl, verify in scopes:
+        for i, target in enumerate(repl.to or [] if repl is not None else []):
+            if target not in archives:
+                yield Problem(f"{where}.replicate.to[{i}]", f"{target!r} is not an archive",
+                              fix="the archives are: " + ", ".join(archives))
+            elif target == primary:
+                yield Problem(f"{where}.replicate.to[{i}]",
+                              f"{target} is the primary archive, where the copies come from",
+                              fix="name the other archives")
+        if repl is not None and repl.to is None and len(archives) < 2:
+            yield Problem(f"{where}.replicate", "there is no archive to replicate to",
+                          fix="add a second archive, or remove replicate")
+        if verify is not None and verify.archive is not None and verify.archive not in archives:
+            yield Problem(f"{where}.verify.archive", f"{verify.archive!r} is not an archive",
+                          fix="the archives are: " + ", ".join(archives))
 
 
 def _monitor_exposure(layout: Layout, m: MonitorSpec) -> Iterator[Problem]:

@@ -71,6 +71,8 @@ def keeper_config(layout: Layout) -> dict[str, Any]:
         "lag_threshold": m.lag_threshold,
         "servers": [{"id": s.id, "role": s.role.value, "address": s.address,
                      "port": s.port} for s in layout.servers],
+        # only with a policy: a keeper without one keeps its configuration (and container)
+        **({} if layout.spec.policy is None else {"policy": layout.spec.policy.for_keeper()}),
     }
 
 

@@ -93,31 +93,3 @@ def parse_number(text: str) -> int:
     if not value.isdigit():
         raise ValueError(f"expected a number, got {value!r}")
     return int(value)
-
-
-def merge_ranges(diffs: list[Diff], max_count: int, max_bytes: int,
-                 keep: frozenset[int] = frozenset()) -> list[tuple[int, int]]:
-    """Runs of consecutive mergeable clean diffs that walb may merge into one, as walb-worker
-    picks them: each run joins at most `max_count` diffs and `max_bytes`, never across a
-    compared (hash-backup) diff nor across a gid in `keep` (a snapshot that must stay
-    restorable), and is worth doing (two diffs or more). (gid begin, gid end) pairs."""
-    runs: list[tuple[int, int]] = []
-    run: list[Diff] = []
-
-    def close() -> None:
-        if len(run) >= 2:
-            runs.append((run[0].b.begin, run[-1].e.begin))
-        run.clear()
-
-    for d in diffs:
-        joins = (run and d.b == run[-1].e and d.mergeable and not d.compared
-                 and d.b.begin not in keep and len(run) < max_count
-                 and sum(x.size for x in run) + d.size <= max_bytes)
-        if not joins:
-            close()
-        if d.b.clean and d.e.clean and not d.compared:
-            run.append(d)
-        else:
-            close()
-    close()
-    return runs

@@ -83,6 +83,11 @@ class WalbcCalls:
                 self._found[server_id] = (engine, container)
             return self._found[server_id]
 
+    def forget(self, server_id: str) -> None:
+        """Look the server's container up again at the next call (it was recreated)."""
+        with self._lock:
+            self._found.pop(server_id, None)
+
     def _exec(self, server_id: str, argv: list[str], label: tuple[str, ...]) -> tuple[int, str]:
         engine, container = self._container(server_id)
         started = time.monotonic()

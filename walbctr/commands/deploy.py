@@ -191,6 +191,26 @@ def up(layout: Layout, *, only_host: str | None, timeout: float | None,
         return outcome
 
 
+def start_servers(layout: Layout, fleet: Fleet, ids: list[str], *, timeout: float | None,
+                  mode: ProgressMode) -> Outcome:
+    """Start only the servers `ids` as the layout says, in tier order, each waited for as
+    `up` waits for a tier; every other server is left as it is (`replace` starts its new
+    server so). The caller holds the group lock and has checked the hosts (preflight)."""
+    started = time.monotonic()
+    before = fleet.observe()
+    require_compose()
+    paths = write_compose_files(layout, fleet.hosts, fleet.old_engines(), before)
+    if layout.network_mode == "bridge":
+        ensure_network(layout, fleet.engines[fleet.hosts[0]])
+    outcome = Outcome()
+    rows = [(s.id, s.role.value, s.host) for s in layout.servers if s.id in ids]
+    with ServerBoard(rows, mode) as board:
+        for role, by_host in start_tiers(layout, ids):
+            _start_tier(layout, fleet, paths, role, by_host, before, outcome, board, timeout)
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
 class ImageChangeError(WalbctrError):
     """`up` would replace running servers whose only difference is their image."""
 

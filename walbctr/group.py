@@ -574,6 +574,15 @@ class Group:
                   Role.ARCHIVE: ("Stop", steps.A_ARCHIVED)}[role]
         return self._settle(server, vol, during, timeout_s)
 
+    def wait_stopped(self, volume: str, server: str, *, timeout_s: float = 100) -> str:
+        """walblib's wait_for_stopped: until the volume leaves its stopping states on the
+        server (a proxy emptying itself may take long); the state it ends in."""
+        vol = _vol(volume)
+        role = self._server(server).role
+        during = {Role.STORAGE: ("StopTarget", "StopStandby"),
+                  Role.PROXY: ("Stop", "WaitForEmpty"), Role.ARCHIVE: ("Stop",)}[role]
+        return self._settle(server, vol, during, timeout_s)
+
     def start(self, volume: str, server: str) -> str:
         """Start the volume on one server (storage: as target); the state it ends in."""
         vol = _vol(volume)

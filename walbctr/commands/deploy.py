@@ -153,7 +153,8 @@ def up(layout: Layout, *, only_host: str | None, timeout: float | None,
         for sid in sorted(set(before) - {s.id for s in layout.servers}):
             obs = before[sid]
             if fleet.owns(obs):
-                warn(f"warning: {sid} ({obs.name}) still runs but is no longer in "
+                how = "still runs" if obs.status == "running" else f"is {obs.status}"
+                warn(f"warning: {sid} ({obs.name}) {how} but is no longer in "
                      f"{layout.source}; 'walbctr down {layout.source}' removes it with the "
                      "group (its data stays)")
             else:

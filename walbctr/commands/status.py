@@ -114,9 +114,16 @@ def _stray_rows(layout: Layout, seen: dict[str, _Seen]) -> list[Row]:
     """Containers of the group whose server the layout no longer has."""
     known = {s.id for s in layout.servers}
     return [Row(sid, "?", "?", "", f.obs.status, f.health, f.obs.image, f.version,
-                f.obs.uptime_seconds(), True, "not in the layout: 'walbctr down' removes it",
+                f.obs.uptime_seconds(), True, _stray_note(f.obs),
                 f.obs.restart_count)
             for sid, f in sorted(seen.items()) if sid not in known]
+
+
+def _stray_note(obs: Observed) -> str:
+    if obs.status == "running":
+        return "not in the layout: 'walbctr down' removes it"
+    return (f"not in the layout, {obs.status}: 'walbctr down' removes its container with the "
+            f"group, or 'docker rm {obs.name}' alone (its data stays either way)")
 
 
 def _observe_engine(engine: Engine, layout: Layout,

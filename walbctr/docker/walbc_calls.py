@@ -114,6 +114,13 @@ class WalbcCalls:
         code, _out = self._exec(server_id, ["test", "-e", path], ("test", "-e", path))
         return code == 0
 
+    def read_text(self, server_id: str, path: str) -> str | None:
+        """A small file as the server's container sees it (a walb volume's metadata), or
+        None when it cannot be read."""
+        _check_words([path])
+        code, out = self._exec(server_id, ["cat", "--", path], ("cat", path))
+        return out if code == 0 else None
+
     def ask(self, server_id: str, *args: str) -> str:
         """A read-only query that always prints something (a state, a number). An empty
         answer with status 0 is the engine losing exec output under load (docker-py#2042):

@@ -104,7 +104,10 @@ class Outcome:
 
 def plan_move(layout: Layout, text: str, request: Request) -> Move:
     """The new layout, validated; every bad argument refused in one paragraph."""
-    old = layout.server(request.server)
+    try:
+        old = layout.server(request.server)
+    except WalbctrError as err:
+        raise BadRequestError(f"{err.message}; nothing was done", err.fix) from None
     if request.host not in layout.hosts:
         raise BadRequestError(
             f"{request.host!r} is not a host of {layout.source}, so {old.id} cannot move "
@@ -328,6 +331,8 @@ def replace(layout: Layout, text: str, request: Request, *, mode: ProgressMode,
         _carry_out(move, plan, group, seen, request, mode, outcome)
         if request.write:
             outcome.written = write_layout(Path(layout.source), move.edit)
+        if plan.actions:
+            _refresh_keeper(move, outcome)
     outcome.seconds = time.monotonic() - started
     return outcome
 
@@ -400,7 +405,6 @@ def _carry_out(move: Move, plan: ReplacePlan, group: Group, seen: Seen, request:
         _do(a, move, group, seen, request, mode, progress, outcome)
         outcome.done.append(a.what)
         n += 1
-    _refresh_keeper(move, outcome)
 
 
 def _do(a: Action, move: Move, group: Group, seen: Seen, request: Request,
@@ -479,8 +483,9 @@ def _refresh_keeper(move: Move, outcome: Outcome) -> None:
                 lay, fleet.hosts, fleet.old_engines()))
             if done:
                 outcome.notes.append(f"{done}: it watches {move.new.id} now")
-    except WalbctrError as err:
-        outcome.notes.append(f"the keeper was left as it was: {explain(err)}")
+    except Exception as err:  # a follow-up: the replace itself is done by now
+        outcome.notes.append(f"the keeper was left as it was: {explain(err)}; 'walbctr up' "
+                             "brings it up to date")
 
 
 # --- the layout file ------------------------------------------------------------------------

@@ -233,3 +233,33 @@ def test_host_option_limits_to_one_engine(deploy: Any) -> None:
     rows = d.status()
     assert rows["a0"]["health"] == "healthy"
     assert rows["p0"]["state"] == "absent" and rows["s0"]["state"] == "absent"
+
+
+def test_one_host_in_maintenance_while_the_others_run_on_their_own_engines(
+        deploy: Any) -> None:
+    d = deploy()
+    assert d.walbctr("push", str(d.path)).returncode == 0
+    assert d.walbctr("up", str(d.path), "--quiet").returncode == 0
+    d.wait_storage_says("s0", "hostP0", "available")
+    enter = d.walbctr("maintenance", "enter", str(d.path), "hostP0")
+    assert enter.returncode == 0, enter.stdout + enter.stderr
+    p0 = d.container("p0")
+    assert p0.status == "exited"
+    assert p0.attrs["HostConfig"]["RestartPolicy"]["Name"] == "no"
+    assert "shutdown (graceful: walbc shutdown graceful)" in p0.logs().decode()
+    rows = d.status()
+    assert [rows[s]["state"] for s in ("a0", "p0", "s0")] == ["running", "maintenance",
+                                                              "running"]
+    d.wait_storage_says("s0", "hostP0", "unavailable")
+    # The other hosts stay workable; the one in maintenance is refused, by name.
+    assert d.walbctr("up", str(d.path), "--host", "hostS0", "--quiet").returncode == 0
+    refused = d.walbctr("up", str(d.path), "--quiet")
+    assert refused.returncode == 1 and "host hostP0" in refused.stderr
+    kicks = d.container("s0").logs().decode().count("kick requested")
+    exit_ = d.walbctr("maintenance", "exit", str(d.path), "hostP0")
+    assert exit_.returncode == 0, exit_.stdout + exit_.stderr
+    assert "p0: kicked s0" in exit_.stdout + exit_.stderr
+    assert d.container("p0").attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    assert d.container("s0").logs().decode().count("kick requested") > kicks
+    d.wait_storage_says("s0", "hostP0", "available")
+    assert {r["state"] for r in d.status().values()} == {"running"}

@@ -71,3 +71,15 @@ def test_the_dashboard_queries_only_exported_metrics() -> None:
     for name in ("walb_server_up", "walb_volume_overflow", "walb_volume_ts_delta_seconds",
                  "walb_keeper_kicks_total"):
         assert name in used
+
+
+def test_the_rules_about_a_server_or_a_transfer_to_it_leave_out_hosts_in_maintenance() -> None:
+    rules = yaml.safe_load((MONITORING / "walb-alerts.yml").read_text())["groups"][0]["rules"]
+    exprs = {r["alert"]: " ".join(r["expr"].split()) for r in rules}
+    for alert in ("WalbServerDown", "WalbServerCrashLoop", "WalbWdiffSendError",
+                  "WalbBackupLag"):
+        assert "unless on(server) walb_server_maintenance == 1" in exprs[alert], alert
+    assert 'unless on(archive) label_replace(walb_server_maintenance == 1, "archive"' in \
+        exprs["WalbWdiffSendError"]
+    assert 'unless on(dest) label_replace(walb_server_maintenance == 1, "dest"' in \
+        exprs["WalbBackupLag"]

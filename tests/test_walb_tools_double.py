@@ -568,10 +568,10 @@ class Boxes:
             assert ok, f"{sid} does not answer: {box.logs()}"
         return box
 
-    def archive(self, vg: str) -> Box:
+    def archive(self, vg: str, sid: str = "a0") -> Box:
         # what `vgs` needs to see a VG on a loop device (as tests/harness/loopvg.py)
-        return self.start("a0", ["walb-archive", "-p", "10000", "-b", "/var/walb/a0", "-id", "a0",
-                                 "-vg", vg], cap_add=["SYS_ADMIN"],
+        return self.start(sid, ["walb-archive", "-p", "10000", "-b", f"/var/walb/{sid}", "-id", sid,
+                                "-vg", vg], cap_add=["SYS_ADMIN"],
                           device_cgroup_rules=["b 7:* rmw", "c 10:237 rmw"],
                           volumes={"/dev": {"bind": "/dev", "mode": "rw"}})
 
@@ -895,3 +895,154 @@ def test_walbc_refuses_retry_for_commands_other_than_status_and_get(binsrc: Path
         assert res.returncode == 1
         assert ("ERROR walbc error: The command does not support -retry option:"
                 f"{command[0]}") in res.stderr
+
+
+# ----------------------------------------------------------------- walb's data model
+#
+# The tutorial of upstream (doc/tutorial.md) on a0/p0/s0 containers: bytes written into
+# the storage's stand-in device (a file in its bound base dir) come back byte for byte
+# from restores on the archives.  The walbc commands are those upstream's walblib
+# Controller runs, in its order.
+
+RESTORABLE = re.compile(r"(\d+) \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d ([01])")
+DIFF_LINE = re.compile(r"\|(\d+)(?:,(\d+))?\|-->\|(\d+)(?:,(\d+))?\| ([M-])([C-]) "
+                       r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d (\d+)")
+MIB = 1 << 20
+
+
+def sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def overwrite(path: Path, offset: int, size: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(os.urandom(size))
+
+
+class Group:
+    """a0 (archive), p0 (proxy) and s0 (storage) as one backup group."""
+
+    def __init__(self, boxes: Boxes, vg: str, storage_args: Sequence[str] = (),
+                 proxy_args: Sequence[str] = ()) -> None:
+        self.boxes = boxes
+        self.a0 = boxes.archive(vg)
+        self.p0 = boxes.proxy(*proxy_args)
+        self.s0 = boxes.start("s0", ["walb-storage", "-p", "10000", "-b", "/var/walb/s0",
+                                     "-id", "s0", "-archive", "a0:10000", "-proxy", "p0:10000",
+                                     *storage_args])
+
+    def device(self, vol: str, mib: int = 4) -> Path:
+        """The stand-in device: random bytes in a file of the storage's base dir."""
+        path = self.boxes.tmp / "base" / "s0" / f"{vol}.dev"
+        path.write_bytes(os.urandom(mib * MIB))
+        return path
+
+    def host_path(self, box: Box, vol: str, gid: int) -> Path:
+        """Where a restored snapshot lies on this host (double-restored-path is a hook)."""
+        inside = box.ok("double-restored-path", vol, str(gid)).strip()
+        assert inside.startswith("/var/walb/"), inside
+        return self.boxes.tmp / "base" / inside[len("/var/walb/"):]
+
+    def init(self, vol: str, mib: int = 4) -> Path:
+        """walblib's init_storage, then what its full_backup prepares (_prepare_backup)."""
+        dev = self.device(vol, mib)
+        self.s0.ok("init-vol", vol, f"/var/walb/s0/{vol}.dev")
+        self.s0.ok("start", vol, "standby")
+        assert self.s0.ok("get", "state", vol) == "Standby\n"
+        self.s0.ok("stop", vol)
+        assert until_state(self.s0, vol, "SyncReady")
+        self.a0.ok("init-vol", vol)
+        self.p0.ok("archive-info", "add", vol, "a0", "a0:10000")
+        self.p0.ok("start", vol)
+        self.s0.ok("kick")
+        return dev
+
+    def full_backup(self, vol: str, *bulk: str) -> int:
+        """walblib's full_backup after init: the first restorable gid."""
+        self.s0.ok("full-bkp", vol, *bulk)
+        assert until_state(self.s0, vol, "Target", 60), self.s0.logs()
+        assert self.a0.ok("get", "state", vol) == "Archived\n"
+        self.p0.ok("kick", vol, "a0")
+        return wait_restorable(self.a0, vol)
+
+    def snapshot(self, vol: str, *archives: Box) -> int:
+        """walblib's snapshot: take one, wait until each archive can restore it."""
+        gid = int(self.s0.ok("snapshot", vol))
+        for box in archives or (self.a0,):
+            assert wait_until(lambda b=box: gid in restorable(b, vol), 30, 0.2), (
+                gid, box.ok("get", "restorable", vol, "all"), self.s0.logs()[-3000:])
+        return gid
+
+    def restore(self, box: Box, vol: str, gid: int) -> Path:
+        """walblib's restore: returns the restored image's path on this host."""
+        box.ok("restore", vol, str(gid))
+        assert wait_until(lambda: box.ok("get", "num-action", vol, "Restore") == "0\n", 60, 0.2)
+        assert str(gid) in box.ok("get", "restored", vol).split(), box.logs()[-2000:]
+        return self.host_path(box, vol, gid)
+
+
+def until_state(box: Box, vol: str, state: str, timeout: float = 20) -> bool:
+    return wait_until(lambda: box.ok("get", "state", vol) == state + "\n", timeout, 0.2)
+
+
+def restorable(box: Box, vol: str, *opt: str) -> list[int]:
+    lines = box.ok("get", "restorable", vol, *opt).splitlines()
+    assert all(RESTORABLE.fullmatch(line) for line in lines), lines
+    return [int(line.split()[0]) for line in lines]
+
+
+def wait_restorable(box: Box, vol: str, above: int = -1, timeout: float = 30) -> int:
+    assert wait_until(lambda: any(g > above for g in restorable(box, vol)), timeout, 0.2), (
+        box.ok("get", "diff", vol), box.logs()[-3000:])
+    return restorable(box, vol)[-1]
+
+
+def diffs(box: Box, vol: str) -> list[re.Match[str]]:
+    lines = box.ok("get", "diff", vol).splitlines()
+    matches = [DIFF_LINE.fullmatch(line) for line in lines]
+    assert all(matches), lines
+    return [m for m in matches if m]
+
+
+def test_a_full_backup_restores_the_bytes_written_into_the_storage_device(
+        boxes: Boxes, loop_vg: str) -> None:
+    g = Group(boxes, loop_vg)
+    dev = g.init("vol0")
+    assert g.a0.ok("get", "exists-base-image", "vol0") == "0\n"
+    # The storage's transfers obey the throttle hook, so the progress can be watched.
+    g.s0.ok("double-throttle", "1024")
+    g.s0.ok("full-bkp", "vol0")
+    assert g.s0.ok("get", "state", "vol0") == "FullSync\n"
+    assert wait_until(lambda: int(g.a0.ok("get", "progress", "vol0")) > 0, 10, 0.1)
+    progress = int(g.a0.ok("get", "progress", "vol0"))
+    assert 0 < progress < 8192 and g.a0.ok("get", "state", "vol0") == "FullSync\n"
+    assert g.a0.ok("get", "vol-size", "vol0") == "8192\n", "the device's size in 512-byte blocks"
+    assert g.a0.error("get", "base", "vol0").endswith("getBase:bad state:vol0:FullSync")
+    assert until_state(g.s0, "vol0", "Target", 30), g.s0.logs()
+    g.s0.ok("double-throttle", "0")
+    assert g.a0.ok("get", "state", "vol0") == "Archived\n"
+    assert g.a0.ok("get", "progress", "vol0") == "0\n"
+    base = g.a0.ok("get", "base", "vol0")
+    assert re.fullmatch(r"<\|0,1\|>-\d{14}\n", base), "dirty until |0|-->|1| arrives"
+    g.p0.ok("kick", "vol0", "a0")
+    assert wait_restorable(g.a0, "vol0") == 1
+    assert g.a0.ok("get", "restorable", "vol0").endswith(" 1\n"), "the last snapshot is explicit"
+    [first] = diffs(g.a0, "vol0")
+    assert first.group(1, 3, 5, 6) == ("0", "1", "-", "-")
+    assert g.a0.ok("get", "num-diff", "vol0") == "1\n"
+    assert g.a0.ok("get", "total-diff-size", "vol0") == first.group(7) + "\n"
+    assert g.a0.ok("get", "exists-base-image", "vol0") == "1\n"
+    assert g.a0.ok("get", "uuid", "vol0") == g.s0.ok("get", "uuid", "vol0")
+    assert re.fullmatch(r"[0-9a-f]{32}\n", g.a0.ok("get", "archive-uuid", "vol0"))
+
+    image = g.restore(g.a0, "vol0", 1)
+    assert image.name == "wr_vol0_1.img"
+    assert sha256(image) == sha256(dev)
+    assert g.a0.ok("bhash", "vol0", "1") == sha256(dev) + "\n", "the double's bhash is SHA-256"
+    assert g.a0.ok("get", "restored", "vol0") == "1\n"
+    g.a0.ok("del-restored", "vol0", "1")
+    assert g.a0.ok("get", "restored", "vol0") == "" and not image.exists()
+    assert "dirty-full-sync succeeded vol0 a0" in g.s0.logs()

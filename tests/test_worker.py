@@ -119,3 +119,41 @@ def test_the_policy_reads_as_the_keeper_gets_it_with_volume_overrides() -> None:
     assert p.of("vol0").keep_period == 3600 and p.of("vol0").replicate == Replicate(("a1",), 30, 0)
     assert p.of("vol9").keep_period is None and p.of("vol9").paused
     assert p.of("vol9").merge == Merge(4, 1000, 8, 60)
+
+
+def test_walbctr_and_the_keeper_name_the_same_policy_pause_file() -> None:
+    from walbctr.keeper import policy
+    from walbctr.layout import monitor
+
+    assert monitor.POLICY_PAUSE_FILE == policy.POLICY_PAUSE_FILE
+
+
+class _Ref:
+    def __init__(self, sid: str) -> None:
+        self.id, self.role, self.address, self.port = sid, "archive", "127.0.0.1", 1
+
+
+def test_the_keeper_starts_no_policy_task_while_paused_or_in_maintenance(tmp_path: object) -> None:
+    import threading
+    from pathlib import Path
+
+    from walbctr.keeper.policy import PolicyRunner
+
+    asked: list[object] = []
+
+    def run(argvs: object, _timeout: float) -> dict[str, tuple[int, str, str]]:
+        asked.append(argvs)
+        return {"a": (1, "", "no server")}
+
+    lines: list[str] = []
+    runner = PolicyRunner([_Ref("a0"), _Ref("a1")], pol(keep_period=DAY), run, lines.append,
+                          threading.Event())
+    pause = Path(str(tmp_path)) / "paused"
+    runner.pause_file = str(pause)
+    pause.write_text("upgrade")
+    assert runner.round(runner.archives[0]) is None and asked == []
+    assert lines == ["policy: paused while upgrade runs"]
+    pause.unlink()
+    runner.held = lambda: {"a0": "hostA"}
+    assert runner.round(runner.archives[0]) is None and asked == []
+    assert lines[-1] == "policy: resumed"

@@ -714,7 +714,9 @@ def status(layout: str, host: str | None, as_json: bool, volumes: bool,
         cells = []
         for r in rows:
             state = r.state + (" (host unreachable)" if r.state == "unknown" else
-                               " (not in the layout)" if r.role == "?" else "")
+                               " (not in the layout)" if r.role == "?" else
+                               f" since {r.maintenance_since}" if r.state == "maintenance"
+                               else "")
             cells.append((r.id, r.role, r.host, r.endpoint, state, r.health,
                           str(r.restarts) if r.restarts else "",
                           "" if r.last_exit is None else str(r.last_exit), r.image,
@@ -723,13 +725,126 @@ def status(layout: str, host: str | None, as_json: bool, volumes: bool,
                             "LAST EXIT", "IMAGE", "WALB", "UPTIME", "DRIFT"), cells), nl=False)
         for note in dict.fromkeys(r.note for r in rows if r.note):
             click.echo(note, err=True)
-    # A stopped server the layout no longer has (what `replace` leaves) is shown, not failed.
-    if not all(r.state == "running" and r.health == "healthy" for r in rows
-               if r.role != "?" or r.state == "running"):
+    # A server its host's maintenance stopped is where the operator put it, and a stopped
+    # server the layout no longer has (what `replace` leaves) is shown, not failed.
+    if not all(r.state == "maintenance" or (r.state == "running" and r.health == "healthy")
+               for r in rows if r.role != "?" or r.state == "running"):
         sys.exit(1)
 
 
 main.add_command(status, "ps")
+
+
+@main.group()
+def maintenance() -> None:
+    """Take one host's servers down on purpose, and bring them back (enter, exit, list).
+
+    \b
+      walbctr maintenance enter [LAYOUT] HOST    stop HOST's servers and hold them stopped
+      walbctr maintenance exit [LAYOUT] HOST     start them again, with walb's kicks
+      walbctr maintenance list [LAYOUT]          the hosts in maintenance
+
+    While a host is in maintenance, 'up', 'restart' and 'upgrade' refuse to touch its
+    servers (run them with --host of another host, or name other servers), 'status'
+    shows them as 'maintenance', and the keeper neither kicks nor scans them.
+    """
+
+
+def _layout_and_host(args: tuple[str, ...]) -> tuple[str, str]:
+    layout, rest = _split_layout(args)
+    if len(rest) != 1:
+        raise click.UsageError("give one HOST (after the layout file, if any)")
+    return layout, rest[0]
+
+
+@maintenance.command("enter")
+@click.argument("args", nargs=-1, required=True, metavar="[LAYOUT] HOST")
+@click.option("--duration", default="4h", show_default=True, metavar="TIME",
+              help="How long the Alertmanager silence lasts (monitor.alertmanager_url): "
+                   "4h, 90m, 1d12h. 'exit' expires it sooner.")
+@click.option("--gate-timeout", type=click.FloatRange(0), default=600, show_default=True,
+              metavar="SECONDS",
+              help="How long to wait for an archive's running action before giving up.")
+@click.option("--force", is_flag=True,
+              help="Do not wait for archive actions (a graceful shutdown still waits until "
+                   "the stop_grace_period), go on despite an overflow or send error.")
+@plain_option
+@quiet_option
+@friendly
+def maintenance_enter(args: tuple[str, ...], duration: str, gate_timeout: float,
+                      force: bool, plain: bool, quiet: bool) -> None:
+    """Stop HOST's servers gracefully and hold them stopped.
+
+    First 'walbctr upgrade''s gates on each of them (an archive's running merge, apply,
+    restore, replication or resize is waited for up to --gate-timeout; a storage's
+    overflow or a proxy's wdiff send error refuses; --force goes on). Then storages,
+    proxies, archives, each with 'walbc shutdown graceful' and its restart policy set to
+    'no', so that Docker does not bring it back, not even after a reboot. Containers and
+    data stay. The host is recorded in walbctr's state dir, the keeper is told, and an
+    Alertmanager silence is made when the layout's monitor block names one. Run it again
+    to finish an interrupted one (and to tell a restarted keeper again).
+    """
+    from walbctr.commands.maintenance import enter, parse_duration
+    from walbctr.commands.upgrade import Options
+    from walbctr.errors import warn
+
+    layout, host = _layout_and_host(args)
+    try:
+        seconds = parse_duration(duration)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--duration") from None
+    lay = load(layout)
+    report = enter(lay, host, options=Options(gate_timeout=gate_timeout, force=force),
+                   duration_s=seconds, mode=_progress_mode(plain, quiet))
+    for line in report.lines:
+        click.echo(line)
+    for note in report.notes:
+        warn(note if note.startswith(("warning:", "note:")) else f"note: {note}")
+
+
+@maintenance.command("exit")
+@click.argument("args", nargs=-1, required=True, metavar="[LAYOUT] HOST")
+@click.option("--timeout", type=click.IntRange(1), metavar="SECONDS",
+              help="Seconds each server may take to answer walbc. Default: its start_period.")
+@click.option("--force", is_flag=True,
+              help="Accept volumes whose state changed while the host was down.")
+@plain_option
+@quiet_option
+@friendly
+def maintenance_exit(args: tuple[str, ...], timeout: int | None, force: bool, plain: bool,
+                     quiet: bool) -> None:
+    """Start HOST's servers again and end its maintenance.
+
+    Archives, then proxies, then storages, each answering walbc before the next tier; the
+    restart policy each had is put back; every volume must be in the state it had before
+    (a proxy volume that was Stopped is stopped again, since walb-proxy starts them all;
+    --force accepts other changes). Then walb's follow-ups: the proxies are kicked after an
+    archive, the storages after a proxy. The record is dropped, the keeper told, the
+    Alertmanager silence expired.
+    """
+    from walbctr.commands.maintenance import exit_
+    from walbctr.commands.upgrade import Options
+    from walbctr.errors import warn
+
+    layout, host = _layout_and_host(args)
+    lay = load(layout)
+    report = exit_(lay, host, options=Options(force=force, timeout=timeout),
+                   mode=_progress_mode(plain, quiet))
+    for line in report.lines:
+        click.echo(line)
+    for note in report.notes:
+        warn(note if note.startswith(("warning:", "note:")) else f"note: {note}")
+
+
+@maintenance.command("list")
+@layout_argument
+@friendly
+def maintenance_list(layout: str) -> None:
+    """The group's hosts in maintenance: since when, which servers, the silence."""
+    from walbctr.commands.maintenance import describe
+
+    for line in describe(load(layout)):
+        click.echo(line)
 
 
 def _volume_status(lay: Layout, host: str | None, as_json: bool,

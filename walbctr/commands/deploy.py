@@ -28,7 +28,13 @@ from walbctr.docker.lifecycle import (
     start_container,
     stop_container,
 )
-from walbctr.docker.state import GroupLock, seen_ready
+from walbctr.docker.state import (
+    GroupLock,
+    read_maintenance,
+    refuse_maintained,
+    seen_ready,
+    write_maintenance,
+)
 from walbctr.docker.throwaway import busy_ports
 from walbctr.errors import WalbctrError, explain, warn
 from walbctr.layout.server import Role, Server
@@ -149,6 +155,9 @@ def up(layout: Layout, *, only_host: str | None, timeout: float | None,
     started = time.monotonic()
     fleet = Fleet(layout, only_host)
     with GroupLock(layout.group, "up"):
+        # Before anything is read from the engines: a host in maintenance may be down.
+        refuse_maintained(layout.group, [s.id for s in layout.servers if s.host in fleet.hosts],
+                          "up", layout.source)
         before = fleet.observe()
         for sid in sorted(set(before) - {s.id for s in layout.servers}):
             obs = before[sid]
@@ -388,6 +397,8 @@ def down(layout: Layout, ids: list[str] | None, *, only_host: str | None,
         for s in stopped:
             remove_container(fleet.engines[s.host], s, observed[s.id].container_id)
         removed = [s.id for s in stopped]
+        if ids is None:
+            _forget_maintenance(layout, fleet.hosts)
         whole = ids is None and only_host is None
         if whole:
             # Servers taken out of the layout since they were started go with the group;
@@ -401,6 +412,20 @@ def down(layout: Layout, ids: list[str] | None, *, only_host: str | None,
         if whole and layout.network_mode == "bridge":
             remove_network(fleet.engines[fleet.hosts[0]], network_name(layout))
         return removed
+
+
+def _forget_maintenance(layout: Layout, hosts: tuple[str, ...]) -> None:
+    """A host whose containers `down` removed has nothing left to hold stopped."""
+    records = read_maintenance(layout.group)
+    dropped = {h: r for h, r in records.items() if h in hosts}
+    if not dropped:
+        return
+    write_maintenance(layout.group, {h: r for h, r in records.items() if h not in hosts})
+    for h, r in sorted(dropped.items()):
+        silence = (f"; its Alertmanager silence {r.silence} stays until it ends"
+                   if r.silence else "")
+        warn(f"note: host {h} was in maintenance since {r.since}; with its containers "
+             f"removed, it no longer is{silence}")
 
 
 # How long `down` waits for the engine to release the endpoints of containers just removed.

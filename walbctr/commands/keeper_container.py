@@ -5,13 +5,20 @@ io.walbctr.group, so the server-level code (status table, tiers, orphans) never 
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from walbctr.docker.containers import observe
-from walbctr.errors import WalbctrError
-from walbctr.layout.monitor import KEEPER_LABEL, KEEPER_SERVICE
+from walbctr.docker.containers import exec_in, observe
+from walbctr.docker.state import maintained_servers
+from walbctr.errors import WalbctrError, last_line
+from walbctr.layout.monitor import (
+    KEEPER_LABEL,
+    KEEPER_SERVICE,
+    MAINTENANCE_FILE,
+    POLICY_PAUSE_FILE,
+)
 from walbctr.render.compose import LABEL, compose_project, project_name
 from walbctr.render.keeper_service import image_of, monitor_of
 
@@ -92,8 +99,62 @@ def start(layout: Layout, fleet: Fleet, paths: dict[str, Path]) -> str | None:
                 f"see 'docker logs {c.name}'; fix the layout's monitor block and run "
                 "'walbctr up' again")
         if time.monotonic() > deadline:
-            return "keeper unchanged" if c.id in before else "keeper started"
+            done = "keeper unchanged" if c.id in before else "keeper started"
+            held = {sid: r.host for sid, r in maintained_servers(layout.group).items()}
+            # A new keeper's /tmp is empty: it learns the hosts in maintenance again.
+            if held and c.id not in before:
+                problem = tell_maintenance(layout, engine, held)
+                done += f" ({problem})" if problem else " (told the hosts in maintenance)"
+            return done
         time.sleep(0.25)
+
+
+# Written whole, then renamed: the keeper never reads half a file.
+_WRITE = ("import os, sys; p = sys.argv[1]; t = p + '.new'; f = open(t, 'w'); "
+          "f.write(sys.argv[2]); f.close(); os.replace(t, p)")
+_REMOVE = "import os, sys; os.path.exists(sys.argv[1]) and os.remove(sys.argv[1])"
+
+
+def pause_policy(layout: Layout, fleet: Fleet, why: str | None) -> str | None:
+    """Pause the keeper's policy tasks (`why`: who asks, e.g. 'upgrade'), or resume them
+    (None); why it could not be told, None when told or there is nothing to tell. A task
+    under way finishes; walb's own actions are never stopped."""
+    m = monitor_of(layout)
+    if m is None or layout.spec.policy is None or m.host not in fleet.hosts:
+        return None
+    engine = fleet.engines[m.host]
+    running = [c for c in keeper_containers(engine, layout.group) if c.status == "running"]
+    if not running:
+        return None
+    argv = ["python3", "-c", _WRITE, POLICY_PAUSE_FILE, why] if why is not None else \
+        ["python3", "-c", _REMOVE, POLICY_PAUSE_FILE]
+    code, out = exec_in(engine, running[0].id, argv)
+    return None if code == 0 else f"the keeper could not be told ({last_line(out)})"
+
+
+def tell_maintenance(layout: Layout, engine: Engine, servers: dict[str, str]) -> str | None:
+    """Tell the keeper (on `engine`, its host's) which servers are in maintenance
+    (id -> host): a file in its /tmp, the one place it may write, that it reads again at
+    every probe. Returns why it could not be told, None when told or there is no keeper.
+
+    The file lives as long as the keeper's container run: a keeper that walbctr
+    recreates is told again (`start`); one that Docker itself restarts forgets it until
+    the next `walbctr maintenance` command, and the Alertmanager silence covers that.
+    """
+    m = monitor_of(layout)
+    if m is None:
+        return None
+    running = [c for c in keeper_containers(engine, layout.group)
+               if c.labels.get(f"{LABEL}.host") == m.host and c.status == "running"]
+    if not running:
+        return (f"the keeper (host {m.host}) is not running, so it was not told; 'walbctr "
+                "up' starts it and tells it")
+    text = json.dumps({"group": layout.group, "servers": dict(sorted(servers.items()))})
+    code, out = exec_in(engine, running[0].id, ["python3", "-c", _WRITE, MAINTENANCE_FILE,
+                                                text])
+    if code != 0:
+        return f"the keeper could not be told ({last_line(out)})"
+    return None
 
 
 def remove(layout: Layout, fleet: Fleet, keep_host: str | None = None) -> list[str]:

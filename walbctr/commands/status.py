@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from walbctr.docker.containers import Observed, answers, group_containers
 from walbctr.docker.fleet import Fleet
 from walbctr.docker.logs import failed_run
-from walbctr.docker.state import seen_ready
+from walbctr.docker.state import Maintenance, maintained_servers, seen_ready
 from walbctr.errors import explain, last_line
 from walbctr.render.compose import desired_hashes
 
@@ -35,6 +35,7 @@ class Row:
     restarts: int = 0  # times the restart policy restarted it since it was created
     last_exit: int | None = None  # exit status of its last finished run, when it had one
     last_log: str = ""  # the last line that run logged: usually why it failed
+    maintenance_since: str = ""  # its host is in maintenance (walbctr maintenance enter)
 
 
 @dataclass(frozen=True)
@@ -53,18 +54,6 @@ def status_rows(layout: Layout, only_host: str | None = None) -> list[Row]:
     results = fleet.each([hosts[0] for hosts in groups.values()],
                          lambda h: _observe_engine(fleet.engines[h], layout, groups[
                              layout.hosts[h].engine_key]))
-    seen, down, old = _by_outcome(groups, results)
-    wanted = desired_hashes(layout, [h for h in fleet.hosts if h not in down], old)
-    rows = [_server_row(s, seen.get(s.id), down, wanted)
-            for s in layout.servers if s.host in fleet.hosts]
-    return rows + _stray_rows(layout, seen)
-
-
-def _by_outcome(groups: dict[str, list[str]],
-                results: dict[str, tuple[dict[str, _Seen], bool] | Exception],
-                ) -> tuple[dict[str, _Seen], dict[str, str], set[str]]:
-    """Each engine's answer spread over the hosts it serves: the containers seen, the
-    hosts down (with why) and the hosts on an old engine."""
     seen: dict[str, _Seen] = {}
     down: dict[str, str] = {}
     old: set[str] = set()
@@ -78,45 +67,60 @@ def _by_outcome(groups: dict[str, list[str]],
             seen.update(outcome[0])
             if outcome[1]:
                 old.update(hosts)
-    return seen, down, old
+    wanted = desired_hashes(layout, [h for h in fleet.hosts if h not in down], old)
+    held = maintained_servers(layout.group)
+    rows = [_row(s, seen.get(s.id), down.get(s.host), held.get(s.id), wanted.get(s.id))
+            for s in layout.servers if s.host in fleet.hosts]
+    known = {s.id for s in layout.servers}
+    for sid, f in sorted(seen.items()):
+        if sid not in known:
+            rows.append(Row(sid, "?", "?", "", f.obs.status, f.health, f.obs.image,
+                            f.version, f.obs.uptime_seconds(), True,
+                            _stray_note(f.obs), f.obs.restart_count))
+    return rows
 
 
-def _server_row(s: Server, found: _Seen | None, down: dict[str, str],
-                wanted: dict[str, str]) -> Row:
-    if s.host in down:
-        return Row(s.id, s.role.value, s.host, s.endpoint, "unknown", "", "", "",
-                   None, False, f"host unreachable: {down[s.host]}")
+def _row(s: Server, found: _Seen | None, unreachable: str | None,
+         record: Maintenance | None, wanted: str | None) -> Row:
+    if record is not None and (unreachable or found is None
+                               or found.obs.status != "running"):
+        return _held_row(s, record, unreachable, found)
+    if unreachable is not None:
+        return Row(s.id, s.role.value, s.host, s.endpoint, "unknown", "", "", "", None, False,
+                   f"host unreachable: {unreachable}")
     if found is None:
-        return Row(s.id, s.role.value, s.host, s.endpoint, "absent", "", "", "",
-                   None, False)
-    obs = found.obs
-    return Row(s.id, s.role.value, s.host, s.endpoint, obs.status, found.health,
-               obs.image, found.version, obs.uptime_seconds(),
-               obs.config_hash != wanted.get(s.id) or obs.policy_drift,
-               "; ".join(_notes(s.id, found)), obs.restart_count, found.last_exit,
-               found.last_log)
-
-
-def _notes(sid: str, found: _Seen) -> list[str]:
+        return Row(s.id, s.role.value, s.host, s.endpoint, "absent", "", "", "", None, False)
     obs = found.obs
     notes = []
     if obs.policy_drift:
-        notes.append(f"{sid}: restart policy is '{obs.restart_policy}', not "
+        notes.append(f"{s.id}: restart policy is '{obs.restart_policy}', not "
                      "'unless-stopped' (an interrupted down or restart?): 'walbctr up' "
                      "restores it")
+    if record is not None:
+        notes.append(f"{s.id}: its host {s.host} is in maintenance since {record.since}, yet "
+                     "it runs (started by hand?); 'walbctr maintenance exit' ends the "
+                     "maintenance")
     if found.last_log and (obs.status != "running" or obs.restart_count):
-        notes.append(f"{sid}: last run exited with status {found.last_exit}: "
+        notes.append(f"{s.id}: last run exited with status {found.last_exit}: "
                      f"{found.last_log}")
-    return notes
+    return Row(s.id, s.role.value, s.host, s.endpoint, obs.status, found.health, obs.image,
+               found.version, obs.uptime_seconds(),
+               obs.config_hash != wanted or obs.policy_drift, "; ".join(notes),
+               obs.restart_count, found.last_exit, found.last_log)
 
 
-def _stray_rows(layout: Layout, seen: dict[str, _Seen]) -> list[Row]:
-    """Containers of the group whose server the layout no longer has."""
-    known = {s.id for s in layout.servers}
-    return [Row(sid, "?", "?", "", f.obs.status, f.health, f.obs.image, f.version,
-                f.obs.uptime_seconds(), True, _stray_note(f.obs),
-                f.obs.restart_count)
-            for sid, f in sorted(seen.items()) if sid not in known]
+def _held_row(s: Server, record: Maintenance, unreachable: str | None,
+              found: _Seen | None) -> Row:
+    """A server stopped on purpose: 'maintenance', whatever its engine says (or cannot)."""
+    note = f"host unreachable during its maintenance: {unreachable}" if unreachable else ""
+    if found is None:
+        return Row(s.id, s.role.value, s.host, s.endpoint, "maintenance", "", "", "", None,
+                   False, note or f"{s.id}: no container", maintenance_since=record.since)
+    obs = found.obs
+    # Docker's health of a stopped container is its last check's: not worth showing.
+    return Row(s.id, s.role.value, s.host, s.endpoint, "maintenance", "", obs.image,
+               found.version, None, False, note, obs.restart_count, found.last_exit, "",
+               record.since)
 
 
 def _stray_note(obs: Observed) -> str:

@@ -48,7 +48,13 @@ from walbctr.docker.lifecycle import (
     stop_container,
 )
 from walbctr.docker.logs import failed_run, log_tail
-from walbctr.docker.state import GroupLock, group_dir, read_private, write_private
+from walbctr.docker.state import (
+    GroupLock,
+    group_dir,
+    read_private,
+    refuse_maintained,
+    write_private,
+)
 from walbctr.errors import WalbctrError, explain, last_line
 from walbctr.layout.server import START_ORDER, Role, Server
 from walbctr.layout.tiers import stale_storages
@@ -187,6 +193,11 @@ def _verb(kind: str) -> str:
 # --- entry points ---------------------------------------------------------------------------
 
 
+def _tell(echo: Callable[[str], None], problem: str | None) -> None:
+    if problem is not None:
+        echo(f"warning: policy tasks: {problem}")
+
+
 def upgrade(layout: Layout, image: str | None, *, resume: bool, rollback: bool,
             dry_run: bool, options: Options, mode: ProgressMode,
             echo: Callable[[str], None]) -> Result:
@@ -201,6 +212,9 @@ def upgrade(layout: Layout, image: str | None, *, resume: bool, rollback: bool,
     started = time.monotonic()
     fleet = Fleet(layout)
     with GroupLock(layout.group, "upgrade"):
+        if not dry_run:
+            refuse_maintained(layout.group, [s.id for s in layout.servers], "upgrade",
+                              layout.source)
         plan = load_plan(layout.group)
         if rollback:
             plan, steps = _rollback_steps(layout, plan)
@@ -225,7 +239,11 @@ def upgrade(layout: Layout, image: str | None, *, resume: bool, rollback: bool,
                 _check_old_ids(layout, fleet, plan)
             save_plan(plan)
             runner = Runner(layout, fleet, kind, options, mode, lambda: save_plan(plan))
-            runner.run(todo, result)
+            _tell(echo, keeper_service.pause_policy(layout, fleet, kind))
+            try:
+                runner.run(todo, result)
+            finally:
+                _tell(echo, keeper_service.pause_policy(layout, fleet, None))
             images = {s.to_image for s in steps}
             if len(images) == 1:
                 _refresh_keeper(_with_image(layout, images.pop()), fleet, result)
@@ -241,9 +259,10 @@ def rolling_restart(layout: Layout, ids: list[str] | None, *, only_host: str | N
     for sid in ids or []:
         layout.server(sid)
     with GroupLock(layout.group, "restart"):
-        observed = fleet.observe()
         chosen = [s for s in layout.servers if s.host in fleet.hosts
                   and (ids is None or s.id in ids)]
+        refuse_maintained(layout.group, [s.id for s in chosen], "restart", layout.source)
+        observed = fleet.observe()
         missing = [s.id for s in chosen if s.id not in observed]
         if missing:
             raise WalbctrError(f"no container for {', '.join(missing)}",
@@ -629,7 +648,7 @@ class Runner:
         if obs is None or obs.status != "running" or not answers(engine, obs.container_id,
                                                                   server):
             state = "no container" if obs is None else obs.status
-            if self.kind in ("rollback", "restart") or force:
+            if self.kind != "upgrade" or force:
                 self.note(f"{server.id}: not answering walbc ({state}): no gate to check")
                 return None
             raise GateError(f"{self._at(server)}, gate 'answers walbc': the server does not "

@@ -1,4 +1,5 @@
-"""walbctr's own state on the controller: rendered compose files and the group lock.
+"""walbctr's own state on the controller: rendered compose files, the group lock, the
+hosts in maintenance.
 
 Nothing here trusts what it finds. The state dir and each group dir are made 0700, and
 one that exists must be a directory (not a symlink) owned by the euid that no group or
@@ -17,6 +18,8 @@ import json
 import os
 import stat
 import tempfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -209,3 +212,88 @@ class GroupLock:
             self.file.truncate()
             fcntl.flock(self.file, fcntl.LOCK_UN)
             self.file.close()
+
+
+# --- hosts in maintenance ---------------------------------------------------------------
+
+MAINTENANCE_FILE = "maintenance.json"
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """A host that `walbctr maintenance enter` took down: what it stopped, and how to undo.
+
+    `servers` are in the order they were stopped (storages, proxies, archives);
+    `policies` the restart policy each had before it was set to 'no', for `exit` to put
+    back; `silence` the Alertmanager silence id, when one was made; `volumes` each
+    volume's state before the stop, which `exit` checks (as `upgrade` does).
+    """
+
+    host: str
+    since: str  # UTC, 2025-01-31T12:00:00Z
+    servers: tuple[str, ...]
+    policies: dict[str, str] = field(default_factory=dict)
+    silence: str = ""
+    volumes: dict[str, dict[str, str]] = field(default_factory=dict)  # server -> vol -> state
+
+
+def _maintenance_path(group: str) -> Path:
+    return group_dir(group) / MAINTENANCE_FILE
+
+
+def read_maintenance(group: str) -> dict[str, Maintenance]:
+    """host -> its maintenance record, for every host of `group` in maintenance."""
+    path = _maintenance_path(group)
+    try:
+        data = json.loads(read_private(path) or "{}")
+        return {str(h): Maintenance(str(r["host"]), str(r["since"]),
+                                    tuple(str(s) for s in r["servers"]),
+                                    {str(k): str(v) for k, v in r.get("policies", {}).items()},
+                                    str(r.get("silence", "")),
+                                    {str(sid): {str(v): str(st) for v, st in vols.items()}
+                                     for sid, vols in r.get("volumes", {}).items()})
+                for h, r in data.get("hosts", {}).items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        # Guessing here could start a host the operator is working on: refuse instead.
+        raise WalbctrError(
+            f"the maintenance record {path} cannot be read: {err}",
+            "look at it: it lists the hosts 'walbctr maintenance enter' took down; fix it "
+            "or move it away (then no host counts as in maintenance)") from None
+
+
+def write_maintenance(group: str, records: dict[str, Maintenance]) -> None:
+    path = _maintenance_path(group)
+    try:
+        if not records:
+            path.unlink(missing_ok=True)
+            return
+        data = {"group": group, "hosts": {h: {**asdict(r), "servers": list(r.servers)}
+                                          for h, r in sorted(records.items())}}
+        write_private(path, json.dumps(data, indent=1) + "\n")
+    except OSError as err:
+        raise WalbctrError(f"cannot write the maintenance record {path}: {err}",
+                           "set WALBCTR_STATE_DIR to a writable directory") from None
+
+
+def maintained_servers(group: str) -> dict[str, Maintenance]:
+    """server id -> the maintenance record of its host."""
+    return {sid: r for r in read_maintenance(group).values() for sid in r.servers}
+
+
+def refuse_maintained(group: str, server_ids: Iterable[str], command: str,
+                      source: str) -> None:
+    """`up`, `restart` and `upgrade` leave a host in maintenance alone: starting its
+    servers behind the operator's back is what maintenance mode is there to prevent."""
+    held = read_maintenance(group)
+    wanted = set(server_ids)
+    hit = {h: r for h, r in held.items() if wanted & set(r.servers)}
+    if not hit:
+        return
+    what = "; ".join(f"host {h} (since {r.since}: {', '.join(r.servers)})"
+                     for h, r in sorted(hit.items()))
+    exits = " and ".join(f"'walbctr maintenance exit {source} {h}'" for h in sorted(hit))
+    raise WalbctrError(
+        f"'walbctr {command}' would start servers of a host in maintenance: {what}; "
+        "nothing was changed",
+        f"end the maintenance first ({exits}), or leave those servers out (--host of "
+        "another host, or name the other servers)")

@@ -14,6 +14,10 @@ Duties, from doc/recover.md:
 - a proxy (re)started: kick every storage (recommended, for faster wlog transfers);
 - a proxy reports a wdiff send error for an archive that answers: kick that volume and
   archive on that proxy.
+Servers of a host in maintenance (`walbctr maintenance enter`, which writes their ids to
+MAINTENANCE_FILE in the keeper's /tmp through `docker exec`, re-read at every probe) get
+no kick and no volume scan, and are exported as walb_server_maintenance so that the alert
+rules leave them out; they are still probed, so walb_server_up stays true to what answers.
 A restart is seen as a server that stopped answering `get host-type` and answers again
 (probed every probe_interval). A restart faster than that is missed by the probe; the
 send-error flag the proxy then raises is the safety net, checked every interval. When the
@@ -41,6 +45,9 @@ from walbctr.walb import volumes, worker
 from walbctr.walb.walbc import walbc_argv
 
 CONFIG_ENV = "WALBCTR_KEEPER_CONFIG"
+# Where walbctr writes the servers in maintenance: the keeper's one writable place (a
+# tmpfs; its root is read-only). walbctr.layout.monitor names the same path.
+MAINTENANCE_FILE = "/tmp/walbctr-maintenance.json"
 ROLES = ("archive", "proxy", "storage")
 Sample = tuple[str, tuple[str, ...], float]  # metric family, label values, value
 
@@ -195,6 +202,53 @@ def _unique(kicks: list[Kick]) -> list[Kick]:
     return list(seen.values())
 
 
+# --- hosts in maintenance -----------------------------------------------------------------
+
+
+def parse_maintenance(text: str) -> dict[str, str]:
+    """server id -> its host, from the file walbctr writes ({"servers": {ID: HOST}})."""
+    data = json.loads(text)
+    servers = data.get("servers", {}) if isinstance(data, dict) else None
+    if not isinstance(servers, dict):
+        raise ValueError("no 'servers' object in it")
+    return {str(sid): str(host) for sid, host in servers.items()}
+
+
+class MaintenanceFile:
+    """The servers walbctr put in maintenance, read again whenever the file changes."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._seen: tuple[int, int, int] | None = None
+        self.servers: dict[str, str] = {}
+
+    def read(self) -> tuple[dict[str, str], bool]:
+        """The current set, and whether it changed since the last read."""
+        try:
+            st = os.stat(self.path)
+            seen: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            seen = None
+        with self._lock:
+            if seen == self._seen:
+                return dict(self.servers), False
+            self._seen = seen
+            try:
+                if seen is None:
+                    fresh = {}
+                else:
+                    with open(self.path, encoding="utf-8") as f:
+                        fresh = parse_maintenance(f.read())
+            except (OSError, ValueError) as err:
+                # The last good set stays: a torn or foreign file must not end a maintenance.
+                log(f"cannot read {self.path}: {err}; keeping the maintenance set as it was")
+                return dict(self.servers), False
+            changed = fresh != self.servers
+            self.servers = fresh
+            return dict(fresh), changed
+
+
 # --- the running keeper -------------------------------------------------------------------
 
 
@@ -231,8 +285,11 @@ def run_all(argvs: Mapping[str, list[str]], timeout: float) -> dict[str, tuple[i
 class Keeper:
     def __init__(self, config: Config, metrics: Any = None,
                  run: Callable[[Mapping[str, list[str]], float],
-                               dict[str, tuple[int, str, str]]] = run_all) -> None:
+                               dict[str, tuple[int, str, str]]] = run_all,
+                 maintenance_file: str = MAINTENANCE_FILE) -> None:
         self.config = config
+        self.maintenance = MaintenanceFile(maintenance_file)
+        self.held: dict[str, str] = {}  # server id -> host, of hosts in maintenance
         self.duties = Duties(config, resend_after=max(300.0, 10 * config.interval))
         self.metrics = metrics
         self.run = run
@@ -242,7 +299,24 @@ class Keeper:
 
     # probing: who answers, and so who came back. Each server has its own loop, so that a
     # host that times out never delays seeing another server's restart.
+    def refresh_maintenance(self) -> dict[str, str]:
+        held, changed = self.maintenance.read()
+        known = {s.id for s in self.config.servers}
+        held = {sid: host for sid, host in held.items() if sid in known}
+        with self.lock:
+            self.held = held
+        if changed:
+            log("in maintenance now: " + (", ".join(f"{sid} (host {host})" for sid, host
+                                                    in sorted(held.items())) or "none")
+                + ("; no kick or volume scan is aimed at them" if held else ""))
+            if self.metrics is not None:
+                self.metrics.snapshot.replace("maintenance", [
+                    ("walb_server_maintenance", (sid, host), 1.0)
+                    for sid, host in sorted(held.items())])
+        return held
+
     def probe_once(self, servers: Sequence[ServerRef] | None = None) -> dict[str, bool]:
+        self.refresh_maintenance()
         servers = self.config.servers if servers is None else servers
         argvs = {s.id: server_argv(s, ["get", "host-type"], self.probe_timeout)
                  for s in servers}
@@ -270,6 +344,13 @@ class Keeper:
         return answers
 
     def send(self, kicks: Sequence[Kick]) -> None:
+        with self.lock:
+            held = dict(self.held)
+        for k in kicks:
+            if k.target in held:
+                log(f"{k.describe()}: not sent, host {held[k.target]} is in maintenance. "
+                    f"Why it was due: {k.why}")
+        kicks = [k for k in kicks if k.target not in held]
         if not kicks:
             return
         servers = {s.id: s for s in self.config.servers}
@@ -292,12 +373,17 @@ class Keeper:
         started = time.monotonic()
         with self.lock:
             answering = dict(self.duties.answering)
-        targets = [s for s in self.config.servers if answering.get(s.id)]
+            held = dict(self.held)
+        targets = [s for s in self.config.servers if answering.get(s.id) and s.id not in held]
         argvs = {s.id: volumes.batch_argv(s.role, s.address, s.port) for s in targets}
         results = self.run(argvs, max(30.0, self.config.interval))
         flags: list[tuple[str, str, str]] = []
         total = 0
         for s in self.config.servers:
+            if s.id in held:  # stopped on purpose: no stale volume rows, no scan verdict
+                if self.metrics is not None:
+                    self.metrics.snapshot.replace(s.id, [])
+                continue
             result = results.get(s.id)
             samples: list[Sample] = []
             ok = result is not None and result[0] == 0
@@ -339,6 +425,7 @@ class Keeper:
             return []
         policy = worker.parse_policy(self.config.policy, [a.id for a in archives[1:]])
         self.policy = PolicyRunner(archives, policy, self.run, log, self.stop, self.metrics)
+        self.policy.held = lambda: dict(self.held)
         log(f"policy: {', '.join(self._policy_summary(policy))}")
         return [threading.Thread(target=self.policy.loop, name=f"policy {a.id}", daemon=True,
                                  args=(a, max(10.0, self.config.interval)))

@@ -34,6 +34,9 @@ FAMILIES = {f.name: f for f in (
            "1 when the server answers get host-type with its own role", SERVER),
     Family("walb_server_scan_ok",
            "1 when the last volume scan of the server (one walbc batch) succeeded", SERVER),
+    Family("walb_server_maintenance", "1 when the server's host is in maintenance (walbctr "
+           "maintenance enter): stopped on purpose, neither kicked nor scanned",
+           ("server", "host")),
     Family("walb_server_volumes", "volumes the server reports (get vol)", SERVER),
     Family("walb_volume_state", "1 for the volume's walb state (get state)",
            (*SERVER, "volume", "state")),

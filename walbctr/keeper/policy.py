@@ -26,6 +26,9 @@ Run = Callable[[Mapping[str, list[str]], float], dict[str, tuple[int, str, str]]
 ACTION_OF = {"apply": "Apply", "merge": "Merge", "replicate": "ReplSyncAsClient",
              "verify": "Restore"}
 FOLLOW_S = 1.0
+# Present while walbctr upgrades the group (its content: who asks); written through
+# `docker exec` into the keeper's /tmp. walbctr.layout.monitor names the same path.
+POLICY_PAUSE_FILE = "/tmp/walbctr-policy-paused"
 
 
 class PolicyRunner:
@@ -41,7 +44,9 @@ class PolicyRunner:
         self.metrics = metrics
         self.task_timeout = task_timeout
         self.last_done: dict[str, dict[str, dict[str, float]]] = {}  # archive -> vol -> kind
-        self.paused = threading.Event()  # set while an upgrade runs (walbctr's request)
+        self.held: Callable[[], Mapping[str, str]] = dict  # servers in maintenance
+        self.pause_file = POLICY_PAUSE_FILE  # present while walbctr upgrades the group
+        self._was_paused = False
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -61,7 +66,8 @@ class PolicyRunner:
     def _replicas(self) -> dict[str, dict[str, tuple[str, int | None]]]:
         wanted = {a for p in (self.policy.group, *self.policy.volumes.values())
                   if p.replicate is not None for a in p.replicate.to}
-        refs = [a for a in self.archives[1:] if a.id in wanted]
+        held = self.held()
+        refs = [a for a in self.archives[1:] if a.id in wanted and a.id not in held]
         results = self.run({a.id: worker.facts_argv(a.address, a.port, False) for a in refs},
                            120)
         out = {}
@@ -75,11 +81,22 @@ class PolicyRunner:
                 self.log(f"policy: cannot read replica {a.id}: {err}")
         return out
 
+    def _paused(self) -> bool:
+        try:
+            with open(self.pause_file, encoding="utf-8") as f:
+                by = f.read().strip() or "walbctr"
+        except OSError:
+            by = ""
+        if bool(by) != self._was_paused:
+            self.log(f"policy: paused while {by} runs" if by else "policy: resumed")
+            self._was_paused = bool(by)
+        return bool(by)
+
     # --- one round --------------------------------------------------------------------------
 
     def round(self, archive: Any, now: float | None = None) -> worker.Task | None:
         """Choose and carry out one task on `archive`; the task (None: nothing to do)."""
-        if self.paused.is_set():
+        if self._paused() or archive.id in self.held():
             return None
         vols = self.read(archive)
         task = worker.next_task(vols, self.policy, time.time() if now is None else now)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from walbctr.errors import Problem
 from walbctr.layout.host import Host, TlsSpec, address_problem, engine_problem
 from walbctr.layout.hostpaths import SYSTEM_DIRS, system_tree
-from walbctr.layout.monitor import KEEPER_SERVICE, MonitorSpec
+from walbctr.layout.monitor import KEEPER_SERVICE, MonitorSpec, url_problem
 from walbctr.layout.server import Role, Server
 from walbctr.layout.values import first_outside, host_name, show
 from walbctr.layout.yamlsource import format_loc
@@ -532,6 +532,10 @@ def monitor_problems(layout: Layout) -> Iterator[Problem]:
                       fix="in host mode the keeper listens on the host network already; "
                       "remove it")
     yield from _monitor_exposure(layout, m)
+    if m.alertmanager_url is not None and (why := url_problem(m.alertmanager_url)):
+        yield Problem("monitor.alertmanager_url", f"alertmanager_url "
+                      f"{show(m.alertmanager_url)} {why}",
+                      fix="give the Alertmanager's base URL, e.g. http://alertmanager:9093")
     if m.probe_interval > m.interval:
         yield Problem("monitor.probe_interval",
                       f"probe_interval {m.probe_interval:g} s is longer than interval "

@@ -2,9 +2,9 @@
 whose layout has several host names on this engine (hA0, hP0, hS0 and a spare hX), as
 doc/replace.md's procedures need a host to move to.
 
-Volumes come from the double's `double-set-state` hooks where the double has no data to
-move; the tests that need data (a primary archive replaced, its volume restored with the
-same bytes) wait for the double's data model.
+Volumes are backed up for real (Group.add) from the double's stand-in walb devices,
+regular files in a storage's base dir, and restored on the archive to compare bytes; the
+double's `double-set-state` hooks make the states a test needs refused or preserved.
 """
 
 from __future__ import annotations
@@ -21,19 +21,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DOUBLE_SOURCE, proxy_state
+from tests.conftest import proxy_state
 from tests.test_deploy import free_ports
 from walbctr.render.compose import LABEL
 
 MIB = 1 << 20
-# The double's data model (devices, full and hash backups, replication, restores) is what
-# the data tests need; until it is there, the double has no storage role source for it.
-DATA_MODEL = (DOUBLE_SOURCE / "src" / "role_storage.cpp").exists()
-NO_DATA = ("the walb-tools double has no data model yet (tests/fixtures/walb-tools-double/"
-           "src/role_storage.cpp is missing): it cannot init-vol a storage, full-bkp, "
-           "replicate or restore, which this test needs")
-
-
 class Lab:
     """A bridge-mode group on this engine whose servers sit on different layout hosts."""
 
@@ -93,20 +85,41 @@ def lab(tmp_path: Path, engine: Any, double_image: str, loop_vg: str) -> Iterato
         net.remove()
 
 
-def backed_up_by_hooks(lab: Lab, vol: str) -> None:
-    """vol0 as a backup in progress looks to walb: Target on the storage, Archived on the
-    archive, and the proxy started, sending it to the archive."""
-    lab.walbc("s0", "double-set-state", vol, "Target")
-    lab.walbc("a0", "double-set-state", vol, "Archived")
-    lab.walbc("p0", "archive-info", "add", vol, "a0", f"a0:{lab.ports['a0']}")
-    lab.walbc("p0", "start", vol)
-    lab.wait("p0", vol, "Started")
+def device(lab: Lab, server: str, vol: str, size: int = 4 * MIB) -> Path:
+    """The double's stand-in walb device: a regular file in the storage's base dir."""
+    dev = lab.data / server / f"{vol}.img"
+    dev.parent.mkdir(parents=True, exist_ok=True)
+    dev.write_bytes(os.urandom(size))
+    return dev
 
 
-def test_a_proxy_is_replaced_on_another_host_and_the_storage_sends_to_it(lab: Lab) -> None:
-    backed_up_by_hooks(lab, "vol0")
+def overwrite(dev: Path, offset: int, size: int) -> None:
+    with dev.open("r+b") as f:
+        f.seek(offset)
+        f.write(os.urandom(size))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def restored_sha(lab: Lab, archive: str, vol: str, gid: int) -> str:
+    path = lab.walbc(archive, "double-restored-path", vol, str(gid))
+    code, out = lab.containers()[archive].exec_run(["sha256sum", path])
+    assert code == 0, out
+    return str(out.decode().split()[0])
+
+
+def test_a_proxy_is_replaced_on_another_host_while_a_volume_is_backed_up(lab: Lab) -> None:
+    from walbctr.group import Group
+
+    dev = device(lab, "s0", "vol0")
+    group = Group.load(lab.path)
+    group.add("vol0", storage="s0", device=str(dev), timeout_s=120)
     lab.walbc("p0", "double-set-state", "vol1", "Stopped")  # stopped by the operator
     lab.walbc("p0", "archive-info", "add", "vol1", "a0", f"a0:{lab.ports['a0']}")
+    # changes the storage has sent on, or is sending, through p0 as the replace begins
+    overwrite(dev, MIB, 65536)
+    in_flight = int(lab.walbc("s0", "snapshot", "vol0"))
+    at_snapshot = sha(dev)
 
     dry = lab.replace("p0", "--host", "hX", "--dry-run")
     assert dry.returncode == 0, dry.stderr
@@ -150,6 +163,16 @@ def test_a_proxy_is_replaced_on_another_host_and_the_storage_sends_to_it(lab: La
         assert time.monotonic() < deadline, lab.walbc("s0", "status")
         time.sleep(0.5)
     assert lab.walbc("s0", "get", "state", "vol0") == "Target"
+    # what p0 held reached the archive (stop empty), and new changes go through p1
+    moved = Group.load(lab.path)
+    assert in_flight in [x.gid for x in moved.restorable("vol0")]
+    moved.restore("vol0", in_flight)
+    assert restored_sha(lab, "a0", "vol0", in_flight) == at_snapshot
+    overwrite(dev, 2 * MIB, 8192)
+    later = moved.snapshot("vol0", timeout_s=60)
+    assert later > in_flight  # p0 is stopped: p1 carried it
+    moved.restore("vol0", later)
+    assert restored_sha(lab, "a0", "vol0", later) == sha(dev)
     # the layout: written in place, comments kept, the old one beside it
     new = lab.path.read_text()
     assert new == lab.text.replace("{id: p0, host: hP0,", "{id: p1, host: hX,")
@@ -207,16 +230,14 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.skipif(not DATA_MODEL, reason=NO_DATA)
 def test_the_primary_archive_is_replaced_and_restores_the_same_bytes(lab: Lab) -> None:
     from walbctr.group import Group
 
-    dev = lab.data / "s0" / "vol0.img"
-    dev.parent.mkdir(parents=True, exist_ok=True)
-    dev.write_bytes(os.urandom(4 * MIB))
+    dev = device(lab, "s0", "vol0")
     group = Group.load(lab.path)
     group.add("vol0", storage="s0", device=str(dev), timeout_s=120)
     gid = group.snapshot("vol0")
+    at_first = sha(dev)
 
     done = lab.replace("a0", "--host", "hX", "--yes", "--write", "--plain")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -228,12 +249,38 @@ def test_the_primary_archive_is_replaced_and_restores_the_same_bytes(lab: Lab) -
 
     moved = Group.load(lab.path)
     assert gid in [x.gid for x in moved.restorable("vol0", "a1")]
-    with dev.open("r+b") as f:  # the backup goes on to the new archive
-        f.seek(MIB)
-        f.write(os.urandom(8192))
-    later = moved.snapshot("vol0")
+    overwrite(dev, MIB, 8192)  # the backup goes on to the new archive
+    later = moved.snapshot("vol0", timeout_s=60)
     moved.restore("vol0", later)
-    path = lab.walbc("a1", "double-restored-path", "vol0", str(later))
-    code, out = c["a1"].exec_run(["sha256sum", path])
-    assert code == 0, out
-    assert out.decode().split()[0] == sha(dev)
+    assert restored_sha(lab, "a1", "vol0", later) == sha(dev)
+    moved.restore("vol0", gid)
+    assert restored_sha(lab, "a1", "vol0", gid) == at_first
+    assert (lab.data / "a0").is_dir()  # the old archive's data stays
+
+
+def test_a_storage_is_replaced_by_one_on_a_replica_of_its_device(lab: Lab) -> None:
+    from walbctr.group import Group
+
+    dev = device(lab, "s0", "vol0")
+    Group.load(lab.path).add("vol0", storage="s0", device=str(dev), timeout_s=120)
+    overwrite(dev, MIB, 4096)
+    replica = lab.data / "s1" / "vol0.img"  # doc/replace.md: the volume's replica on s1
+    replica.parent.mkdir(parents=True)
+    replica.write_bytes(dev.read_bytes())
+
+    done = lab.replace("s0", "--host", "hX", "--device", f"vol0={replica}", "--yes",
+                       "--write", "--plain")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for words in ("make vol0 standby on s0", "initialize vol0 on s1", "hash backup of vol0 "
+                  "from s1 to a0", "stop s0 on hS0 gracefully"):
+        assert words in done.stderr, (words, done.stderr)
+    c = lab.containers()
+    assert c["s0"].status == "exited" and c["s1"].status == "running"
+    assert lab.walbc("s1", "get", "state", "vol0") == "Target"
+    assert (lab.data / "s0" / "vol0").is_dir()  # s0 keeps the volume, standby
+
+    moved = Group.load(lab.path)
+    overwrite(replica, 3 * MIB, 8192)
+    gid = moved.snapshot("vol0", timeout_s=60)
+    moved.restore("vol0", gid)
+    assert restored_sha(lab, "a0", "vol0", gid) == sha(replica)

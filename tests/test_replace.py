@@ -29,7 +29,8 @@ MIB = 1 << 20
 class Lab:
     """A bridge-mode group on this engine whose servers sit on different layout hosts."""
 
-    def __init__(self, tmp: Path, engine: Any, image: str, vg: str) -> None:
+    def __init__(self, tmp: Path, engine: Any, image: str, vg: str,
+                 secondary: bool = False) -> None:
         self.engine = engine
         self.name = f"r{secrets.token_hex(4)}"
         self.data = tmp / "data"
@@ -39,11 +40,14 @@ class Lab:
         self.text = (
             f"# lab {self.name}: one engine, four host names\n"
             f"group: {self.name}\nimage: {image}\nnetwork: {{mode: bridge}}\n"
-            "hosts: {hA0: {}, hP0: {}, hS0: {}, hX: {}}\n"
+            "hosts: {hA0: {}, hP0: {}, hS0: {}, hX: {}"
+            + (", hA1: {}}\n" if secondary else "}\n") +
             f"defaults:\n  base_dir: {self.data}/{{id}}\n  privileged: false\n"
             "  stop_grace_period: 10\n  nofile: 16384\n"
             f"archives:\n  - {{id: a0, host: hA0, vg: {vg}, port: {self.ports['a0']}}}"
             "   # the primary\n"
+            + (f"  - {{id: a1, host: hA1, vg: {vg}, port: {self.ports['a0']}}}\n"
+               if secondary else "") +
             f"proxies:\n  - {{id: p0, host: hP0, port: {self.ports['p0']}}}\n"
             f"storages:\n  - {{id: s0, host: hS0, port: {self.ports['s0']}}}\n")
         self.path.write_text(self.text)
@@ -73,8 +77,10 @@ class Lab:
 
 
 @pytest.fixture
-def lab(tmp_path: Path, engine: Any, double_image: str, loop_vg: str) -> Iterator[Lab]:
-    g = Lab(tmp_path, engine, double_image, loop_vg)
+def lab(request: pytest.FixtureRequest, tmp_path: Path, engine: Any, double_image: str,
+        loop_vg: str) -> Iterator[Lab]:
+    g = Lab(tmp_path, engine, double_image, loop_vg,
+            secondary=getattr(request, "param", False))
     up = g.walbctr("up", str(g.path), "--plain")
     assert up.returncode == 0, up.stdout + up.stderr
     yield g
@@ -284,3 +290,33 @@ def test_a_storage_is_replaced_by_one_on_a_replica_of_its_device(lab: Lab) -> No
     gid = moved.snapshot("vol0", timeout_s=60)
     moved.restore("vol0", gid)
     assert restored_sha(lab, "a0", "vol0", gid) == sha(replica)
+
+
+@pytest.mark.parametrize("lab", [True], indirect=True)
+def test_a_secondary_archive_is_replaced_and_keeps_synchronizing(lab: Lab) -> None:
+    from walbctr.group import Group
+
+    dev = device(lab, "s0", "vol0")
+    group = Group.load(lab.path)
+    group.add("vol0", storage="s0", device=str(dev), timeout_s=120)
+    group.replicate("vol0", "a1", sync=True, timeout_s=120)
+    assert lab.walbc("p0", "archive-info", "list", "vol0").split() == ["a0", "a1"]
+
+    done = lab.replace("a1", "--host", "hX", "--yes", "--write", "--plain")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "replicate vol0 from a1 to a2 and keep it synchronized" in done.stderr
+    c = lab.containers()
+    assert c["a1"].status == "exited" and c["a2"].status == "running"
+    assert lab.walbc("p0", "archive-info", "list", "vol0").split() == ["a0", "a2"]
+    args = c["s0"].attrs["Args"]  # the storages still send to the primary: not restarted
+    assert args[args.index("-archive") + 1] == f"a0:{lab.ports['a0']}"
+
+    moved = Group.load(lab.path)
+    overwrite(dev, 2 * MIB, 4096)
+    gid = moved.snapshot("vol0", timeout_s=60)
+    deadline = time.monotonic() + 60  # the proxy sends the same wdiffs to a2
+    while gid not in [x.gid for x in moved.restorable("vol0", "a2")]:
+        assert time.monotonic() < deadline, moved.show("vol0").model_dump_json(indent=1)
+        time.sleep(0.5)
+    moved.restore("vol0", gid, archive="a2")
+    assert restored_sha(lab, "a2", "vol0", gid) == sha(dev)

@@ -192,9 +192,20 @@ def test_a_proxy_is_replaced_on_another_host_while_a_volume_is_backed_up(lab: La
     assert again.returncode == 0, again.stderr
     assert "nothing to change" in again.stdout, again.stdout
 
+    # the same command on the old layout (a replace whose --write was left out) finds the
+    # servers replaced and writes the layout only
+    lab.path.write_text(lab.text)
+    rerun = lab.replace("p0", "--host", "hX", "--yes", "--write")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "p0 is replaced by p1 on hX already; nothing was left to do" in rerun.stdout
+    assert lab.path.read_text() == new
+
 
 def test_bad_arguments_and_busy_volumes_are_refused_before_anything_is_touched(
         lab: Lab) -> None:
+    unasked = lab.replace("p0", "--host", "hX")  # no terminal, no --yes
+    assert unasked.returncode == 1
+    assert "a replace needs a confirmation; nothing was done" in unasked.stderr
     nohost = lab.replace("p0", "--host", "hZ", "--yes")
     assert nohost.returncode == 2
     assert "'hZ' is not a host of" in nohost.stderr and "hA0, hP0, hS0, hX" in nohost.stderr

@@ -543,9 +543,13 @@ def summary(outcome: Outcome, write: bool) -> list[str]:
     move = outcome.move
     o, n = move.old, move.new
     lay = move.old_layout
-    lines = [f"group {lay.group}: replaced {o.id} ({o.role.value} on {o.host}) by {n.id} on "
-             f"{n.host} in {outcome.seconds:.1f} s ({len(outcome.done)} steps); {o.id}'s "
-             f"container is stopped, its base dir {o.base_dir} on {o.host} kept"]
+    if outcome.done:
+        lines = [f"group {lay.group}: replaced {o.id} ({o.role.value} on {o.host}) by {n.id} "
+                 f"on {n.host} in {outcome.seconds:.1f} s ({len(outcome.done)} steps); "
+                 f"{o.id}'s container is stopped, its base dir {o.base_dir} on {o.host} kept"]
+    else:
+        lines = [f"group {lay.group}: {o.id} is replaced by {n.id} on {n.host} already; "
+                 "nothing was left to do on the servers"]
     if outcome.written is not None:
         lines.append(f"{lay.source} now runs {n.id} on {n.host}; the old layout is "
                      f"{outcome.written}")

@@ -305,3 +305,21 @@ def test_a_storage_replace_refuses_volumes_it_cannot_carry() -> None:
     assert got[2].startswith("v2 is Target on s0 but not Standby or Clear on s9 (Target)")
     assert got[3] == "no walb device is known for v3 on hX"
     assert plan.refusals[3].fix == "give it with --device v3=PATH"
+
+
+def test_an_archive_the_policy_names_is_renamed_there_too() -> None:
+    text = LAYOUT + ("monitor: {host: hS0}\n"
+                     "policy:\n"
+                     "  replicate: {to: [a1]}   # the copies\n"
+                     "  verify: {archive: a1}\n"
+                     "  volumes:\n"
+                     "    vol0: {replicate: {to: [a1]}, keep_period: 30d}\n")
+    edit = move_server(text, "f.yaml", load_layout(text), "a1", "hX", "a2")
+    assert edit.new_text is not None
+    assert edit.new_text == text.replace("a1, host: hA1", "a2, host: hX").replace(
+        "[a1]", "[a2]").replace("archive: a1", "archive: a2")
+    assert "policy.verify.archive (line 21): a1 -> a2" in edit.changes
+    assert "policy.volumes.vol0.replicate.to[0] (line 23): a1 -> a2" in edit.changes
+    moved = load_layout(edit.new_text)
+    assert moved.spec.policy is not None and moved.spec.policy.replicate is not None
+    assert moved.spec.policy.replicate.to == ["a2"]

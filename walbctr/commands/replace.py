@@ -148,7 +148,7 @@ def _load_new(layout: Layout, edit: ServerEdit, old: Server, host: str,
     text = edit.new_text
     if text is None:  # checked on the data alone: the lines are not the file's
         text = yaml.safe_dump(moved_data(edit.old_text, old.role.section, old.index, host,
-                                         new_id), sort_keys=False)
+                                         new_id, old.id), sort_keys=False)
     try:
         return load_layout(text, layout.source)
     except LayoutError as err:

@@ -1,7 +1,8 @@
 """A server moved to another host, written as an edit of the layout's own text.
 
 `walbctr replace` gives a server a new host and id. The operator's file keeps its
-comments, order and quoting: only the two scalars change, in place, at the positions
+comments, order and quoting: only the two scalars change (and, for an archive, where the
+policy names it by id), in place, at the positions
 the YAML parser reports for them. Where they cannot be changed alone (the entry takes its
 id or host through an alias or a merge key, so the same text stands for other values
 too), the edit says in words what to change instead, and no text is produced.
@@ -20,6 +21,7 @@ from typing import Any
 import yaml
 
 from walbctr.errors import WalbctrError
+from walbctr.layout.server import Role
 from walbctr.layout.spec import Layout
 
 _TRAILING_NUMBER = re.compile(r"^(.*?)(\d+)$")
@@ -77,19 +79,78 @@ def move_server(text: str, name: str, layout: Layout, server_id: str, host: str,
         line = f" (line {scalar.start_mark.line + 1})" if scalar is not None else ""
         old = server.id if key == "id" else server.host
         changes.append(f"{where}.{key}{line}: {old} -> {new}")
+    refs = _references(node, server.id) if server.role is Role.ARCHIVE else []
+    changes += [f"{path} (line {n.start_mark.line + 1}): {server.id} -> {new_id}"
+                for path, n in refs]
     edited = None
-    if all(s is not None and _count(node, s) == 1 for s in scalars.values()):
-        edited = _replace(text, [(scalars["id"], new_id), (scalars["host"], host)])
-        if not _only_moved(text, edited, section, index, host, new_id):
+    spans = [(scalars["id"], new_id), (scalars["host"], host), *((n, new_id) for _, n in refs)]
+    if all(n is not None and _count(node, n) == 1 for n, _ in spans):
+        edited = _replace(text, spans)
+        if not _only_moved(text, edited, section, index, host, new_id, server.id):
             edited = None
     return ServerEdit(name, text, edited, tuple(changes), section, index)
 
 
-def moved_data(text: str, section: str, index: int, host: str, new_id: str) -> Any:
-    """The layout's data with the server moved: for checking an edit made by hand."""
+def moved_data(text: str, section: str, index: int, host: str, new_id: str,
+               old_id: str = "") -> Any:
+    """The layout's data with the server moved (and, for an archive, named by its new id
+    where the policy names it): what an edit must read back as."""
     data = yaml.safe_load(text)
     data[section][index] = {**data[section][index], "id": new_id, "host": host}
+    if section == Role.ARCHIVE.section and old_id:
+        _rename_references(data, old_id, new_id)
     return data
+
+
+# Where a layout names an archive by id: the keeper's policy (walbctr.layout.policy).
+_ARCHIVE_REFERENCES: tuple[tuple[str, ...], ...] = (
+    ("policy", "replicate", "to", "*"), ("policy", "verify", "archive"),
+    ("policy", "volumes", "*", "replicate", "to", "*"),
+    ("policy", "volumes", "*", "verify", "archive"))
+
+
+def _references(tree: Any, old_id: str) -> list[tuple[str, Any]]:
+    """(path, scalar node) of every place the policy names the archive `old_id`."""
+    found: list[tuple[str, Any]] = []
+    for pattern in _ARCHIVE_REFERENCES:
+        found += [(path, n) for path, n in _match(tree, pattern, "")
+                  if isinstance(n, yaml.ScalarNode) and n.value == old_id]
+    return found
+
+
+def _match(node: Any, pattern: tuple[str, ...], path: str) -> Iterator[tuple[str, Any]]:
+    if not pattern:
+        yield path, node
+        return
+    head, rest = pattern[0], pattern[1:]
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            if head in ("*", k.value):
+                yield from _match(v, rest, f"{path}.{k.value}" if path else str(k.value))
+    elif isinstance(node, yaml.SequenceNode) and head == "*":
+        for i, v in enumerate(node.value):
+            yield from _match(v, rest, f"{path}[{i}]")
+
+
+def _rename_references(data: Any, old_id: str, new_id: str) -> None:
+    for pattern in _ARCHIVE_REFERENCES:
+        _rename(data, pattern, old_id, new_id)
+
+
+def _rename(node: Any, pattern: tuple[str, ...], old_id: str, new_id: str) -> None:
+    head, rest = pattern[0], pattern[1:]
+    if isinstance(node, dict):
+        keys = list(node) if head == "*" else [head] if head in node else []
+    elif isinstance(node, list) and head == "*":
+        keys = list(range(len(node)))
+    else:
+        return
+    for k in keys:
+        if not rest:
+            if node[k] == old_id:
+                node[k] = new_id
+        else:
+            _rename(node[k], rest, old_id, new_id)
 
 
 def _entry(node: Any, section: str, index: int) -> Any:
@@ -142,9 +203,11 @@ def _replace(text: str, spans: list[tuple[Any, str]]) -> str:
     return out
 
 
-def _only_moved(old: str, new: str, section: str, index: int, host: str, new_id: str) -> bool:
+def _only_moved(old: str, new: str, section: str, index: int, host: str, new_id: str,
+                old_id: str) -> bool:
     """Whether `new` reads as `old` with exactly that server moved and nothing else."""
     try:
-        return bool(yaml.safe_load(new) == moved_data(old, section, index, host, new_id))
+        return bool(yaml.safe_load(new) == moved_data(old, section, index, host, new_id,
+                                                      old_id))
     except yaml.YAMLError:
         return False

@@ -41,7 +41,7 @@ from walbctr.docker.compose_files import write_compose_files
 from walbctr.docker.containers import Observed
 from walbctr.docker.fleet import Fleet
 from walbctr.docker.lifecycle import stop_container
-from walbctr.docker.state import GroupLock
+from walbctr.docker.state import GroupLock, refuse_maintained
 from walbctr.errors import EXIT_BAD_INPUT, LayoutError, WalbctrError, explain
 from walbctr.group import Group, Progress
 from walbctr.layout.edit import ServerEdit, default_new_id, move_server, moved_data
@@ -313,6 +313,9 @@ def replace(layout: Layout, text: str, request: Request, *, mode: ProgressMode,
     group = Group(move.both)
     with GroupLock(layout.group, "replace") if not request.dry_run else \
             contextlib.nullcontext():
+        if not request.dry_run:
+            refuse_maintained(layout.group, [s.id for s in move.both.servers], "replace",
+                              layout.source)
         seen = observe(move, group)
         plan = ReplacePlan(()) if seen.finished else \
             replace_steps.plan_replace(_seen_for_plan(move, seen, group, request))
@@ -328,13 +331,33 @@ def replace(layout: Layout, text: str, request: Request, *, mode: ProgressMode,
             return outcome
         if plan.actions and not confirm(lines):
             raise WalbctrError("nothing was done", "run it again and answer yes, or add --yes")
-        _carry_out(move, plan, group, seen, request, mode, outcome)
+        _with_policy_paused(move, outcome, lambda: _carry_out(move, plan, group, seen,
+                                                              request, mode, outcome))
         if request.write:
             outcome.written = write_layout(Path(layout.source), move.edit)
         if plan.actions:
             _refresh_keeper(move, outcome)
     outcome.seconds = time.monotonic() - started
     return outcome
+
+
+def _with_policy_paused(move: Move, outcome: Outcome, work: Callable[[], None]) -> None:
+    """The keeper's policy tasks (merge, apply, replicate) wait while the volumes move, as
+    during an upgrade: a replication of its own would overlap the replace's."""
+    lay = move.old_layout
+    if monitor_of(lay) is None or lay.spec.policy is None:
+        work()
+        return
+    fleet = Fleet(lay)
+    problem = keeper_service.pause_policy(lay, fleet, "replace")
+    if problem is not None:
+        outcome.notes.append(f"policy tasks were not paused: {problem}")
+    try:
+        work()
+    finally:
+        problem = keeper_service.pause_policy(lay, fleet, None)
+        if problem is not None:
+            outcome.notes.append(f"policy tasks were not resumed: {problem}")
 
 
 def _refused(move: Move, plan: ReplacePlan) -> WalbctrError:

@@ -323,3 +323,9 @@ def test_an_archive_the_policy_names_is_renamed_there_too() -> None:
     moved = load_layout(edit.new_text)
     assert moved.spec.policy is not None and moved.spec.policy.replicate is not None
     assert moved.spec.policy.replicate.to == ["a2"]
+
+
+def test_a_state_the_server_did_not_tell_is_refused_not_guessed() -> None:
+    plan = plan_replace(proxy_seen(VolumeSeen("vol0", "unknown", archives=("a0",))))
+    assert plan.actions == ()
+    assert plan.refusals[0].message == "p0 did not say the state of vol0"

@@ -212,10 +212,6 @@ def _new_running(move: Move, fleet: Fleet, obs: Observed | None) -> bool:
         f"remove it ('docker rm {obs.name}' on {host}; its data stays) or give another --id")
 
 
-def _states(seen: Seen, server: str) -> dict[str, str]:
-    return {v: r.state or "unknown" for v, r in seen.records.get(server, {}).items()}
-
-
 def _seen_for_plan(move: Move, seen: Seen, group: Group, request: Request) -> ReplaceSeen:
     """The facts plan_replace decides from."""
     lay = move.new_layout

@@ -49,6 +49,7 @@ from walbctr.walb.steps import (
 )
 
 ARCHIVE, PROXY, STORAGE = "archive", "proxy", "storage"
+UNKNOWN = "unknown"  # a state the server did not tell
 # A proxy volume stopping already (a replace that was interrupted while it emptied).
 PROXY_STOPPING = ("Stop", "WaitForEmpty")
 # Archive actions a replication must not overlap: another replication, a resize.
@@ -127,6 +128,11 @@ def plan_replace(seen: ReplaceSeen) -> ReplacePlan:
     if planner is None:
         planner = _primary_plan if seen.primary else _secondary_plan
     actions, refusals, notes = planner(seen)
+    refusals[:0] = [Blocked(f"{server} did not say the state of {v.name}", "see 'walbctr "
+                            "status LAYOUT --volumes' and the server's log, then run again")
+                    for v in seen.volumes for server, st in ((seen.old, v.state),
+                                                             (seen.new, v.new_state))
+                    if st == UNKNOWN]
     if refusals:
         return ReplacePlan((), tuple(refusals), tuple(notes))
     return ReplacePlan(tuple(actions), (), tuple(notes))

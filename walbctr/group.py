@@ -461,6 +461,13 @@ class Group:
             raise WalbctrError(f"--to {to} is the source archive", "name another archive")
         self._need(src, vol, steps.ARCHIVE_ACTIVE, "a replication",
                    f"back it up first: '{self.command} add {vol} ...'")
+        gid = self._replicate_once(vol, src, dst, timeout_s, progress)
+        if sync:
+            gid = self._synchronize(vol, src, dst, timeout_s, progress)
+        return gid
+
+    def _replicate_once(self, vol: str, src: str, dst: Server, timeout_s: float,
+                        progress: ProgressFn) -> int:
         gids = [x.gid for x in self.restorable(vol, src)]
         if not gids:
             raise VolumeStateError(f"{src} has no restorable snapshot of {vol} to replicate",
@@ -478,8 +485,6 @@ class Group:
             self.calls.run(src, "replicate", vol, "gid", str(gid), dst.endpoint, "0")
         progress(Progress(step=f"replicating {vol} from {src} to {dst.id} up to gid {gid}"))
         self._wait_replicated(src, dst.id, vol, gid, timeout_s, progress)
-        if sync:
-            self._synchronize(vol, dst, progress)
         return gid
 
     def _wait_replicated(self, src: str, dst: str, vol: str, gid: int, timeout_s: float,
@@ -502,19 +507,43 @@ class Group:
                                f"(it has {have or 'none'})",
                                f"see 'walbctr logs {self.layout.source} {src}'")
 
-    def _synchronize(self, vol: str, dst: Server, progress: ProgressFn) -> None:
+    def _synchronize(self, vol: str, src: str, dst: Server, timeout_s: float,
+                     progress: ProgressFn) -> int:
+        """walblib's synchronize: every proxy that does not send the volume to `dst` yet
+        stops it emptied (so `src` has every wdiff) and learns `dst`; a second replication
+        then takes what reached `src` meanwhile, and only then do the proxies start again,
+        so `dst`'s history has no gap. The gid `dst` has."""
+        stopped = []
         for p in self.layout.proxies_by_priority:
-            infos = parse_names(self.calls.run(p.id, "archive-info", "list", vol))
-            if dst.id in infos:
+            if dst.id in self.archive_infos(vol, p.id):
                 continue
             if self.state(vol, p.id) in steps.PROXY_ACTIVE:
                 self.calls.run(p.id, "stop", vol, "empty")
-                self._settle(p.id, vol, ("Stop", "WaitForEmpty", *steps.PROXY_ACTIVE))
+                self._settle(p.id, vol, ("Stop", "WaitForEmpty", *steps.PROXY_ACTIVE),
+                             timeout_s)
             self.calls.run(p.id, "archive-info", "add", vol, dst.id, dst.endpoint)
-            self.calls.run(p.id, "start", vol)
-            progress(Progress(step=f"{p.id} now sends {vol} to {dst.id} too"))
+            stopped.append(p.id)
+        if not stopped:
+            return max(x.gid for x in self.restorable(vol, dst.id))
+        gid = self._replicate_once(vol, src, dst, timeout_s, progress)
+        for pid in stopped:
+            if self.state(vol, pid) == steps.P_STOPPED:
+                self.calls.run(pid, "start", vol)
+            progress(Progress(step=f"{pid} now sends {vol} to {dst.id} too"))
+        self.kick_storages()
+        return gid
+
+    def kick_storages(self) -> None:
+        """walblib's kick_storage_all: every storage sends what it holds now."""
         for s in self.layout.of_role(Role.STORAGE):
             self.calls.run(s.id, "kick")
+
+    def archive_infos(self, volume: str, proxy: str) -> list[str]:
+        """The archives a proxy sends the volume to (none for a volume it does not know)."""
+        vol = _vol(volume)
+        if self.state(vol, proxy) == steps.P_CLEAR:
+            return []
+        return parse_names(self.calls.run(proxy, "archive-info", "list", vol))
 
     def _settle(self, server: str, vol: str, during: Sequence[str], limit_s: float = 100) -> str:
         deadline = time.monotonic() + limit_s
@@ -525,8 +554,10 @@ class Group:
             self._check_deadline(deadline, f"{server} leaving {st} for {vol}", limit_s)
             time.sleep(POLL_S)
 
-    def stop(self, volume: str, server: str, mode: str = "graceful") -> str:
-        """Stop the volume on one server (walblib's stop); the state it ends in."""
+    def stop(self, volume: str, server: str, mode: str = "graceful", *,
+             timeout_s: float = 100) -> str:
+        """Stop the volume on one server (walblib's stop); the state it ends in. A proxy
+        stopped `empty` first sends every wdiff it holds: that may take `timeout_s`."""
         vol = _vol(volume)
         role = self._server(server).role
         if mode not in ("graceful", "force", "empty") or (mode == "empty" and
@@ -541,7 +572,16 @@ class Group:
         during = {Role.STORAGE: (before, "StopTarget", "StopStandby"),
                   Role.PROXY: ("Stop", "WaitForEmpty", *steps.PROXY_ACTIVE),
                   Role.ARCHIVE: ("Stop", steps.A_ARCHIVED)}[role]
-        return self._settle(server, vol, during)
+        return self._settle(server, vol, during, timeout_s)
+
+    def wait_stopped(self, volume: str, server: str, *, timeout_s: float = 100) -> str:
+        """walblib's wait_for_stopped: until the volume leaves its stopping states on the
+        server (a proxy emptying itself may take long); the state it ends in."""
+        vol = _vol(volume)
+        role = self._server(server).role
+        during = {Role.STORAGE: ("StopTarget", "StopStandby"),
+                  Role.PROXY: ("Stop", "WaitForEmpty"), Role.ARCHIVE: ("Stop",)}[role]
+        return self._settle(server, vol, during, timeout_s)
 
     def start(self, volume: str, server: str) -> str:
         """Start the volume on one server (storage: as target); the state it ends in."""
@@ -601,6 +641,183 @@ class Group:
             return True
         self.calls.run(s.id, "clear-vol", vol)
         return True
+
+    # --- what upstream's doc/replace.md runs (walblib's names) ------------------------------
+
+    def clear(self, volume: str, server: str) -> bool:
+        """walblib's clear on one server: the volume is forgotten there (an archive's
+        backups of it too). False when it was Clear already."""
+        vol = _vol(volume)
+        s = self._server(server)
+        st = self.state(vol, s.id)
+        transient = {Role.STORAGE: steps.STORAGE_TRANSIENT,
+                     Role.PROXY: tuple(x for x in steps.PROXY_TRANSIENT
+                                       if x not in steps.PROXY_ACTIVE),
+                     Role.ARCHIVE: steps.ARCHIVE_TRANSIENT}[s.role]
+        if st in transient:
+            raise VolumeStateError(f"{s.id} has {vol} in state {st}; a clear needs a settled "
+                                   "state", f"wait, then see '{self.command} show {vol}'")
+        return self._clear(s, vol)
+
+    def is_synchronizing(self, volume: str, archive: str) -> bool | None:
+        """walblib's is_synchronizing: whether every proxy sends the volume to the archive
+        (True), none does (False), or some do and some not (None, which walblib refuses)."""
+        vol = _vol(volume)
+        a = self._server(archive, Role.ARCHIVE).id
+        proxies = [p.id for p in self.layout.proxies_by_priority]
+        sends = [a in self.archive_infos(vol, p) for p in proxies]
+        if all(sends):
+            return True
+        return False if not any(sends) else None
+
+    def copy_archive_info(self, volume: str, source: str, dest: str, *,
+                          start: bool | None = None) -> list[str]:
+        """walblib's copy_archive_info: `dest` sends the volume to every archive `source`
+        sends it to, with the same compression and delay, and is started (by default only
+        when it runs on `source`: a volume the operator stopped stays stopped). The
+        archives added."""
+        vol = _vol(volume)
+        src = self._server(source, Role.PROXY).id
+        dst = self._server(dest, Role.PROXY).id
+        src_state = self._need(src, vol, (*steps.PROXY_ACTIVE, steps.P_STOPPED, "Stop",
+                                          "WaitForEmpty"), "copying its archive info",
+                               f"see '{self.command} show {vol}'")
+        self._need(dst, vol, (*steps.PROXY_ACTIVE, steps.P_STOPPED, steps.P_CLEAR),
+                   "taking archive info", f"see '{self.command} show {vol}'")
+        have = self.archive_infos(vol, dst)
+        added = []
+        for a in self.archive_infos(vol, src):
+            if a in have:
+                continue
+            endpoint, options = self._archive_info(vol, src, a)
+            if self.state(vol, dst) in steps.PROXY_ACTIVE:
+                self.calls.run(dst, "stop", vol, "force")
+                self._settle(dst, vol, ("Stop", "WaitForEmpty", *steps.PROXY_ACTIVE))
+            self.calls.run(dst, "archive-info", "add", vol, a, endpoint, *options)
+            added.append(a)
+        wanted = start if start is not None else src_state != steps.P_STOPPED
+        if wanted and self.state(vol, dst) == steps.P_STOPPED:
+            self.calls.run(dst, "start", vol)
+            self._settle(dst, vol, ("Start",))
+        return added
+
+    def _archive_info(self, vol: str, proxy: str, archive: str) -> tuple[str, list[str]]:
+        """Where a proxy sends the volume for an archive, and the compression and delay
+        options walb takes back (walblib's get_archive_info: 'HOST:PORT CMPR DELAY'). The
+        address is the layout's when the archive is in it."""
+        words = self.calls.run(proxy, "archive-info", "get", vol, archive).split()
+        options = words[1:3] if len(words) == 3 else []
+        if any(s.id == archive and s.role is Role.ARCHIVE for s in self.layout.servers):
+            return self.layout.server(archive).endpoint, options
+        if not words:
+            raise WalbctrError(f"{proxy} gave no address for archive {archive} of {vol}",
+                               f"see 'walbctr walbc {self.layout.source} {proxy} archive-info "
+                               f"get {vol} {archive}'")
+        return words[0], options
+
+    def stop_synchronizing(self, volume: str, archive: str) -> list[str]:
+        """walblib's stop_synchronizing: no proxy sends the volume to the archive any more
+        (each is stopped, loses that archive info, and starts again if it still sends
+        elsewhere), then every storage is kicked. The proxies changed."""
+        vol = _vol(volume)
+        a = self._server(archive, Role.ARCHIVE).id
+        changed = []
+        for p in self.layout.proxies_by_priority:
+            if a not in self.archive_infos(vol, p.id):
+                continue
+            if self.state(vol, p.id) in steps.PROXY_ACTIVE:
+                self.calls.run(p.id, "stop", vol, "force")
+                self._settle(p.id, vol, ("Stop", "WaitForEmpty", *steps.PROXY_ACTIVE))
+            self.calls.run(p.id, "archive-info", "delete", vol, a)
+            if self.state(vol, p.id) == steps.P_STOPPED:
+                self.calls.run(p.id, "start", vol)
+                self._settle(p.id, vol, ("Start",))
+            changed.append(p.id)
+        self.kick_storages()
+        return changed
+
+    def go_standby(self, volume: str, storage: str) -> str:
+        """walblib's go_standby: the volume becomes Standby on the storage from SyncReady,
+        or from Target (stopped, no longer synchronized to the primary archive, reset)."""
+        vol = _vol(volume)
+        s = self._server(storage, Role.STORAGE).id
+        st = self._need(s, vol, (steps.S_STANDBY, steps.S_SYNC_READY, steps.S_TARGET),
+                        "going standby", f"see '{self.command} show {vol}'")
+        if st == steps.S_TARGET:
+            self.calls.run(s, "stop", vol, "force")
+            st = self._settle(s, vol, (steps.S_TARGET, "StopTarget"))
+            self.stop_synchronizing(vol, self.layout.primary_archive.id)
+            if st == steps.S_STOPPED:
+                self.calls.run(s, "reset-vol", vol)
+                st = self._settle(s, vol, ("Reset",))
+        if st == steps.S_SYNC_READY:
+            self.calls.run(s, "start", vol, "standby")
+            st = self._settle(s, vol, ("StartStandby",))
+        if st != steps.S_STANDBY:
+            raise VolumeStateError(f"{s} left {vol} in state {st}, not Standby",
+                                   f"see 'walbctr logs {self.layout.source} {s}'")
+        return st
+
+    def init_storage(self, volume: str, storage: str, device: str) -> str:
+        """walblib's init_storage: init-vol with the walb device, then standby."""
+        vol = _vol(volume)
+        s = self._server(storage, Role.STORAGE)
+        st = self._need(s.id, vol, (steps.S_CLEAR, steps.S_SYNC_READY, steps.S_STANDBY),
+                        "an init", f"see '{self.command} show {vol}'")
+        if st == steps.S_CLEAR:
+            if not self.calls.exists(s.id, device):
+                raise WalbctrError(f"{device} does not exist on {s.id} (host {s.host})",
+                                   f"make the walb device on {s.host} first (wdevc "
+                                   "create-wdev LDEV DDEV -n NAME), or name it with --device")
+            self.calls.run(s.id, "init-vol", vol, device)
+            st = self._settle(s.id, vol, ("InitVol",))
+        if st == steps.S_SYNC_READY:
+            return self.go_standby(vol, s.id)
+        return st
+
+    def hash_backup(self, volume: str, storage: str, device: str, *,
+                    timeout_s: float = DEFAULT_TIMEOUT_S,
+                    progress: ProgressFn = _quiet) -> tuple[int, list[str]]:
+        """walblib's hash_backup from this storage to the primary archive: every other
+        storage stands by, every other archive stops synchronizing the volume (the hash
+        backup's diff reaches the primary only), then hash-bkp, until the primary has a
+        restorable snapshot newer than before. Its gid, and the archives that stopped
+        synchronizing."""
+        vol = _vol(volume)
+        s = self._server(storage, Role.STORAGE).id
+        a = self.layout.primary_archive.id
+        for other in self.layout.of_role(Role.STORAGE):
+            if other.id != s:
+                self._need(other.id, vol, (steps.S_STANDBY, steps.S_CLEAR),
+                           f"a hash backup from {s}", f"see '{self.command} show {vol}'")
+        stopped = []
+        for other in self.layout.of_role(Role.ARCHIVE):
+            if other.id != a and self.is_synchronizing(vol, other.id) is not False:
+                self.stop_synchronizing(vol, other.id)
+                stopped.append(other.id)
+        before = max((x.gid for x in self.restorable(vol, a)), default=-1)
+        self.add(vol, s, device, hash_backup=True, timeout_s=timeout_s, progress=progress)
+        return self._wait_newer(vol, a, before, timeout_s, progress), stopped
+
+    def _wait_newer(self, vol: str, archive: str, before: int, timeout_s: float,
+                    progress: ProgressFn) -> int:
+        """Until the archive can restore a snapshot newer than `before`, kicking the
+        proxies now and then (walblib's kick_proxy)."""
+        deadline = time.monotonic() + timeout_s
+        why = f"waiting for a snapshot of {vol} newer than gid {before} on {archive}"
+        kicked = 0.0
+        while True:
+            gids = [x.gid for x in self.restorable(vol, archive)]
+            if gids and max(gids) > before:
+                return max(gids)
+            if time.monotonic() - kicked > 5:
+                for p in self.layout.proxies_by_priority:
+                    if self.state(vol, p.id) in steps.PROXY_ACTIVE:
+                        self.calls.run(p.id, "kick", vol, archive)
+                kicked = time.monotonic()
+            progress(Progress(step=why))
+            self._check_deadline(deadline, why, timeout_s)
+            time.sleep(POLL_S)
 
 
 def _vol(volume: str) -> str:

@@ -613,6 +613,90 @@ def upgrade(layout: str, image: str | None, resume: bool, rollback: bool, hosts:
         warn(f"note: {note}")
 
 
+@main.command()
+@click.argument("args", nargs=-1, required=True, metavar="[LAYOUT] SERVER")
+@click.option("--host", "new_host", required=True, metavar="HOST",
+              help="The layout host the new server runs on (one of LAYOUT's hosts).")
+@click.option("--id", "new_id", metavar="ID",
+              help="The new server's id. Default: the next free number (p0 -> p1).")
+@click.option("--device", "devices", multiple=True, metavar="VOL=PATH",
+              help="Storage: the walb device of VOL on the new host (repeatable). Default: "
+                   "the path the old storage uses.")
+@click.option("--write", is_flag=True,
+              help="Write the edited layout in place at the end (the old one is kept as "
+                   "LAYOUT.bak).")
+@click.option("--dry-run", is_flag=True,
+              help="Print every step and the layout edit; change nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before starting.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=86400, show_default=True,
+              metavar="SECONDS", help="How long one volume step (a replication, a hash "
+              "backup, a proxy emptying itself) may take.")
+@plain_option
+@quiet_option
+@friendly
+def replace(args: tuple[str, ...], new_host: str, new_id: str | None,
+            devices: tuple[str, ...], write: bool, dry_run: bool, yes: bool, timeout: float,
+            plain: bool, quiet: bool) -> None:
+    """Replace SERVER by a new server on another host, as walb's doc/replace.md does.
+
+    The new server gets SERVER's role, place in its list and options, on HOST, with a new
+    id. Per role:
+
+    \b
+      proxy     start the new one, copy every volume's archive info to it, empty the old
+                one (stop VOL empty) and clear it, restart the storages with the new
+                -proxy list (one at a time, with the rolling restart's gates)
+      archive   start the new one, replicate every volume to it; the primary: keep it
+                synchronized, restart the storages with the new -archive, stop
+                synchronizing at the old one; a secondary: synchronizing as before
+      storage   the walb devices must exist on HOST (--device VOL=PATH), then each target
+                volume goes standby on the old one, every volume is initialized on the new
+                one, and the target volumes are hash backed up from it
+
+    Then the old server is stopped gracefully; its container and data stay. Nothing is
+    touched before the whole plan is known and HOST is checked; busy volumes are refused
+    with the reason. --dry-run prints every walbc step and the layout edit. Run again after
+    an interruption, it goes on from where the servers are.
+    """
+    from walbctr.commands.replace import Request, summary
+    from walbctr.commands.replace import replace as run_replace
+    from walbctr.errors import warn
+
+    layout, rest = _split_layout(args)
+    if len(rest) != 1:
+        raise click.UsageError("give one SERVER to replace (after the layout, if any)")
+    mapping = {}
+    for item in devices:
+        vol, sep, path = item.partition("=")
+        if not sep or not vol or not path.startswith("/"):
+            raise click.BadParameter(f"{item!r}: write VOL=PATH with an absolute PATH",
+                                     param_hint="--device")
+        mapping[vol] = path
+    lay = load(layout)
+    text = Path(layout).read_text(encoding="utf-8")
+    request = Request(rest[0], new_host, new_id, mapping, write, dry_run, timeout)
+
+    def confirm(lines: list[str]) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise WalbctrError("a replace needs a confirmation; nothing was done",
+                               "run it in a terminal, or add --yes (see the plan with "
+                               "--dry-run)")
+        click.echo("\n".join(lines), err=True)
+        return click.confirm("Go ahead?", default=False, err=True)
+
+    done = run_replace(lay, text, request, mode=_progress_mode(plain, quiet), echo=click.echo,
+                       confirm=confirm)
+    if dry_run:
+        click.echo("nothing was changed (--dry-run)")
+        return
+    for line in summary(done, write):
+        click.echo(line)
+    for note in done.notes if not quiet else []:
+        warn(f"note: {note}")
+
+
 @main.command("status")
 @layout_argument
 @host_option
@@ -670,9 +754,10 @@ def status(layout: str, host: str | None, as_json: bool, volumes: bool,
         line = upgrade_line(lay, rows)
         if line:
             click.echo(line)
-    # A server its host's maintenance stopped is where the operator put it.
+    # A server its host's maintenance stopped is where the operator put it, and a stopped
+    # server the layout no longer has (what `replace` leaves) is shown, not failed.
     if not all(r.state == "maintenance" or (r.state == "running" and r.health == "healthy")
-               for r in rows):
+               for r in rows if r.role != "?" or r.state == "running"):
         sys.exit(1)
 
 

@@ -106,6 +106,31 @@ def _check_host(layout: Layout, engine: Engine, host: str) -> list[Check]:
     return out
 
 
+def check_server(layout: Layout, server: Server) -> list[Check]:
+    """The checks of one server of the layout on its host, before it is first started
+    there (`replace` moves a server to a host): image, privileges, its VG or its volumes'
+    devices, its directories and its port."""
+    out: list[Check] = []
+
+    def add(name: str, result: Result, detail: str) -> None:
+        out.append(Check(server.host, name, result, detail))
+
+    engine = Fleet(layout, server.host).engines[server.host]
+    if engine.image_or_none(layout.image) is None:
+        add("image", FAIL, f"{layout.image} is not there: 'walbctr build', or 'walbctr push'")
+        return out
+    check = _Probes(engine, layout)
+    if server.privileged:
+        _guard("privileged", add, lambda: _privileged(check, add))
+    if server.role is Role.ARCHIVE:
+        _guard(f"{server.id}: volume group", add, partial(_volume_group, check, server, add))
+    elif server.role is Role.STORAGE:
+        _guard(f"{server.id}: walb driver", add, partial(_storage, check, server, add, []))
+    _guard("directories", add, lambda: _directories(check, (server,), add))
+    _guard("ports", add, lambda: _ports(engine, layout, (server,), add))
+    return out
+
+
 def _guard(name: str, add: Add, work: Callable[[], object]) -> None:
     """Run one check; a failure of the check itself is that check's FAIL, not the host's."""
     try:

@@ -162,7 +162,8 @@ def up(layout: Layout, *, only_host: str | None, timeout: float | None,
         for sid in sorted(set(before) - {s.id for s in layout.servers}):
             obs = before[sid]
             if fleet.owns(obs):
-                warn(f"warning: {sid} ({obs.name}) still runs but is no longer in "
+                how = "still runs" if obs.status == "running" else f"is {obs.status}"
+                warn(f"warning: {sid} ({obs.name}) {how} but is no longer in "
                      f"{layout.source}; 'walbctr down {layout.source}' removes it with the "
                      "group (its data stays)")
             else:
@@ -198,6 +199,26 @@ def up(layout: Layout, *, only_host: str | None, timeout: float | None,
         keeper_service.start(layout, fleet, paths)  # last: it kicks what is up
         outcome.seconds = time.monotonic() - started
         return outcome
+
+
+def start_servers(layout: Layout, fleet: Fleet, ids: list[str], *, timeout: float | None,
+                  mode: ProgressMode) -> Outcome:
+    """Start only the servers `ids` as the layout says, in tier order, each waited for as
+    `up` waits for a tier; every other server is left as it is (`replace` starts its new
+    server so). The caller holds the group lock and has checked the hosts (preflight)."""
+    started = time.monotonic()
+    before = fleet.observe()
+    require_compose()
+    paths = write_compose_files(layout, fleet.hosts, fleet.old_engines(), before)
+    if layout.network_mode == "bridge":
+        ensure_network(layout, fleet.engines[fleet.hosts[0]])
+    outcome = Outcome()
+    rows = [(s.id, s.role.value, s.host) for s in layout.servers if s.id in ids]
+    with ServerBoard(rows, mode) as board:
+        for role, by_host in start_tiers(layout, ids):
+            _start_tier(layout, fleet, paths, role, by_host, before, outcome, board, timeout)
+    outcome.seconds = time.monotonic() - started
+    return outcome
 
 
 class ImageChangeError(WalbctrError):

@@ -77,8 +77,7 @@ def status_rows(layout: Layout, only_host: str | None = None) -> list[Row]:
         if sid not in known:
             rows.append(Row(sid, "?", "?", "", f.obs.status, f.health, f.obs.image,
                             f.version, f.obs.uptime_seconds(), True,
-                            "not in the layout: 'walbctr down' removes it",
-                            f.obs.restart_count))
+                            _stray_note(f.obs), f.obs.restart_count))
     return rows
 
 
@@ -123,6 +122,13 @@ def _held_row(s: Server, record: Maintenance, unreachable: str | None,
     return Row(s.id, s.role.value, s.host, s.endpoint, "maintenance", "", obs.image,
                found.version, None, False, note, obs.restart_count, found.last_exit, "",
                record.since)
+
+
+def _stray_note(obs: Observed) -> str:
+    if obs.status == "running":
+        return "not in the layout: 'walbctr down' removes it"
+    return (f"not in the layout, {obs.status}: 'walbctr down' removes its container with the "
+            f"group, or 'docker rm {obs.name}' alone (its data stays either way)")
 
 
 def _observe_engine(engine: Engine, layout: Layout,

@@ -220,7 +220,8 @@ class SelectionError(WalbctrError):
 
 
 def _verb(kind: str) -> str:
-    return {"upgrade": "upgraded", "rollback": "rolled back", "restart": "restarted"}[kind]
+    return {"upgrade": "upgraded", "rollback": "rolled back", "restart": "restarted",
+            "recreate": "recreated"}[kind]
 
 
 # --- entry points ---------------------------------------------------------------------------
@@ -633,8 +634,13 @@ def describe(layout: Layout, kind: str, plan: Plan, steps: list[Step],
 
 class Runner:
     def __init__(self, layout: Layout, fleet: Fleet, kind: str, options: Options,
-                 mode: ProgressMode, save: Callable[[], None]) -> None:
+                 mode: ProgressMode, save: Callable[[], None], again: str = "") -> None:
+        """kind: upgrade, rollback, restart (the same containers started again), or
+        recreate (each recreated on its image from the layout's compose file: a new command
+        line); `again`: what to run to go on after a failed gate, for kinds of other
+        commands."""
         self.layout = layout
+        self.again = again
         self.fleet = fleet
         self.kind = kind
         self.options = options
@@ -719,10 +725,13 @@ class Runner:
         head = err.message
         if left:
             images = ", ".join(dict.fromkeys(s.from_image for s in left))
+            same = self.kind in ("restart", "recreate")
             head += (f"\nnot {_verb(self.kind)}: {', '.join(s.server for s in left)} "
-                     f"({'untouched' if self.kind == 'restart' else 'still on ' + images})")
+                     f"({'untouched' if same else 'still on ' + images})")
         first = f"{err.fix}; then " if err.fix else "fix it, then "
-        if self.kind == "upgrade" and touched:
+        if self.again:
+            fix = f"{first}{self.again}"
+        elif self.kind == "upgrade" and touched:
             fix = (f"{first}finish with 'walbctr upgrade {src} --resume', or return the "
                    f"servers it touched to the image they ran before with 'walbctr upgrade "
                    f"{src} --rollback'")

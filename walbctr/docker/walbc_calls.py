@@ -84,6 +84,11 @@ class WalbcCalls:
                 self._found[server_id] = (engine, container)
             return self._found[server_id]
 
+    def forget(self, server_id: str) -> None:
+        """Look the server's container up again at the next call (it was recreated)."""
+        with self._lock:
+            self._found.pop(server_id, None)
+
     def _exec(self, server_id: str, argv: list[str], label: tuple[str, ...]) -> tuple[int, str]:
         engine, container = self._container(server_id)
         started = time.monotonic()
@@ -110,6 +115,13 @@ class WalbcCalls:
         _check_words([path])
         code, _out = self._exec(server_id, ["test", "-e", path], ("test", "-e", path))
         return code == 0
+
+    def read_text(self, server_id: str, path: str) -> str | None:
+        """A small file as the server's container sees it (a walb volume's metadata), or
+        None when it cannot be read."""
+        _check_words([path])
+        code, out = self._exec(server_id, ["cat", "--", path], ("cat", path))
+        return out if code == 0 else None
 
     def ask(self, server_id: str, *args: str) -> str:
         """A read-only query that always prints something (a state, a number). An empty

@@ -329,7 +329,11 @@ for v in $vols; do
   if [ $# -gt 0 ]; then
     w=; for x in "$@"; do [ "$x" = "$v" ] && w=1; done; [ -n "$w" ] || continue
   fi
-  q "state $v" get state "$v"
+  st=$(walbc -a "$a" -p "$p" -to 10 -retry 0 get state "$v" 2>&1); rc=$?
+  printf '@@ state %s\n%s\n@@rc %s\n' "$v" "$st" "$rc"
+  # Only an Archived volume has a base and diffs to ask for: walb-archive logs every
+  # refused question as an ERROR, and its log is the operator's.
+  [ "$st" = Archived ] || continue
   if [ "$mode" = source ]; then
     q "base $v" get base "$v"; q "restorable $v" get restorable "$v" all
     q "diff $v" get applicable-diff "$v"

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
 from tests.conftest import docker_time, first_ready, proxy_state
@@ -263,3 +264,41 @@ def test_one_host_in_maintenance_while_the_others_run_on_their_own_engines(
     assert d.container("s0").logs().decode().count("kick requested") > kicks
     d.wait_storage_says("s0", "hostP0", "available")
     assert {r["state"] for r in d.status().values()} == {"running"}
+
+
+def test_a_proxy_is_replaced_onto_another_engine_while_a_volume_is_backed_up(
+        deploy: Any, double_image: str) -> None:
+    from walbctr.group import Group
+
+    d = deploy()
+    text = d.path.read_text().replace(
+        "hosts:\n", f"hosts:\n  hostP1: {{address: hostP1, engine: '{d.hosts['hostP1'].url}'}}\n")
+    d.path.write_text(text)
+    assert d.walbctr("push", str(d.path)).returncode == 0
+    # hostP1 runs no server yet: its engine gets the image as push would give it
+    here = docker.from_env()
+    d.hosts["hostP1"].client().images.load(b"".join(here.images.get(double_image).save(named=True)))
+    assert d.walbctr("up", str(d.path), "--quiet").returncode == 0
+    d.wait_storage_says("s0", "hostP0", "available")
+    dev = f"/var/walb-{d.name}/s0/vol0.img"
+    made = d.container("s0").exec_run(["dd", "if=/dev/urandom", f"of={dev}", "bs=1M",
+                                       "count=1"])
+    assert made.exit_code == 0, made.output
+    group = Group.load(d.path)
+    group.add("vol0", storage="s0", device=dev, timeout_s=120)
+
+    run = d.walbctr("replace", str(d.path), "p0", "--host", "hostP1", "--write", "--yes",
+                    "--plain")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "replaced p0 (proxy on hostP0) by p1 on hostP1" in run.stdout + run.stderr
+    assert "{id: p1, host: hostP1}" in d.path.read_text()
+    old = d.container("p0")
+    assert old.status == "exited" and "shutdown (graceful" in old.logs().decode()
+    d.servers["p1"] = "hostP1"
+    assert d.container("p1").status == "running"
+    d.wait_storage_says("s0", "hostP1", "available")
+    # the backup goes on through the new proxy, on its own engine
+    after = Group.load(d.path)
+    gid = after.snapshot("vol0", timeout_s=60)
+    assert gid in [x.gid for x in after.restorable("vol0")]
+    assert after.state("vol0", "p1") in ("Started", "WlogRecv")

@@ -17,10 +17,9 @@ import pytest
 
 from tests.test_deploy import free_ports
 from tests.test_keeper import wait_for
-from tests.test_volume_ops import MIB, Lab, overwrite, sha
+from tests.test_volume_ops import MIB, Lab, overwrite, running, sha
 from walbctr.group import Group
 from walbctr.layout.imagetag import keeper_image
-from walbctr.render.compose import LABEL
 
 POLICY = """monitor: {{host: lab, port: {port}, interval: 1, probe_interval: 0.5}}
 policy:
@@ -43,18 +42,7 @@ def make_lab(tmp_path: Path, engine: Any, image: str, vg: str, policy: str) -> L
 
 @pytest.fixture
 def kept_lab(tmp_path: Path, engine: Any, double_image: str, loop_vg: str) -> Iterator[Lab]:
-    yield from _running(make_lab(tmp_path, engine, double_image, loop_vg, POLICY), engine)
-
-
-def _running(g: Lab, engine: Any) -> Iterator[Lab]:
-    up = g.walbctr("up", str(g.path), "--plain")
-    assert up.returncode == 0, up.stdout + up.stderr
-    yield g
-    g.walbctr("down", str(g.path), "--quiet")
-    for c in engine.containers.list(all=True, filters={"label": f"{LABEL}={g.name}"}):
-        c.remove(force=True)
-    for c in engine.containers.list(all=True, filters={"label": f"io.walbctr.keeper={g.name}"}):
-        c.remove(force=True)
+    yield from running(make_lab(tmp_path, engine, double_image, loop_vg, POLICY))
 
 
 def keeper_log(lab: Lab) -> str:
@@ -120,8 +108,7 @@ def test_a_verification_that_fails_is_exported_and_fires_its_alert_in_prometheus
     from tests.test_alerting import quick_rules
     from tests.test_keeper import run_prometheus
 
-    lab_gen = _running(make_lab(tmp_path, engine, double_image, loop_vg,
-                                FAILING_VERIFY), engine)
+    lab_gen = running(make_lab(tmp_path, engine, double_image, loop_vg, FAILING_VERIFY))
     lab = next(lab_gen)
     try:
         group = Group.load(lab.path)

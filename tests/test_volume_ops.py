@@ -93,13 +93,19 @@ def overwrite(dev: Path, offset: int, size: int) -> None:
 
 @pytest.fixture
 def lab(tmp_path: Path, engine: Any, double_image: str, loop_vg: str) -> Iterator[Lab]:
-    g = Lab(tmp_path, engine, double_image, loop_vg)
+    yield from running(Lab(tmp_path, engine, double_image, loop_vg))
+
+
+def running(g: Lab) -> Iterator[Lab]:
+    """The lab up for a test, then down, with whatever containers it left (the keeper's
+    too) removed; its data dirs stay in the test's tmp dir."""
     up = g.walbctr("up", str(g.path), "--plain")
     assert up.returncode == 0, up.stdout + up.stderr
     yield g
     g.walbctr("down", str(g.path), "--quiet")
-    for c in engine.containers.list(all=True, filters={"label": f"{LABEL}={g.name}"}):
-        c.remove(force=True)
+    for label in (LABEL, "io.walbctr.keeper"):
+        for c in g.engine.containers.list(all=True, filters={"label": f"{label}={g.name}"}):
+            c.remove(force=True)
 
 
 def test_the_tutorial_through_the_cli_backs_up_restores_and_replicates_the_same_bytes(

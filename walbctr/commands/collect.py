@@ -324,7 +324,7 @@ def _gather(bundle: _Bundle, layout: Layout, log_lines: int, progress: StepLines
               "collected_at": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
     bundle.attempt(f"layout/{member_name(Path(layout.source).name)}",
                    "the layout file as given", "", partial(_layout_file, layout.source))
-    down = _unreachable(fleet)
+    down = fleet.unreachable(_why)
     bundle.add("controller.json", "where and how this bundle was collected", "",
                _controller(layout, header, down))
     results = fleet.each(fleet.hosts, lambda h: _host(bundle, layout, fleet, h, down,
@@ -339,20 +339,6 @@ def _gather(bundle: _Bundle, layout: Layout, log_lines: int, progress: StepLines
 def _layout_file(source: str) -> bytes:
     with open(source, "rb") as f:
         return f.read(MAX_BYTES + 1)  # loading it already refused a larger one
-
-
-def _unreachable(fleet: Fleet) -> dict[str, str]:
-    """host -> why its engine cannot be reached, asked once per engine (each engine keeps
-    the connection that worked, so nothing waits on a dead host twice)."""
-    groups = fleet.engine_groups()
-    reach = fleet.each([hosts[0] for hosts in groups.values()],
-                       lambda h: fleet.engines[h].api)
-    down: dict[str, str] = {}
-    for hosts in groups.values():
-        outcome = reach[hosts[0]]
-        if isinstance(outcome, Exception):
-            down.update({h: _why(outcome) for h in hosts})
-    return down
 
 
 def _controller(layout: Layout, header: Mapping[str, str], down: Mapping[str, str]) -> str:

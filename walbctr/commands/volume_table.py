@@ -67,14 +67,7 @@ def lag_threshold(layout: Layout, given: float | None) -> float:
 
 def volume_rows(layout: Layout, only_host: str | None, threshold: float) -> list[VolumeRow]:
     fleet = Fleet(layout, only_host)
-    groups = fleet.engine_groups()
-    reach = fleet.each([hosts[0] for hosts in groups.values()],
-                       lambda h: fleet.engines[h].api)
-    down: dict[str, str] = {}
-    for hosts in groups.values():
-        outcome = reach[hosts[0]]
-        if isinstance(outcome, Exception):
-            down.update({h: explain(outcome) for h in hosts})
+    down = fleet.unreachable(explain)
     servers = [s for s in layout.servers if s.host in fleet.hosts]
     asked = [s for s in servers if s.host not in down]
     with ThreadPoolExecutor(max_workers=max(1, min(EXEC_WORKERS, len(asked)))) as pool:

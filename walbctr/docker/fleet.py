@@ -50,6 +50,20 @@ class Fleet:
                     results[h] = err
         return results
 
+    def unreachable(self, why: Callable[[Exception], str]) -> dict[str, str]:
+        """host -> why its engine cannot be reached (in `why`'s words), asked once per
+        engine: hosts that share an engine share its answer, and each engine keeps the
+        connection that worked, so nothing waits on a dead host twice."""
+        groups = self.engine_groups()
+        reach = self.each([hosts[0] for hosts in groups.values()],
+                          lambda h: self.engines[h].api)
+        down: dict[str, str] = {}
+        for hosts in groups.values():
+            outcome = reach[hosts[0]]
+            if isinstance(outcome, Exception):
+                down.update({h: why(outcome) for h in hosts})
+        return down
+
     def old_engines(self, hosts: Iterable[str] | None = None) -> frozenset[str]:
         """Hosts whose engine predates health-check start intervals (see compose.py)."""
         return frozenset(h for h in (self.hosts if hosts is None else hosts)

@@ -18,7 +18,7 @@ Standard library only: it runs in the keeper, whose policy arrives as plain JSON
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -202,24 +202,23 @@ def _merge_task(v: ArchiveVolume, m: Merge, why: str) -> Task | None:
 
 
 def _merge_many(vols: Sequence[ArchiveVolume], policy: Policy, _now: float) -> Task | None:
-    many = [v for v in vols if (m := policy.of(v.name).merge) is not None
-            and len(v.diffs) >= m.threshold]
-    for v in sorted(many, key=lambda x: -len(x.diffs)):
-        m = policy.of(v.name).merge
-        assert m is not None
-        task = _merge_task(v, m, f"{len(v.diffs)} diffs (threshold {m.threshold})")
-        if task is not None:
-            return task
-    return None
+    return _first_merge(vols, policy, lambda v, m: len(v.diffs) >= m.threshold,
+                        lambda v, m: f"{len(v.diffs)} diffs (threshold {m.threshold})")
 
 
 def _merge_due(vols: Sequence[ArchiveVolume], policy: Policy, now: float) -> Task | None:
-    due = [v for v in vols if (m := policy.of(v.name).merge) is not None
-           and _due(v, "merge", m.interval, now)]
-    for v in sorted(due, key=lambda x: -len(x.diffs)):
-        m = policy.of(v.name).merge
-        assert m is not None
-        task = _merge_task(v, m, f"not merged for {m.interval} s")
+    return _first_merge(vols, policy, lambda v, m: _due(v, "merge", m.interval, now),
+                        lambda _v, m: f"not merged for {m.interval} s")
+
+
+def _first_merge(vols: Sequence[ArchiveVolume], policy: Policy,
+                 wanted: Callable[[ArchiveVolume, Merge], bool],
+                 why: Callable[[ArchiveVolume, Merge], str]) -> Task | None:
+    """The merge of the volume with most diffs among those `wanted`, walb-worker's pick."""
+    chosen = [(v, m) for v in vols if (m := policy.of(v.name).merge) is not None
+              and wanted(v, m)]
+    for v, m in sorted(chosen, key=lambda x: -len(x[0].diffs)):
+        task = _merge_task(v, m, why(v, m))
         if task is not None:
             return task
     return None

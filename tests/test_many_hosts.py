@@ -275,9 +275,11 @@ def test_a_proxy_is_replaced_onto_another_engine_while_a_volume_is_backed_up(
         "hosts:\n", f"hosts:\n  hostP1: {{address: hostP1, engine: '{d.hosts['hostP1'].url}'}}\n")
     d.path.write_text(text)
     assert d.walbctr("push", str(d.path)).returncode == 0
-    # hostP1 runs no server yet: its engine gets the image as push would give it
+    # hostP1 runs no server yet: its engine gets the image as push would give it, streamed
+    # (held whole, the image would stay in this worker's peak memory, which other tests
+    # measure)
     here = docker.from_env()
-    d.hosts["hostP1"].client().images.load(b"".join(here.images.get(double_image).save(named=True)))
+    d.hosts["hostP1"].client().images.load(here.images.get(double_image).save(named=True))
     assert d.walbctr("up", str(d.path), "--quiet").returncode == 0
     d.wait_storage_says("s0", "hostP0", "available")
     dev = f"/var/walb-{d.name}/s0/vol0.img"

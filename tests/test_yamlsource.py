@@ -59,7 +59,11 @@ try:
 except LayoutError as err:
     outcome = str(err)
 seconds = time.perf_counter() - start
-peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM is this process image's own peak: ru_maxrss survives exec and so counts the
+# forking pytest worker's memory too (seen: 308 MB after a test that loaded an image).
+with open("/proc/self/status") as status:
+    hwm = [line.split()[1] for line in status if line.startswith("VmHWM:")]
+peak_mb = int(hwm[0]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"outcome": outcome, "seconds": seconds, "peak_mb": peak_mb}))
 """
 

@@ -336,7 +336,7 @@ class Group:
                 after(nxt)
                 continue
             self._report(nxt.why, nxt.progress_on, nxt.volume, progress)
-            self._check_deadline(deadline, nxt.why, timeout_s)
+            self._check_deadline(deadline, nxt.why)
             time.sleep(POLL_S)
 
     def _carry_out(self, step: Step, deadline: float, progress: ProgressFn) -> None:
@@ -348,7 +348,7 @@ class Group:
             if st not in step.settle:
                 break
             self._report(step.why, step.progress_on, step.volume, progress)
-            self._check_deadline(deadline, step.why, 0)
+            self._check_deadline(deadline, step.why)
             time.sleep(POLL_S)
         if step.goal and st not in step.goal:
             raise VolumeStateError(
@@ -375,7 +375,7 @@ class Group:
         total = history.parse_number(ans["s"].text) if ans["s"].ok else None
         return done, total
 
-    def _check_deadline(self, deadline: float, why: str, timeout_s: float) -> None:
+    def _check_deadline(self, deadline: float, why: str) -> None:
         if time.monotonic() > deadline:
             raise WalbctrError(f"timed out: {why}",
                                "walb goes on in the background; run the same command again "
@@ -417,7 +417,7 @@ class Group:
             if (gid in gids) == present:
                 return
             progress(Progress(step=why))
-            self._check_deadline(deadline, why, timeout_s)
+            self._check_deadline(deadline, why)
             time.sleep(POLL_S)
 
     def restore(self, volume: str, gid: int, *, archive: str | None = None,
@@ -499,7 +499,7 @@ class Group:
                 break
             done, total = self._progress_lb(dst, vol)
             progress(Progress(step=why, done_lb=done, total_lb=total))
-            self._check_deadline(deadline, why, timeout_s)
+            self._check_deadline(deadline, why)
             time.sleep(POLL_S)
         have = [x.gid for x in self.restorable(vol, dst)]
         if not have or max(have) < gid:
@@ -551,7 +551,7 @@ class Group:
             st = self.state(vol, server)
             if st not in during:
                 return st
-            self._check_deadline(deadline, f"{server} leaving {st} for {vol}", limit_s)
+            self._check_deadline(deadline, f"{server} leaving {st} for {vol}")
             time.sleep(POLL_S)
 
     def stop(self, volume: str, server: str, mode: str = "graceful", *,
@@ -816,7 +816,7 @@ class Group:
                         self.calls.run(p.id, "kick", vol, archive)
                 kicked = time.monotonic()
             progress(Progress(step=why))
-            self._check_deadline(deadline, why, timeout_s)
+            self._check_deadline(deadline, why)
             time.sleep(POLL_S)
 
 

@@ -1175,9 +1175,9 @@ def _group(ctx: click.Context) -> Any:
 
 
 def _long_work(plain: bool, quiet: bool) -> Any:
-    from walbctr.commands.volume import display
+    from walbctr.display import StepProgress
 
-    return display(_progress_mode(plain, quiet))
+    return StepProgress(_progress_mode(plain, quiet))
 
 
 timeout_option = click.option("--timeout", type=click.FloatRange(min=1), default=None,

@@ -12,7 +12,6 @@ from walbctr.display import StepProgress
 from walbctr.render.columns import columns
 
 if TYPE_CHECKING:
-    from walbctr.display import ProgressMode
     from walbctr.group import Progress, ServerVolume, VolumeInfo, VolumeSummary
 
 
@@ -81,7 +80,3 @@ def as_json(obj: object) -> str:
         return json.dumps([o.model_dump(mode="json") if isinstance(o, BaseModel) else o
                            for o in obj], indent=2) + "\n"
     return json.dumps(obj, indent=2) + "\n"
-
-
-def display(mode: ProgressMode) -> StepProgress:
-    return StepProgress(mode)

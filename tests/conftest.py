@@ -121,6 +121,71 @@ def docker_time(text: str) -> float:
     return datetime.fromisoformat(text[:26].rstrip("Z") + "+00:00").timestamp()
 
 
+class ExecEvents:
+    """The engine's exec events, recorded live for the whole test session.
+
+    The engine answers `events --since` from a ring of its last 256 events (moby's
+    daemon/events eventsLimit), and under a loaded suite the keepers' probes of other
+    groups push a group's readiness probes out of it within seconds (seen in CI: a lab's
+    a0 "never answered" though the upgrade had waited for it). A live stream drops nothing.
+    """
+
+    def __init__(self, client: Any) -> None:
+        import threading
+
+        self.url = client.api.base_url
+        self.events: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._stream = client.api.events(decode=True, filters={
+            "type": "container", "label": "io.walbctr.group",
+            "event": ["exec_start", "exec_die"]})
+        threading.Thread(target=self._read, name="exec-events", daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for event in self._stream:
+                with self._lock:
+                    self.events.append(event)
+        except Exception:  # the engine went away at the end of the session: nothing to keep
+            return
+
+    def of_group(self, group: str, start: float) -> list[dict[str, Any]]:
+        with self._lock:
+            return [e for e in self.events if e.get("timeNano", 0) / 1e9 >= start and (
+                (e.get("Actor") or {}).get("Attributes") or {}).get("io.walbctr.group") == group]
+
+
+_EXEC_EVENTS: list[ExecEvents] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def exec_events() -> Iterator[None]:
+    """Start recording the local engine's exec events before any test runs."""
+    if engine_problem() is None:
+        import docker
+
+        _EXEC_EVENTS.append(ExecEvents(docker.from_env(timeout=None)))
+    yield
+
+
+def _exec_events(client: Any, group: str, start: float) -> list[dict[str, Any]]:
+    """Every exec event of `group` since `start`: the engine's short history joined with
+    the session's live record of the same engine (deduplicated), in time order."""
+    found = {(e.get("timeNano"), e.get("Action") or e.get("status"),
+              ((e.get("Actor") or {}).get("Attributes") or {}).get("execID")): e
+             for e in client.api.events(
+                 since=start, until=time.time(), decode=True,
+                 filters={"label": f"io.walbctr.group={group}",
+                          "event": ["exec_start", "exec_die"]})}
+    for rec in _EXEC_EVENTS:
+        if rec.url == client.api.base_url:
+            for e in rec.of_group(group, start):
+                found.setdefault((e.get("timeNano"), e.get("Action") or e.get("status"),
+                                  ((e.get("Actor") or {}).get("Attributes") or {}).get(
+                                      "execID")), e)
+    return sorted(found.values(), key=lambda e: e.get("timeNano", 0))
+
+
 def first_ready(client: Any, container: Any, since: float | None = None) -> float:
     """When the server in `container` first answered `walbc get host-type` (after `since`,
     or since the container was created).
@@ -137,12 +202,9 @@ def first_ready(client: Any, container: Any, since: float | None = None) -> floa
     times = [docker_time(e["End"]) for e in health.get("Log") or []
              if e["ExitCode"] == 0 and docker_time(e["End"]) >= start]
     labels = container.attrs["Config"]["Labels"]
-    events = client.api.events(since=start, until=time.time(), decode=True,
-                               filters={"label": f"io.walbctr.group={labels['io.walbctr.group']}",
-                                        "event": ["exec_start", "exec_die"]})
     batched = f"echo {labels['io.walbctr.server']} $rc "
     probes: set[str] = set()
-    for event in events:
+    for event in _exec_events(client, labels["io.walbctr.group"], start):
         action = event.get("Action") or event.get("status") or ""
         attrs = (event.get("Actor") or {}).get("Attributes") or {}
         single = (event.get("Actor") or {}).get("ID") == container.id \

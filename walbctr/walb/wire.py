@@ -1,0 +1,105 @@
+"""walb's wire protocol, the little of it a prober needs: `get host-type` as walbc asks it.
+
+Pure: bytes in, bytes out; the caller owns the socket. Written from walb-tools v1.0.19's
+sources (the contract, not a copy):
+- values go through cybozu's serializer (cybozulib/include/cybozu/serializer.hpp): an integer
+  is one byte when it fits a signed byte outside -128..-121, else a header byte (0x80 u8,
+  0x81 u16, 0x82 u32, 0x83 u64, 0x84 i8, 0x85 i16, 0x86 i32, 0x87 i64) and the value, little
+  endian; a string is its length (an integer) and its bytes; a string vector its count and
+  its strings;
+- the first negotiation (src/protocol.cpp, run1stNegotiateAsClient/AsServer): the client
+  sends its id, the protocol name (`get`) and packet VERSION 1 (src/packet.hpp); the server
+  answers its node id, then `ok` once it has a handler for the protocol (or an error text);
+- `get` (runGetCommandServer): the client sends the parameters as a string vector
+  (`["host-type"]`), the server answers `ok` or an error text, then the value (a string for
+  host-type) and the acknowledgement 0x626c6177 ("walb" little endian).
+
+The keeper probes through this instead of a walbc process per probe: a process costs a few
+milliseconds of CPU, and a group's probes run four times a second per server.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+PACKET_VERSION = 1
+ACK = 0x626C6177
+OK = "ok"
+# header byte -> (struct format, size) of the integer that follows it
+_INT_HEADERS = {0x80: ("<B", 1), 0x81: ("<H", 2), 0x82: ("<I", 4), 0x83: ("<Q", 8),
+                0x84: ("<b", 1), 0x85: ("<h", 2), 0x86: ("<i", 4), 0x87: ("<q", 8)}
+MAX_STRING = 1 << 16  # nothing a prober reads is longer: a bigger length is not walb talking
+
+Read = Callable[[int], bytes]  # returns exactly n bytes, or fewer at the end of the stream
+
+
+class WireError(ValueError):
+    """The peer did not answer in walb's protocol (or said no: the message says which)."""
+
+
+def encode_int(value: int) -> bytes:
+    if -128 <= value <= 127 and not -128 <= value <= -121:
+        return struct.pack("<b", value)
+    if 0 <= value <= 0xFF:
+        return b"\x80" + struct.pack("<B", value)
+    for header, fmt, low, high in ((0x81, "<H", 0, 0xFFFF), (0x85, "<h", -0x8000, 0x7FFF),
+                                   (0x82, "<I", 0, 0xFFFFFFFF),
+                                   (0x86, "<i", -0x80000000, 0x7FFFFFFF),
+                                   (0x83, "<Q", 0, 0xFFFFFFFFFFFFFFFF)):
+        if low <= value <= high:
+            return bytes([header]) + struct.pack(fmt, value)
+    return b"\x87" + struct.pack("<q", value)
+
+
+def encode_str(text: str) -> bytes:
+    data = text.encode()
+    return encode_int(len(data)) + data
+
+
+def encode_strs(items: list[str]) -> bytes:
+    return encode_int(len(items)) + b"".join(encode_str(s) for s in items)
+
+
+def _exactly(read: Read, n: int) -> bytes:
+    data = read(n)
+    if len(data) != n:
+        raise WireError(f"the connection ended {n - len(data)} bytes early")
+    return data
+
+
+def decode_int(read: Read) -> int:
+    head = _exactly(read, 1)[0]
+    if head in _INT_HEADERS:
+        fmt, size = _INT_HEADERS[head]
+        value: int = struct.unpack(fmt, _exactly(read, size))[0]
+        return value
+    return int(struct.unpack("<b", bytes([head]))[0])
+
+
+def decode_str(read: Read) -> str:
+    size = decode_int(read)
+    if not 0 <= size <= MAX_STRING:
+        raise WireError(f"a string of {size} bytes is not walb's protocol")
+    return _exactly(read, size).decode(errors="replace")
+
+
+def host_type_request(client_id: str) -> bytes:
+    """Everything the client sends for `get host-type`: the server reads the parameters
+    only after it has answered the negotiation, so sending them at once is the same."""
+    return (encode_str(client_id) + encode_str("get") + encode_int(PACKET_VERSION)
+            + encode_strs(["host-type"]))
+
+
+def read_host_type(read: Read) -> tuple[str, str]:
+    """(server node id, host type) from the server's answer to host_type_request."""
+    node = decode_str(read)
+    for step in ("negotiation", "get host-type"):
+        said = decode_str(read)
+        if said != OK:
+            raise WireError(f"{node or 'the server'} refused the {step}: {said}")
+    host_type = decode_str(read)
+    ack = decode_int(read)
+    if ack != ACK:
+        raise WireError(f"no acknowledgement after the value (got {ack:#x})")
+    return node, host_type

@@ -26,6 +26,7 @@ from walbctr.docker.state import (
 )
 from walbctr.errors import LayoutError, WalbctrError
 from walbctr.keeper import duties
+from walbctr.keeper.ask import ask_through
 from walbctr.keeper.duties import Config, Keeper, MaintenanceFile, ServerRef
 from walbctr.keeper.metrics import KeeperMetrics
 from walbctr.layout import monitor
@@ -170,7 +171,8 @@ def test_the_keeper_neither_kicks_nor_scans_a_server_in_maintenance_and_exports_
     path = tmp_path / "m.json"
     path.write_text(json.dumps({"servers": {"s1": "hostS1"}}))
     metrics = KeeperMetrics(CollectorRegistry())
-    keeper = Keeper(Config("g", SERVERS), metrics, run, maintenance_file=str(path))
+    keeper = Keeper(Config("g", SERVERS), metrics, run, maintenance_file=str(path),
+                    ask=ask_through(run))
     keeper.probe_once()
     sent.clear()
     answering["p0"] = True

@@ -459,6 +459,7 @@ def keeper_versions(g: Lab) -> dict[tuple[str, ...], float]:
     walbc run in a0's container on the group's network (as the keeper's container runs it)."""
     from prometheus_client import CollectorRegistry, generate_latest
 
+    from walbctr.keeper.ask import ask_through
     from walbctr.keeper.duties import Config, Keeper, ServerRef
     from walbctr.keeper.metrics import KeeperMetrics
     from walbctr.layout.loader import read_layout
@@ -476,7 +477,8 @@ def keeper_versions(g: Lab) -> dict[tuple[str, ...], float]:
 
     metrics = KeeperMetrics(CollectorRegistry())
     keeper = Keeper(Config(g.name, tuple(ServerRef(s.id, s.role.value, s.address, s.port)
-                                         for s in layout.servers)), metrics, run)
+                                         for s in layout.servers)), metrics, run,
+                    ask=ask_through(run))
     keeper.probe_once()
     keeper.scan_once()
     assert "walb_server_version_info{" in generate_latest(metrics.registry).decode()

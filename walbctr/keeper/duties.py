@@ -28,6 +28,7 @@ restarting one, is safe. The keeper never stops, deletes, backs up or restores a
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from walbctr.keeper.ask import Ask, Asker, ask, parallel
 from walbctr.keeper.policy import PolicyRunner
 from walbctr.walb import volumes, worker
 from walbctr.walb.version import parse_version
@@ -288,13 +290,15 @@ class Keeper:
     def __init__(self, config: Config, metrics: Any = None,
                  run: Callable[[Mapping[str, list[str]], float],
                                dict[str, tuple[int, str, str]]] = run_all,
-                 maintenance_file: str = MAINTENANCE_FILE) -> None:
+                 maintenance_file: str = MAINTENANCE_FILE,
+                 ask: Ask = ask) -> None:
         self.config = config
         self.maintenance = MaintenanceFile(maintenance_file)
         self.held: dict[str, str] = {}  # server id -> host, of hosts in maintenance
         self.duties = Duties(config, resend_after=max(300.0, 10 * config.interval))
         self.metrics = metrics
         self.run = run
+        self.asker = Asker(run, log, ask)
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.probe_timeout = max(1, min(3, round(config.probe_interval * 2)))
@@ -322,9 +326,8 @@ class Keeper:
     def probe_once(self, servers: Sequence[ServerRef] | None = None) -> dict[str, bool]:
         self.refresh_maintenance()
         servers = self.config.servers if servers is None else servers
-        argvs = {s.id: server_argv(s, ["get", "host-type"], self.probe_timeout)
-                 for s in servers}
-        results = self.run(argvs, self.probe_timeout + 2)
+        results = self.asker.each({s.id: (s.id, s.address, s.port, ["get", "host-type"])
+                                   for s in servers}, self.probe_timeout)
         answers = {sid: r[0] == 0 for sid, r in results.items()}
         healthy = {s.id: answers[s.id] and results[s.id][1].strip() == s.role
                    for s in servers}
@@ -379,11 +382,14 @@ class Keeper:
             answering = dict(self.duties.answering)
             held = dict(self.held)
         targets = [s for s in self.config.servers if answering.get(s.id) and s.id not in held]
-        argvs = {s.id: volumes.batch_argv(s.role, s.address, s.port) for s in targets}
-        # Asked every scan, in the same parallel run: a restart the probe missed (a
-        # recreated container) may have brought another version.
-        argvs |= {VERSION_KEY + s.id: server_argv(s, ["version"]) for s in targets}
-        results = self.run(argvs, max(30.0, self.config.interval))
+        calls: dict[str, Callable[[], tuple[int, str, str]]] = {
+            s.id: functools.partial(self.asker.scan, s.id, s.role, s.address, s.port, 10.0)
+            for s in targets}
+        # Asked every scan, at the same time: a restart the probe missed (a recreated
+        # container) may have brought another version.
+        calls |= {VERSION_KEY + s.id: functools.partial(
+            self.asker.one, s.id, s.address, s.port, ["version"], 10.0) for s in targets}
+        results = parallel(calls, max(30.0, self.config.interval))
         flags: list[tuple[str, str, str]] = []
         total = 0
         for s in self.config.servers:

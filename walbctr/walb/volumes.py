@@ -325,6 +325,63 @@ def batch_argv(role: str, address: str, port: int) -> list[str]:
     return ["sh", "-c", BATCH_SCRIPTS[role], "sh", address, str(port)]
 
 
+Question = Callable[[Sequence[str]], tuple[int, str]]  # walbc ARGS -> (status, output)
+
+
+def batch_text(role: str, question: Question) -> str:
+    """What batch_argv(role, ...)'s script prints, with each walbc call made by `question`
+    (the keeper asks on walb's wire protocol, in its own process). The same questions in
+    the same order of dependence, so parse_batch reads either alike; a question that raises
+    ends the batch (the caller treats that as a failed scan)."""
+    if role not in BATCH_SCRIPTS:
+        raise ValueError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
+    out: list[str] = []
+
+    def q(key: str, *args: str) -> tuple[int, str]:
+        status, text = question(list(args))
+        out.append(f"@@ {key}\n" + text + ("\n" if text and not text.endswith("\n") else "")
+                   + f"@@rc {status}\n")
+        return status, text
+
+    status, text = q("vol", "get", "vol")
+    if status == 0:
+        names = parse_names(text)
+        _BATCH_BODY[role](q, names)
+    return "".join(out) + "@@end\n"
+
+
+def _storage_batch(q: Callable[..., tuple[int, str]], names: list[str]) -> None:
+    q("ts-delta", "get", "ts-delta")
+    for name in names:
+        q(f"state {name}", "get", "state", name)
+        q(f"overflow {name}", "get", "is-overflow", name)
+
+
+def _proxy_batch(q: Callable[..., tuple[int, str]], names: list[str]) -> None:
+    if not names:
+        return
+    status, text = q("status", "status")
+    if status != 0:
+        return
+    for vol in parse_status_volumes(text).values():
+        for archive in vol.archives:
+            q(f"send-error {vol.name} {archive}", "get", "is-wdiff-send-error", vol.name,
+              archive)
+
+
+def _archive_batch(q: Callable[..., tuple[int, str]], names: list[str]) -> None:
+    q("ts-delta", "get", "ts-delta")
+    q("base-all", "get", "base-all")
+    q("all-actions", "get", "all-actions")
+    if names:
+        q("status", "status")
+    for name in names:
+        q(f"restorable {name}", "get", "restorable", name)
+
+
+_BATCH_BODY = {"storage": _storage_batch, "proxy": _proxy_batch, "archive": _archive_batch}
+
+
 @dataclass(frozen=True)
 class Answer:
     status: int

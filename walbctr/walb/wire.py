@@ -1,4 +1,5 @@
-"""walb's wire protocol, the little of it a prober needs: `get host-type` as walbc asks it.
+"""walb's wire protocol, the part the keeper asks in: `get`, `status` and `version` as walbc
+asks them.
 
 Pure: bytes in, bytes out; the caller owns the socket. Written from walb-tools v1.0.19's
 sources (the contract, not a copy):
@@ -12,10 +13,14 @@ sources (the contract, not a copy):
   answers its node id, then `ok` once it has a handler for the protocol (or an error text);
 - `get` (runGetCommandServer): the client sends the parameters as a string vector
   (`["host-type"]`), the server answers `ok` or an error text, then the value (a string for
-  host-type) and the acknowledgement 0x626c6177 ("walb" little endian).
+  host-type) and the acknowledgement 0x626c6177 ("walb" little endian);
+- `status [VOL]` (c2?StatusServer) is the same with a string vector for its value;
+  `version` (versionServer) sends no parameters and answers one string, then waits for the
+  client to close (packet.hpp writeFin), no acknowledgement.
 
-The keeper probes through this instead of a walbc process per probe: a process costs a few
-milliseconds of CPU, and a group's probes run four times a second per server.
+The keeper probes and scans through this instead of a walbc process per question: a process
+costs a few milliseconds of CPU, a group's probes run four times a second per server and a
+scan asks a few questions per volume.
 """
 
 from __future__ import annotations
@@ -39,7 +44,9 @@ class WireError(ValueError):
 
 
 def encode_int(value: int) -> bytes:
-    if -128 <= value <= 127 and not -128 <= value <= -121:
+    if -128 <= value <= -121:  # these bytes are headers: upstream marks them as an i8
+        return b"\x84" + struct.pack("<b", value)
+    if -128 <= value <= 127:
         return struct.pack("<b", value)
     if 0 <= value <= 0xFF:
         return b"\x80" + struct.pack("<B", value)
@@ -84,11 +91,78 @@ def decode_str(read: Read) -> str:
     return _exactly(read, size).decode(errors="replace")
 
 
+# What each question's value is on the wire (src/controller.cpp getGetCommandInfoMap; status
+# and version from src/*.cpp c2?StatusServer and protocol.cpp versionServer): the keeper's.
+SIZE, STRING, STRINGS = "size", "string", "strings"
+GET_TYPES = {"host-type": STRING, "vol": STRINGS, "state": STRING, "is-overflow": SIZE,
+             "is-wdiff-send-error": SIZE, "num-action": SIZE, "restorable": STRINGS,
+             "ts-delta": STRINGS, "base-all": STRINGS, "all-actions": STRINGS, "pid": SIZE}
+# walbc's client function per protocol, which its error messages name first
+CLIENT_FUNCTION = {"get": "c2xGetClient", "status": "c2xGetStrVecClient"}
+
+
+class RefusedError(Exception):
+    """The server understood and said no; `text` is what it said (walbc prints it after
+    'ERROR walbc error: ' and its client function)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+def request(client_id: str, args: list[str]) -> bytes:
+    """Everything a client sends for walbc ARGS (`get TARGET ...`, `status [VOL]`,
+    `version`): the server reads the parameters only after it has answered the
+    negotiation, so sending them at once is the same."""
+    protocol, params = args[0], args[1:]
+    if protocol not in ("get", "status", "version"):
+        raise ValueError(f"not a question this client asks: {protocol}")
+    if protocol == "get" and (not params or params[0] not in GET_TYPES):
+        raise ValueError(f"not a get target this client knows: {' '.join(params)}")
+    out = encode_str(client_id) + encode_str(protocol) + encode_int(PACKET_VERSION)
+    if protocol != "version":
+        out += encode_strs(params)
+    return out
+
+
+def read_answer(read: Read, args: list[str]) -> str:
+    """The answer to request(..., ARGS), printed as walbc prints it (a line per value).
+    Raises RefusedError for walb's no, WireError when the peer does not speak walb."""
+    node = decode_str(read)
+    said = decode_str(read)
+    if said != OK:  # no handler for the protocol: nothing more comes
+        raise RefusedError(said)
+    protocol = args[0]
+    if protocol == "version":  # versionServer writes the description and waits for close
+        return decode_str(read) + "\n"
+    said = decode_str(read)
+    if said != OK:
+        raise RefusedError(said)
+    kind = STRINGS if protocol == "status" else GET_TYPES[args[1]]
+    if kind == STRINGS:
+        count = decode_int(read)
+        if not 0 <= count <= MAX_STRING:
+            raise WireError(f"{node}: a list of {count} values is not walb's protocol")
+        text = "".join(decode_str(read) + "\n" for _ in range(count))
+    elif kind == SIZE:
+        text = f"{decode_int(read)}\n"
+    else:
+        text = decode_str(read) + "\n"
+    ack = decode_int(read)
+    if ack != ACK:
+        raise WireError(f"no acknowledgement after the value (got {ack:#x})")
+    return text
+
+
+def walbc_error(args: list[str], refused: RefusedError) -> str:
+    """The line walbc prints for a refusal, e.g. 'ERROR walbc error:
+    c2xGetClient:isOverflow:bad state:Clear' (binsrc/walbc.cpp, cybozu::Exception)."""
+    function = CLIENT_FUNCTION.get(args[0])
+    return "ERROR walbc error: " + (f"{function}:" if function else "") + refused.text
+
+
 def host_type_request(client_id: str) -> bytes:
-    """Everything the client sends for `get host-type`: the server reads the parameters
-    only after it has answered the negotiation, so sending them at once is the same."""
-    return (encode_str(client_id) + encode_str("get") + encode_int(PACKET_VERSION)
-            + encode_strs(["host-type"]))
+    return request(client_id, ["get", "host-type"])
 
 
 def read_host_type(read: Read) -> tuple[str, str]:

@@ -75,6 +75,7 @@ class Config:
     listen: str = "127.0.0.1"  # the address /metrics is served on
     web_config: str | None = None  # a Prometheus web config file: TLS, basic auth
     policy: Mapping[str, Any] | None = None  # the layout's policy block, in bytes and seconds
+    ask: str = "wire"  # or "walbc": a process per question (monitor.ask)
 
     def of_role(self, role: str) -> tuple[ServerRef, ...]:
         return tuple(s for s in self.servers if s.role == role)
@@ -92,12 +93,14 @@ def parse_config(text: str) -> Config:
                         float(data.get("lag_threshold", 600)),
                         str(data.get("listen", "127.0.0.1")),
                         None if data.get("web_config") is None else str(data["web_config"]),
-                        data.get("policy"))
+                        data.get("policy"), str(data.get("ask", "wire")))
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"bad keeper configuration: {type(err).__name__}: {err}") from None
     bad = [s.id for s in servers if s.role not in ROLES]
     if bad:
         raise ValueError(f"bad keeper configuration: unknown role for {', '.join(bad)}")
+    if config.ask not in ("wire", "walbc"):
+        raise ValueError(f"bad keeper configuration: ask is {config.ask!r}, not wire or walbc")
     if config.interval <= 0 or config.probe_interval <= 0:
         raise ValueError("bad keeper configuration: intervals must be positive")
     return config
@@ -299,6 +302,8 @@ class Keeper:
         self.metrics = metrics
         self.run = run
         self.asker = Asker(run, log, ask)
+        if config.ask == "walbc":
+            self.asker.by_walbc.update(s.id for s in config.servers)
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.probe_timeout = max(1, min(3, round(config.probe_interval * 2)))
@@ -449,7 +454,8 @@ class Keeper:
     def run_forever(self) -> None:
         log(f"watching group {self.config.group}: {len(self.config.servers)} servers, probe "
             f"every {self.config.probe_interval:g} s, volume scan every "
-            f"{self.config.interval:g} s, lag threshold {self.config.lag_threshold:g} s")
+            f"{self.config.interval:g} s, lag threshold {self.config.lag_threshold:g} s, asking "
+            + ("on walb's wire protocol" if self.config.ask == "wire" else "through walbc"))
         self.probe_once()  # all at once first: the scan needs to know who answers
         threads = [threading.Thread(target=self.loop, name="scan", daemon=True,
                                     args=(self.config.interval, self.scan_once,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -34,11 +34,16 @@ class MonitorSpec(Model):
     host: str = Field(description="layout host that runs the keeper (one that runs servers)")
     port: int = Field(DEFAULT_PORT, ge=1, le=65535,
                       description="port of the keeper's Prometheus metrics (/metrics)")
-    interval: Seconds = Field(30, description="seconds between volume scans (one walbc "
-                              "batch per server)")
+    interval: Seconds = Field(30, description="seconds between volume scans (the questions "
+                              "of one walbc batch per server)")
     probe_interval: Seconds = Field(0.25, description="seconds between reachability probes "
-                                    "(walbc get host-type) of each server, which is how the "
+                                    "(get host-type) of each server, which is how the "
                                     "keeper sees a restart: one shorter than this goes unseen")
+    ask: Literal["wire", "walbc"] = Field(
+        "wire", description="how the keeper asks its probes and scans: 'wire' speaks walb's "
+        "protocol from inside the keeper (no process per question), 'walbc' runs a walbc "
+        "process per question, as the keeper first did (a server that does not speak the "
+        "protocol the keeper knows is asked through walbc anyway)")
     lag_threshold: int = Field(600, ge=1, description="backup lag (ts-delta, seconds) above "
                                "which a volume is reported as lagging")
     publish: bool | str = Field(True, description="bridge mode: publish the metrics port on "

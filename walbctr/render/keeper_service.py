@@ -73,6 +73,7 @@ def keeper_config(layout: Layout) -> dict[str, Any]:
                      "port": s.port} for s in layout.servers],
         # only with a policy: a keeper without one keeps its configuration (and container)
         **({} if layout.spec.policy is None else {"policy": layout.spec.policy.for_keeper()}),
+        **({} if m.ask == "wire" else {"ask": m.ask}),  # likewise for the default way of asking
     }
 
 

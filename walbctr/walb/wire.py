@@ -44,19 +44,23 @@ class WireError(ValueError):
 
 
 def encode_int(value: int) -> bytes:
-    if -128 <= value <= -121:  # these bytes are headers: upstream marks them as an i8
-        return b"\x84" + struct.pack("<b", value)
+    """As saveVariableInt writes a signed 64-bit value: -128..-121 take the i8 header (their
+    bare byte would read as a header), anything beyond 32 bits goes as u64 (two's complement
+    when negative): the serializer never writes 0x87.  (An unsigned C++ value near its
+    type's maximum, such as a size_t of 2**64 - 1, is written shorter there, as the negative
+    number it casts to; nothing a prober sends is one.)"""
+    if not -(1 << 63) <= value < 1 << 64:
+        raise ValueError(f"{value} does not fit walb's 64-bit integers")
     if -128 <= value <= 127:
-        return struct.pack("<b", value)
+        return (b"\x84" if value <= -121 else b"") + struct.pack("<b", value)
     if 0 <= value <= 0xFF:
         return b"\x80" + struct.pack("<B", value)
     for header, fmt, low, high in ((0x81, "<H", 0, 0xFFFF), (0x85, "<h", -0x8000, 0x7FFF),
                                    (0x82, "<I", 0, 0xFFFFFFFF),
-                                   (0x86, "<i", -0x80000000, 0x7FFFFFFF),
-                                   (0x83, "<Q", 0, 0xFFFFFFFFFFFFFFFF)):
+                                   (0x86, "<i", -0x80000000, 0x7FFFFFFF)):
         if low <= value <= high:
             return bytes([header]) + struct.pack(fmt, value)
-    return b"\x87" + struct.pack("<q", value)
+    return b"\x83" + struct.pack("<Q", value & 0xFFFFFFFFFFFFFFFF)
 
 
 def encode_str(text: str) -> bytes:

@@ -342,6 +342,31 @@ def batch(container: Any, role: str, address: str = "127.0.0.1") -> tuple[int, s
     return code, (out or b"").decode(), (err or b"").decode()
 
 
+def wire_scan(container: Any, role: str) -> tuple[int, str, str]:
+    """The keeper's scan of the server in `container`, asked from this process on walb's
+    wire protocol (walbctr.keeper.ask), as the keeper asks it from its own container."""
+    from walbctr.keeper.ask import Asker
+    from walbctr.keeper.duties import run_all
+
+    container.reload()
+    address = next(iter(container.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"]
+    fell_back: list[str] = []
+    asker = Asker(run_all, fell_back.append)
+    result = asker.scan(container.name, role, address, 10000, 5)
+    assert fell_back == [] and asker.speaks_wire(container.name), fell_back
+    return result
+
+
+def assert_wire_scan_reads_as_the_batch(container: Any, role: str) -> None:
+    """Both executors of the batch's questions give the same records: the script run in the
+    server's container (status --volumes) and the keeper's questions on the wire."""
+    code, out, err = batch(container, role)
+    assert code == 0, err
+    status, text, why = wire_scan(container, role)
+    assert status == 0, why
+    assert v.parse_batch(role, text) == v.parse_batch(role, out), (text, out)
+
+
 def test_one_exec_per_server_gathers_proxy_and_storage_volumes(
         net: Any, double_image: str) -> None:
     p0 = start(net, double_image, "p0", ["walb-proxy", "-p", "10000", "-b", "/var/walb/p0",
@@ -375,6 +400,8 @@ def test_one_exec_per_server_gathers_proxy_and_storage_volumes(
     assert r0.ts_deltas[0].dest == "a0"
     assert (r1.state, r1.overflow, r1.ts_deltas) == ("SyncReady", False, ())
     assert sorted(p.kind for p in v.problems(r0, 600)) == ["lag", "overflow"]
+    assert_wire_scan_reads_as_the_batch(p0, "proxy")
+    assert_wire_scan_reads_as_the_batch(s0, "storage")
 
     # A hostile address stays an argument: walbc cannot resolve it, nothing is run.
     code, out, _ = batch(p0, "proxy", "$(touch /tmp/pwned)")
@@ -408,3 +435,4 @@ def test_one_exec_gathers_an_archives_volumes(net: Any, double_image: str,
     assert r0.base is not None and r0.base.metastate == "<|3|>-20231114221320"
     assert (r1.state, r1.restorable, r1.base, r1.errors) == ("SyncReady", 0, None, ())
     assert [p.kind for p in v.problems(r0, 600)] == ["action"]
+    assert_wire_scan_reads_as_the_batch(a0, "archive")

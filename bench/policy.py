@@ -9,6 +9,11 @@
   that is measured): goal under 2 % of one core, under 60 MB.
 
     python3 bench/policy.py --image walbctr/walb-tools:TAG [--minutes 12] [--volumes 200]
+        [--skip-lag] [--ask both|wire|walbc]
+
+The cost is measured with the keeper asking on walb's wire protocol and then, on the same
+group and volumes, through a walbc process per question (monitor.ask: walbc, the keeper's
+first way), with the ratio.
 """
 
 from __future__ import annotations
@@ -93,6 +98,9 @@ def main() -> None:
                         help="the policy of the cost measurement ('{}': none of its tasks)")
     parser.add_argument("--probe", type=float, default=0.25,
                         help="the keeper's probe_interval (the layout default)")
+    parser.add_argument("--ask", choices=("both", "wire", "walbc"), default="both",
+                        help="the keeper's monitor.ask; both: wire, then the baseline walbc "
+                        "on the same group and volumes")
     args = parser.parse_args()
     engine = docker.from_env(timeout=120)
     with tempfile.TemporaryDirectory(prefix="walbctr-bench-pol-") as tmp_name, \
@@ -111,21 +119,29 @@ def main() -> None:
                 walbctr(env, "down", str(lag), "--quiet")
         load = tmp / "load.yaml"
         name = f"bq{secrets.token_hex(3)}"
-        load.write_text(layout_text(name, args.image, tmp / "l", vg, args.load_policy)
-                        .replace("monitor: {", f"monitor: {{probe_interval: {args.probe}, "))
+        base = layout_text(name, args.image, tmp / "l", vg, args.load_policy)
         try:
-            if walbctr(env, "up", str(load), "--quiet").returncode != 0:
-                sys.exit("up failed")
-            make_volumes(engine, name, args.volumes)
-            time.sleep(70)  # the first policy round of every volume, and two scans
-            cpu, mem = keeper_usage(engine, name, args.idle)
-            print(f"keeper with policy {args.load_policy}, probe {args.probe:g} s, "
-                  f"{3 * args.volumes} volume rows: CPU "
-                  f"{cpu * 100:.1f}% of one core (walbc children included), memory "
-                  f"{mem:.1f} MiB (goals: < 2 %, < 60 MB)")
+            cost: dict[str, float] = {}
+            for ask in (["wire", "walbc"] if args.ask == "both" else [args.ask]):
+                load.write_text(base.replace("monitor: {", f"monitor: {{probe_interval: "
+                                             f"{args.probe}, ask: {ask}, "))
+                if walbctr(env, "up", str(load), "--quiet").returncode != 0:
+                    sys.exit("up failed")
+                if not cost:
+                    make_volumes(engine, name, args.volumes)
+                time.sleep(70)  # the first policy round of every volume, and two scans
+                cpu, mem = keeper_usage(engine, name, args.idle)
+                cost[ask] = cpu
+                print(f"keeper asking {'on the wire' if ask == 'wire' else 'through walbc'}, "
+                      f"policy {args.load_policy}, probe {args.probe:g} s, "
+                      f"{3 * args.volumes} volume rows: CPU {cpu * 100:.2f}% of one core "
+                      f"(walbc children included), memory {mem:.1f} MiB "
+                      "(goals: < 2 %, < 60 MB)", flush=True)
+            if len(cost) == 2:
+                print(f"ratio wire / walbc (the baseline): {cost['wire'] / cost['walbc']:.3f} "
+                      f"({cost['walbc'] / cost['wire']:.1f}x less CPU)")
         finally:
             walbctr(env, "down", str(load), "--quiet")
-
 
 if __name__ == "__main__":
     main()

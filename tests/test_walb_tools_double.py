@@ -7,6 +7,7 @@ volume-level commands, test hooks and shutdown modes are then tested in containe
 image built from it (conftest's ``double_image``), as walbctr runs them.
 """
 
+import io
 import os
 import re
 import shutil
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from walbctr.walb import wire
 
 DOUBLE_SRC = Path(__file__).resolve().parent / "fixtures" / "walb-tools-double"
 VERSION = "1.0.19-double"
@@ -465,6 +468,142 @@ def test_bad_input_concurrency_and_bind_failure(
     assert res.returncode == 1
     errors = [line for line in res.stderr.splitlines() if " ERROR " in line]
     assert errors and str(srv.port) in errors[0], res.stderr
+
+
+def walb_exchange(port: int, payload: bytes, half_close: bool = False, timeout: float = 5) -> bytes:
+    """Send bytes in walb's protocol, return everything the server sends until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(payload)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        chunks: list[bytes] = []
+        while data := sock.recv(4096):
+            chunks.append(data)
+        return b"".join(chunks)
+
+
+def walb_strings(answer: bytes) -> list[str]:
+    """The strings of a server's answer in walb's protocol (the last item may be the ack)."""
+    stream = io.BytesIO(answer)
+    out = []
+    while stream.tell() < len(answer):
+        out.append(wire.decode_str(stream.read))
+    return out
+
+
+def hello(client_id: str = "pytest", protocol: str = "get", version: int = 1) -> bytes:
+    return wire.encode_str(client_id) + wire.encode_str(protocol) + wire.encode_int(version)
+
+
+def walb_host_type(port: int, client_id: str = "pytest") -> tuple[str, str]:
+    """(node id, role) as walbctr.walb.wire's prober gets them."""
+    answer = walb_exchange(port, wire.host_type_request(client_id))
+    return wire.read_host_type(io.BytesIO(answer).read)
+
+
+def test_walb_integers_are_written_as_cybozus_serializer_writes_them() -> None:
+    # Bytes as saveVariableInt writes an int64 (cybozulib serializer.hpp).
+    for value, expected in (
+        (0, "00"), (1, "01"), (127, "7f"), (-1, "ff"), (-120, "88"), (-121, "8487"),
+        (-128, "8480"), (128, "8080"), (255, "80ff"), (256, "810001"), (-129, "857fff"),
+        (65536, "8200000100"), (-32769, "86ff7fffff"), (1 << 32, "830000000001000000"),
+        (-(1 << 31) - 1, "83ffffff7fffffffff"),
+    ):
+        assert wire.encode_int(value).hex() == expected, value
+        decoded = wire.decode_int(io.BytesIO(wire.encode_int(value)).read)
+        # u64 comes back unsigned: the reader's C++ type decides, a prober reads no such value
+        assert decoded == (value % (1 << 64) if value < -(1 << 31) else value), value
+    assert wire.encode_str("get").hex() == "03676574"
+    assert wire.encode_strs(["host-type"]) == b"\x01\x09host-type"
+
+
+def test_servers_answer_walbs_own_get_host_type_with_their_id_and_role(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    proxy = start_server("proxy", "-b", tmp_path / "proxy", "-id", "p-wire", "-debug")
+    dead = f"127.0.0.1:{free_port()}"  # the storage's peers need not answer
+    storage = start_server(
+        "storage", "-b", tmp_path / "storage", "-id", "s-wire", "-archive", dead, "-proxy", dead
+    )
+    for server, node in ((proxy, "p-wire"), (storage, "s-wire")):
+        assert walb_host_type(server.port, "keeper-test") == (node, server.role)
+    answer = walb_exchange(proxy.port, wire.host_type_request("keeper-test"))
+    # Byte for byte: id, negotiation "ok", get "ok", the role, u32 header and "walb" (the ack).
+    assert answer == b"\x06p-wire\x02ok\x02ok\x05proxy\x82walb"
+    # One DEBUG request line as for the double's own requests, no warning or error.
+    log = proxy.stderr()
+    line = r" DEBUG p-wire request from keeper-test \(.*\): get host-type \(walb's protocol\)$"
+    assert re.search(line, log, re.M), log
+    assert " WARNING " not in log and " ERROR " not in log, log
+
+
+def test_walbs_protocol_refuses_other_get_targets_protocols_and_versions_with_a_text(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    srv = start_server("proxy", "-b", tmp_path / "proxy", "-id", "p-refuse")
+    answer = walb_exchange(srv.port, hello() + wire.encode_strs(["pid"]))
+    assert walb_strings(answer) == ["p-refuse", "ok", "runGetCommandServer:no such target:pid"]
+    with pytest.raises(wire.WireError, match=r"refused the get host-type: .*no such target"):
+        wire.read_host_type(io.BytesIO(answer).read)
+    for payload, text in (
+        (hello() + wire.encode_strs([]), "runGetCommandServer:no target specified"),
+        (hello() + wire.encode_strs(["", "x"]), "runGetCommandServer:empty string:0"),
+    ):
+        assert walb_strings(walb_exchange(srv.port, payload)) == ["p-refuse", "ok", text]
+    # The negotiation itself: the id, then the reason instead of "ok".
+    for payload, text in (
+        (hello(version=2) + wire.encode_strs(["host-type"]),
+         "run1stNegotiateAsServer:version differ c/s:2:1"),
+        (hello(protocol="status"), "findServerHandler:bad protocol:status:pytest"),
+    ):
+        answer = walb_exchange(srv.port, payload)
+        assert walb_strings(answer) == ["p-refuse", text]
+        with pytest.raises(wire.WireError, match="refused the negotiation"):
+            wire.read_host_type(io.BytesIO(answer).read)
+    warnings = [line for line in srv.stderr().splitlines() if " WARNING " in line]
+    assert len(warnings) == 2 and all("(walb's protocol)" in w for w in warnings), srv.stderr()
+
+
+def test_truncated_or_garbage_walb_requests_are_closed_and_the_server_answers_the_next(
+    start_server: StartServer, walbc: WalbcCall, tmp_path: Path
+) -> None:
+    srv = start_server("proxy", "-b", tmp_path / "proxy", "-id", "p-trunc", "-to", "2")
+    request = wire.host_type_request("pytest")
+    negotiation = len(hello())
+    started = time.monotonic()
+    # Cut in the negotiation or in the parameters, the client then closes its side.
+    assert walb_exchange(srv.port, request[:5], half_close=True).startswith(b"ERR bad request")
+    answer = walb_exchange(srv.port, request[: negotiation + 3], half_close=True)
+    assert walb_strings(answer) == ["p-trunc", "ok"]
+    # Silent clients are closed by the socket timeout (-to 2), in either phase.
+    assert walb_exchange(srv.port, b"", timeout=6) == b"ERR bad request: timeout\n"
+    answer = walb_exchange(srv.port, request[:negotiation], timeout=6)
+    assert walb_strings(answer) == ["p-trunc", "ok"]
+    assert time.monotonic() - started < 10
+    # Values that are not walb's: a negative or huge count, a huge length.
+    for params in (b"\xff", b"\x83" + b"\xff" * 8, b"\x01\x82\xff\xff\xff\x7f"):
+        answer = walb_exchange(srv.port, hello() + params)
+        assert walb_strings(answer) == ["p-trunc", "ok"], params
+    res = walbc(srv.port, "get", "host-type")
+    assert (res.returncode, res.stdout) == (0, "proxy\n"), res.stderr
+    assert walb_host_type(srv.port) == ("p-trunc", "proxy")
+    assert srv.proc.poll() is None
+    bad = [line for line in srv.stderr().splitlines() if "bad request from" in line]
+    assert len(bad) == 3 and all("is not walb's protocol" in line for line in bad), srv.stderr()
+
+
+def test_the_doubles_own_protocol_still_answers_on_the_same_port(
+    start_server: StartServer, walbc: WalbcCall, tmp_path: Path
+) -> None:
+    srv = start_server("proxy", "-b", tmp_path / "proxy", "-id", "p-both")
+    for _ in range(3):  # interleaved, on one port
+        assert raw_request(srv.port, b"WALB-DOUBLE/1 raw get host-type\n") == b". proxy\nOK\n"
+        assert walb_host_type(srv.port) == ("p-both", "proxy")
+        res = walbc(srv.port, "version")
+        assert (res.returncode, res.stdout) == (0, VERSION + "\n"), res.stderr
+    # Text that is neither protocol is still the double's bad request, answered at once.
+    for line in (b"HELLO world\n", b"GET / HTTP/1.0\r\n\r\n", b"WALB-DOUBLE/1 raw\n"):
+        assert raw_request(srv.port, line).startswith(b"ERR bad request"), line
 
 
 def test_relative_log_path_is_under_base_dir(

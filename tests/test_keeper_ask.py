@@ -49,16 +49,19 @@ class Recorder:
         return {k: (0, "proxy\n", "") for k in argvs}
 
 
-def test_a_server_that_answers_in_another_protocol_is_asked_through_walbc_from_then_on(
+def test_a_server_that_answers_in_another_protocol_is_asked_through_walbc_for_a_while(
         not_walb: int) -> None:
     run, said = Recorder(), []
     asker = Asker(run, said.append)
     assert asker.one("p0", "127.0.0.1", not_walb, ["get", "host-type"], 2) == (0, "proxy\n", "")
     assert run.argvs == [["walbc", "-a", "127.0.0.1", "-p", str(not_walb), "-to", "2",
                           "-retry", "0", "get", "host-type"]]
-    assert len(said) == 1 and "asking it through walbc from now on" in said[0], said
+    assert len(said) == 1 and "asking it through walbc, and on the wire again in" in said[0]
     asker.one("p0", "127.0.0.1", not_walb, ["get", "vol"], 2)
     assert len(run.argvs) == 2 and len(said) == 1  # no second try on the wire, no second line
+    asker._fell_back["p0"] = 0  # later, the wire is tried again (and refused again, and said)
+    asker.one("p0", "127.0.0.1", not_walb, ["get", "vol"], 2)
+    assert len(run.argvs) == 3 and len(said) == 2 and not asker.speaks_wire("p0")
 
 
 def test_a_server_that_does_not_answer_is_down_not_a_reason_to_change_protocol() -> None:
@@ -98,3 +101,25 @@ def test_the_default_configuration_asks_on_the_wire() -> None:
     config = Config("g", (ServerRef("p0", "proxy", "127.0.0.1", 1),))
     keeper = Keeper(config, None, Recorder())
     assert keeper.asker.speaks_wire("p0")
+
+
+def test_a_server_that_resets_the_connection_it_accepted_is_asked_through_walbc() -> None:
+    """As real walb does with a negotiation it cannot take (another packet version): it
+    closes with the request unread, and the kernel resets the connection."""
+    import struct
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def reset_one() -> None:
+        conn, _ = listener.accept()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+    thread = threading.Thread(target=reset_one, daemon=True)
+    thread.start()
+    run, said = Recorder(), []
+    asker = Asker(run, said.append)
+    with listener:
+        assert asker.one("a0", "127.0.0.1", listener.getsockname()[1], ["get", "host-type"],
+                         2)[0] == 0
+    thread.join()
+    assert len(run.argvs) == 1 and len(said) == 1 and not asker.speaks_wire("a0"), said

@@ -537,12 +537,34 @@ def test_servers_answer_walbs_own_get_host_type_with_their_id_and_role(
     assert " WARNING " not in log and " ERROR " not in log, log
 
 
+def test_walbs_protocol_answers_the_keepers_questions_as_walbc_prints_them(
+    start_server: StartServer, walbc: WalbcCall, tmp_path: Path
+) -> None:
+    from walbctr.keeper.ask import ask
+
+    srv = start_server("proxy", "-b", tmp_path / "proxy", "-id", "p-ask")
+    for args in (["archive-info", "add", "vol0", "a0", "a0:10000"], ["start", "vol0"],
+                 ["double-send-error", "vol0", "a0", "1"]):
+        assert walbc(srv.port, *args).returncode == 0, args
+    for args in (["get", "host-type"], ["get", "vol"], ["get", "state", "vol0"],
+                 ["get", "state", "nosuchvol"], ["get", "is-wdiff-send-error", "vol0", "a0"],
+                 ["get", "is-wdiff-send-error", "vol0", "a9"], ["get", "pid"], ["status"],
+                 ["version"]):
+        status, out, err = ask("127.0.0.1", srv.port, args, 3)
+        done = walbc(srv.port, *args)
+        assert (status, out, err.splitlines()[:1]) == (
+            done.returncode, done.stdout, done.stderr.splitlines()[:1]), args
+    assert "bad archive name" in ask("127.0.0.1", srv.port,
+                                     ["get", "is-wdiff-send-error", "vol0", "a9"], 3)[2]
+
+
 def test_walbs_protocol_refuses_other_get_targets_protocols_and_versions_with_a_text(
     start_server: StartServer, tmp_path: Path
 ) -> None:
     srv = start_server("proxy", "-b", tmp_path / "proxy", "-id", "p-refuse")
-    answer = walb_exchange(srv.port, hello() + wire.encode_strs(["pid"]))
-    assert walb_strings(answer) == ["p-refuse", "ok", "runGetCommandServer:no such target:pid"]
+    answer = walb_exchange(srv.port, hello() + wire.encode_strs(["no-such"]))
+    assert walb_strings(answer) == ["p-refuse", "ok",
+                                    "runGetCommandServer:no such target:no-such"]
     with pytest.raises(wire.WireError, match=r"refused the get host-type: .*no such target"):
         wire.read_host_type(io.BytesIO(answer).read)
     for payload, text in (
@@ -554,7 +576,7 @@ def test_walbs_protocol_refuses_other_get_targets_protocols_and_versions_with_a_
     for payload, text in (
         (hello(version=2) + wire.encode_strs(["host-type"]),
          "run1stNegotiateAsServer:version differ c/s:2:1"),
-        (hello(protocol="status"), "findServerHandler:bad protocol:status:pytest"),
+        (hello(protocol="no-such"), "findServerHandler:bad protocol:no-such:pytest"),
     ):
         answer = walb_exchange(srv.port, payload)
         assert walb_strings(answer) == ["p-refuse", text]

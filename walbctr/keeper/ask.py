@@ -5,7 +5,7 @@ the keeper probes every server four times a second and its scans ask a few quest
 volume, so with 600 volume rows the processes alone took most of a tenth of a core. The same
 questions on a socket cost a small fraction of that and look the same to the server. A
 server that answers in a protocol the keeper does not understand (a future walb-tools, say)
-is asked through walbc from then on: the keeper never calls a server down, nor loses its
+is asked through walbc for a while: the keeper never calls a server down, nor loses its
 scan, because of its own limits.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 from walbctr.walb import volumes, wire
@@ -36,14 +37,25 @@ def ask(address: str, port: int, args: Sequence[str], timeout: float) -> Result:
     answer and wire.WireError when it answered in another protocol."""
     argv = list(args)
     try:
-        with socket.create_connection((address, port), timeout=timeout) as sock:
+        sock = socket.create_connection((address, port), timeout=timeout)
+    except TimeoutError:
+        raise UnreachableError(f"no answer from {address}:{port} within {timeout:g} s") from None
+    except OSError as err:
+        raise UnreachableError(f"{address}:{port}: {err}") from None
+    try:
+        with sock, sock.makefile("rb") as stream:
             sock.sendall(wire.request(CLIENT_ID, argv))
-            with sock.makefile("rb") as stream:
-                return 0, wire.read_answer(stream.read, argv), ""
+            return 0, wire.read_answer(stream.read, argv), ""
     except wire.RefusedError as err:
         return 1, "", wire.walbc_error(argv, err)
     except TimeoutError:
         raise UnreachableError(f"no answer from {address}:{port} within {timeout:g} s") from None
+    except (ConnectionResetError, BrokenPipeError) as err:
+        # Real walb refuses a negotiation it cannot take (another packet version) by closing
+        # with the request unread, which resets the connection: the text is lost, and only
+        # walbc can tell. A server that crashed mid-answer looks the same; walbc then finds
+        # it down, and the wire is tried again later (Asker.RETRY_WIRE_S).
+        raise wire.WireError(f"{address}:{port} reset the connection accepted ({err})") from None
     except OSError as err:
         raise UnreachableError(f"{address}:{port}: {err}") from None
 
@@ -52,24 +64,34 @@ class Asker:
     """Each server asked on the wire unless it proved not to speak it; then through walbc
     (`run`, the keeper's process runner), as before."""
 
+    RETRY_WIRE_S = 600.0  # a server that fell back is tried on the wire again after this
+
     def __init__(self, run: Run, log: Callable[[str], None], ask: Ask = ask) -> None:
         self.run = run
         self.log = log
         self.ask = ask
         self._lock = threading.Lock()
-        self.by_walbc: set[str] = set()  # server ids asked through walbc instead
+        self.always_walbc: set[str] = set()  # monitor.ask: walbc
+        self._fell_back: dict[str, float] = {}  # server id -> when to try the wire again
 
     def speaks_wire(self, sid: str) -> bool:
         with self._lock:
-            return sid not in self.by_walbc
+            if sid in self.always_walbc:
+                return False
+            until = self._fell_back.get(sid)
+            if until is not None and time.monotonic() >= until:
+                del self._fell_back[sid]  # tried again: a new refusal logs again
+                return True
+            return until is None
 
     def fell_back(self, sid: str, where: str, err: Exception) -> None:
         with self._lock:
-            if sid in self.by_walbc:
+            if sid in self._fell_back:
                 return
-            self.by_walbc.add(sid)
+            self._fell_back[sid] = time.monotonic() + self.RETRY_WIRE_S
         self.log(f"{sid} at {where} does not answer in the walb protocol the keeper speaks "
-                 f"({err}); asking it through walbc from now on")
+                 f"({err}); asking it through walbc, and on the wire again in "
+                 f"{self.RETRY_WIRE_S:g} s")
 
     def one(self, sid: str, address: str, port: int, args: Sequence[str],
             timeout: float) -> Result:

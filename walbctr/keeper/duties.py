@@ -303,7 +303,7 @@ class Keeper:
         self.run = run
         self.asker = Asker(run, log, ask)
         if config.ask == "walbc":
-            self.asker.by_walbc.update(s.id for s in config.servers)
+            self.asker.always_walbc.update(s.id for s in config.servers)
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.probe_timeout = max(1, min(3, round(config.probe_interval * 2)))

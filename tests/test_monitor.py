@@ -240,7 +240,8 @@ def test_the_keeper_listens_on_its_hosts_layout_address_not_every_interface() ->
     layout = load_layout(with_monitor("host: hostA0", LARGE), "large.yaml")
     assert keeper_config(layout)["listen"] == layout.hosts["hostA0"].address == "hostA0"
     check = compose_project(layout, "hostA0")["services"][KEEPER_SERVICE]["healthcheck"]
-    assert "http://hostA0:9580/metrics" in check["test"][-1]
+    assert check["test"][:3] == ["CMD", "bash", "-c"]
+    assert "exec 3<>/dev/tcp/hostA0/9580 && printf 'GET /-/healthy" in check["test"][3]
 
 
 def test_monitor_listen_chooses_the_address() -> None:

@@ -230,6 +230,37 @@ def test_a_storage_batch_becomes_records_with_overflow_and_lag() -> None:
     assert v.problems(r1, 60) == [], "a Clear volume's bad state is no problem"
 
 
+STORAGE_STATUS = """-----StorageGlobal-----
+nodeId s0
+-----TaskQueue-----
+volume vol1 timeDiffMs 120
+-----Volume-----
+volume vol0 state Target logUsagePb 3 logCapacityPb 1024 oldestGid 1 latestGid 5 oldestLsid 0 \
+permanentLsid 0"""
+
+
+def test_a_storage_batch_reads_states_from_status_and_asks_them_only_when_it_failed() -> None:
+    text = sections(("vol", 0, "vol0\nvol1"), ("ts-delta", 0, ""), ("status", 0, STORAGE_STATUS),
+                    ("overflow vol0", 0, "0"),
+                    ("overflow vol1", 1, SAMPLE_BAD_STATE.rstrip()))
+    r0, r1 = v.parse_batch("storage", text)
+    assert (r0.state, r0.overflow, r1.state) == ("Target", False, "Clear")  # unlisted: Clear
+    failed = sections(("vol", 0, "vol0"), ("status", 1, "ERROR walbc error: c2xGetStrVecClient:"
+                                                        "getLogUsagePb:no such device"),
+                      ("state vol0", 0, "Stopped"), ("overflow vol0", 0, "1"))
+    (r,) = v.parse_batch("storage", failed)
+    assert (r.state, r.overflow) == ("Stopped", True)
+    assert r.errors[0][0] == "status" and "no such device" in r.errors[0][1]
+    asked = []
+    v.batch_text("storage", lambda args: (asked.append(list(args)), (0, {
+        "vol": "vol0\nvol1\n", "status": STORAGE_STATUS + "\n"}.get(args[-1], "0\n")))[1])
+    assert ["get", "state", "vol0"] not in asked and ["get", "is-overflow", "vol1"] in asked
+    asked.clear()
+    v.batch_text("storage", lambda args: (asked.append(list(args)), (
+        (1, "ERROR x") if args == ["status"] else (0, "vol0\n")))[1])
+    assert ["get", "state", "vol0"] in asked
+
+
 def test_a_proxy_batch_reports_send_errors_per_archive() -> None:
     status = SAMPLE_PROXY_STATUS + "  archive a1 action None numDiff 0 totalSize 0 ---\n"
     text = sections(("vol", 0, "vol0"), ("status", 0, status), ("send-error vol0 a0", 0, "0"),

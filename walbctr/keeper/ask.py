@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from walbctr.walb import volumes, wire
 from walbctr.walb.walbc import walbc_argv
@@ -31,21 +32,70 @@ class UnreachableError(OSError):
     nothing about its volumes."""
 
 
+# (address, port) -> where it resolved: a name is looked up again only after a failure to
+# connect (a recreated container may have another address), not for every question.
+_resolved: dict[tuple[str, int], tuple[int, tuple[Any, ...]]] = {}
+_resolved_lock = threading.Lock()
+
+
+def _connect(address: str, port: int, timeout: float) -> socket.socket:
+    with _resolved_lock:
+        known = _resolved.get((address, port))
+    if known is None:
+        family, _type, _proto, _name, sockaddr = socket.getaddrinfo(
+            address, port, type=socket.SOCK_STREAM)[0]
+        known = (family, sockaddr)
+    sock = socket.socket(known[0], socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(known[1])
+    except BaseException:
+        sock.close()
+        with _resolved_lock:
+            _resolved.pop((address, port), None)
+        raise
+    with _resolved_lock:
+        _resolved[(address, port)] = known
+    return sock
+
+
+class _Received:
+    """What the server sent, read as wire's `Read` wants it: exactly n bytes, or fewer at
+    the end of the stream, with as few receive calls as the answer allows."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.at = 0
+
+    def __call__(self, n: int) -> bytes:
+        while len(self.buf) - self.at < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                break
+            del self.buf[:self.at]
+            self.at = 0
+            self.buf += chunk
+        out = bytes(self.buf[self.at:self.at + n])
+        self.at += len(out)
+        return out
+
+
 def ask(address: str, port: int, args: Sequence[str], timeout: float) -> Result:
     """walbc's answer to ARGS, without walbc: (0, what walbc prints, '') or, for walb's
     refusal, (1, '', walbc's ERROR line). Raises UnreachableError when the server did not
     answer and wire.WireError when it answered in another protocol."""
     argv = list(args)
     try:
-        sock = socket.create_connection((address, port), timeout=timeout)
+        sock = _connect(address, port, timeout)
     except TimeoutError:
         raise UnreachableError(f"no answer from {address}:{port} within {timeout:g} s") from None
     except OSError as err:
         raise UnreachableError(f"{address}:{port}: {err}") from None
     try:
-        with sock, sock.makefile("rb") as stream:
+        with sock:
             sock.sendall(wire.request(CLIENT_ID, argv))
-            return 0, wire.read_answer(stream.read, argv), ""
+            return 0, wire.read_answer(_Received(sock), argv), ""
     except wire.RefusedError as err:
         return 1, "", wire.walbc_error(argv, err)
     except TimeoutError:

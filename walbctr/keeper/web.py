@@ -197,8 +197,24 @@ class _QuietHandler(WSGIRequestHandler):
         """Scrapes every few seconds would drown the keeper's own log."""
 
 
+HEALTH_PATH = "/-/healthy"  # as Prometheus names its own
+
+
+def with_health(app: WSGIApp) -> WSGIApp:
+    """`app`, and HEALTH_PATH answering 200 at once: the container's health check asks it
+    every 10 s, and a /metrics page of 600 volume rows costs more to make than to fetch."""
+    def routed(environ: dict[str, Any], start: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == HEALTH_PATH:
+            start("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"ok\n"]
+        return app(environ, start)
+    return routed
+
+
 def serve(app: WSGIApp, address: str, port: int, web: WebConfig | None = None) -> _Server:
-    """Serve `app` on address:port in a daemon thread; TLS and basic auth as `web` says."""
+    """Serve `app` (and HEALTH_PATH) on address:port in a daemon thread; TLS and basic auth
+    as `web` says."""
+    app = with_health(app)
     if web is not None and web.users:
         app = BasicAuth(app, web.users)
     httpd = make_server(address, port, app, _Server, handler_class=_QuietHandler)

@@ -259,10 +259,11 @@ def walbc_error(stderr: str) -> str:
 # one section per query:  '@@ KEY' / the query's output (stdout and stderr) / '@@rc STATUS',
 # and '@@end' last, so that a cut-off answer is noticed. Queries that take -retry get
 # '-retry 0' (walbc's default retries would print errors twice).
-# Every walbc call costs a process and a connection, so proxies and archives read their
-# volumes' states (and a proxy its archive infos) from one `status` (upstream's
-# "-----Volume-----" section, which leaves out Clear volumes) instead of one call per
-# volume; storages are asked per volume, as their status touches every walb device.
+# Every walbc call costs a process and a connection, so every server's volumes' states (and
+# a proxy's archive infos) come from one `status` (upstream's "-----Volume-----" section,
+# which leaves out Clear volumes) instead of one call per volume; a storage's status reads
+# every walb device's log counters, so when it fails (a device gone) its volumes' states are
+# asked one by one instead.
 # Per-volume queries run in four workers (`par`), each writing its sections to a file of
 # its own under /tmp (a tmpfs in the read-only containers), printed whole in turn: a
 # server answers many connections at once, and one walbc call costs a few ms of start-up.
@@ -286,7 +287,13 @@ sec vol "$vols" $rc
 
 _PER_ROLE = {
     "storage": r"""g ts-delta ts-delta
-one() { g "state $1" state "$1"; g "overflow $1" is-overflow "$1"; }
+rc=1
+if [ -n "$vols" ]; then
+  st=$(walbc -a "$a" -p "$p" -to 10 -retry 0 status 2>&1); rc=$?
+  sec status "$st" $rc
+fi
+if [ $rc = 0 ]; then one() { g "overflow $1" is-overflow "$1"; }
+else one() { g "state $1" state "$1"; g "overflow $1" is-overflow "$1"; }; fi
 par one $vols
 """,
     "proxy": r"""[ -n "$vols" ] || { echo @@end; exit 0; }
@@ -352,8 +359,10 @@ def batch_text(role: str, question: Question) -> str:
 
 def _storage_batch(q: Callable[..., tuple[int, str]], names: list[str]) -> None:
     q("ts-delta", "get", "ts-delta")
+    listed = bool(names) and q("status", "status")[0] == 0
     for name in names:
-        q(f"state {name}", "get", "state", name)
+        if not listed:
+            q(f"state {name}", "get", "state", name)
         q(f"overflow {name}", "get", "is-overflow", name)
 
 
@@ -513,8 +522,7 @@ def _server_wide(role: str, names: list[str], sections: Mapping[str, Answer]) ->
         if (text := _wide_text(sections, "all-actions", errors)) is not None:
             actions = parse_all_actions(text)
     listed: dict[str, StatusVolume] | None = None
-    if (role in ("proxy", "archive") and names
-            and (text := _wide_text(sections, "status", errors)) is not None):
+    if (names and (text := _wide_text(sections, "status", errors)) is not None):
         listed = parse_status_volumes(text)
     return _ServerWide(sections, deltas, bases, actions, listed, tuple(errors))
 
@@ -540,15 +548,17 @@ def _ask(wide: _ServerWide, errors: list[tuple[str, str]], kind: str, name: str,
 
 
 def _listed_state(wide: _ServerWide, name: str) -> str | None:
-    """A proxy's or an archive's state of NAME: status lists every volume but the Clear ones."""
+    """A server's state of NAME from its status, which lists every volume but the Clear ones
+    (all three roles: src/storage.cpp:607-632, proxy.cpp:691-723, archive.cpp:1446-1483)."""
     listed = wide.listed
     return None if listed is None else listed[name].state if name in listed else "Clear"
 
 
 def _storage_record(wide: _ServerWide, name: str,
                     errors: list[tuple[str, str]]) -> VolumeRecord:
-    got = _ask(wide, errors, "state", name)
-    state = parse_state(got.text) if got else None
+    # from status when it answered; asked per volume only when it did not
+    got = _ask(wide, errors, "state", name) if wide.listed is None else None
+    state = parse_state(got.text) if got else _listed_state(wide, name)
     deltas = tuple(wide.deltas.get(name, ()))
     got = _ask(wide, errors, "overflow", name)
     times = [d.ts for d in deltas]

@@ -276,7 +276,7 @@ def test_a_web_config_is_bound_read_only_and_the_check_only_connects() -> None:
     assert svc["volumes"] == [{"type": "bind", "source": "/etc/walbctr/kw",
                                "target": "/etc/walb-keeper/web", "read_only": True}]
     assert keeper_config(layout)["web_config"] == "/etc/walb-keeper/web/web.yml"
-    assert "create_connection(('127.0.0.1', 9580)" in svc["healthcheck"]["test"][-1]
+    assert svc["healthcheck"]["test"][3] == "exec 3<>/dev/tcp/127.0.0.1/9580"
 
 
 def test_the_keeper_reads_listen_and_web_config_from_its_configuration() -> None:

@@ -88,6 +88,8 @@ def ask(address: str, port: int, args: Sequence[str], timeout: float) -> Result:
     argv = list(args)
     try:
         sock = _connect(address, port, timeout)
+    except ConnectionResetError as err:  # accepted and reset at once: as below
+        raise wire.WireError(f"{address}:{port} reset the connection accepted ({err})") from None
     except TimeoutError:
         raise UnreachableError(f"no answer from {address}:{port} within {timeout:g} s") from None
     except OSError as err:

@@ -135,19 +135,36 @@ class ExecEvents:
 
         self.url = client.api.base_url
         self.events: list[dict[str, Any]] = []
+        self.broken: list[str] = []  # each time the stream ended early, and why
+        self._client = client
         self._lock = threading.Lock()
-        self._stream = client.api.events(decode=True, filters={
-            "type": "container", "label": "io.walbctr.group",
-            "event": ["exec_start", "exec_die"]})
+        self._stream = self._open(None)
         threading.Thread(target=self._read, name="exec-events", daemon=True).start()
 
+    def _open(self, since: float | None) -> Any:
+        return self._client.api.events(since=since, decode=True, filters={
+            "type": "container", "label": "io.walbctr.group",
+            "event": ["exec_start", "exec_die"]})
+
     def _read(self) -> None:
-        try:
-            for event in self._stream:
-                with self._lock:
-                    self.events.append(event)
-        except Exception:  # the engine went away at the end of the session: nothing to keep
-            return
+        # A stream that breaks (the engine closed it, a read failed) is opened again from
+        # the last event it gave, so the record has no hole; the duplicates that overlap
+        # are dropped where the record is read (_exec_events).
+        while True:
+            try:
+                for event in self._stream:
+                    with self._lock:
+                        self.events.append(event)
+            except Exception as err:
+                self.broken.append(f"{time.time():.3f}: {err!r}")
+            with self._lock:
+                last = self.events[-1].get("timeNano", 0) / 1e9 if self.events else None
+            time.sleep(0.1)
+            try:
+                self._stream = self._open(last)
+            except Exception as err:  # the engine went away at the end of the session
+                self.broken.append(f"{time.time():.3f}: reopening: {err!r}")
+                return
 
     def of_group(self, group: str, start: float) -> list[dict[str, Any]]:
         with self._lock:
@@ -215,8 +232,31 @@ def first_ready(client: Any, container: Any, since: float | None = None) -> floa
         elif action == "exec_die" and attrs.get("execID") in probes \
                 and attrs.get("exitCode") == "0":
             times.append(event["timeNano"] / 1e9)
-    assert times, f"{container.name} never answered walbc get host-type after {start}"
+    assert times, (f"{container.name} never answered walbc get host-type after {start}; "
+                   + _record_state())
     return min(times)
+
+
+def exec_log(client: Any, container: Any, since: float | None = None) -> str:
+    """The group's exec events since `container` was created (or `since`), one line each,
+    with the live record's state: what a failed readiness-order assertion prints."""
+    container.reload()
+    start = docker_time(container.attrs["Created"]) if since is None else since
+    lines = []
+    for e in _exec_events(client, container.attrs["Config"]["Labels"]["io.walbctr.group"],
+                          start):
+        attrs = (e.get("Actor") or {}).get("Attributes") or {}
+        lines.append(f"{e.get('timeNano', 0) / 1e9:.6f} {attrs.get('name', '?')} "
+                     f"{(e.get('Action') or '')[:90]} exit={attrs.get('exitCode', '-')} "
+                     f"exec={attrs.get('execID', '')[:8]}")
+    return "\n".join([f"exec events since {start:.6f}:", *lines[-40:], _record_state()])
+
+
+def _record_state() -> str:
+    """What the live exec-event record holds, for a failure that doubts it."""
+    return "; ".join(f"live record of {r.url}: {len(r.events)} events, stream broke "
+                     f"{len(r.broken)} times {r.broken[-3:]}" for r in _EXEC_EVENTS) \
+        or "no live record"
 
 
 def walbc_command(port: int, *args: str, timeout: int = 3) -> list[str]:

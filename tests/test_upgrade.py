@@ -23,7 +23,14 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DOUBLE_SOURCE, ROOT, docker_time, first_ready, run_walbctr
+from tests.conftest import (
+    DOUBLE_SOURCE,
+    ROOT,
+    docker_time,
+    exec_log,
+    first_ready,
+    run_walbctr,
+)
 from tests.test_deploy import Group, free_ports
 from walbctr.layout.imagetag import keeper_image
 
@@ -154,8 +161,10 @@ def test_upgrade_replaces_every_server_in_tier_order_one_at_a_time_and_keeps_vol
     # it answered walbc.
     a0, p0, s0 = containers["a0"], containers["p0"], containers["s0"]
     assert started < docker_time(a0.attrs["Created"])
-    assert docker_time(p0.attrs["Created"]) >= first_ready(engine, a0)
-    assert docker_time(s0.attrs["Created"]) >= first_ready(engine, p0)
+    assert docker_time(p0.attrs["Created"]) >= first_ready(engine, a0), (
+        p0.attrs["Created"], exec_log(engine, a0))
+    assert docker_time(s0.attrs["Created"]) >= first_ready(engine, p0), (
+        s0.attrs["Created"], exec_log(engine, p0))
     # walb-proxy starts every volume it finds: the upgrade stopped vol1 again.
     assert lab.states() == before
     assert "p0: vol1 was Stopped before; walb-proxy starts every volume at start" in run.stderr
@@ -351,8 +360,10 @@ def test_rollback_after_a_finished_upgrade_goes_back_storages_first(
     # storages first, then proxies, then archives (s0 restarts once more at the end: its
     # peers moved on the bridge network)
     assert board_order(run.stderr, "rolled back") == ["s0", "p0", "a0"], run.stderr
-    assert docker_time(c["p0"].attrs["Created"]) >= first_ready(engine, c["s0"])
-    assert docker_time(c["a0"].attrs["Created"]) >= first_ready(engine, c["p0"])
+    assert docker_time(c["p0"].attrs["Created"]) >= first_ready(engine, c["s0"]), (
+        c["p0"].attrs["Created"], exec_log(engine, c["s0"]))
+    assert docker_time(c["a0"].attrs["Created"]) >= first_ready(engine, c["p0"]), (
+        c["a0"].attrs["Created"], exec_log(engine, c["p0"]))
     assert board_order(run.stderr, "restarted") == ["s0"], run.stderr
     assert lab.states() == before
 
@@ -634,8 +645,10 @@ def test_restart_is_rolling_with_the_gates_and_kicks(lab: Lab, engine: Any) -> N
     assert {sid: x.id for sid, x in c.items()} == ids  # the same containers, restarted
     assert board_order(run.stderr, "restarted") == ["a0", "p0", "s0"], run.stderr
     started = {sid: docker_time(x.attrs["State"]["StartedAt"]) for sid, x in c.items()}
-    assert started["p0"] >= first_ready(engine, c["a0"], started["a0"])
-    assert started["s0"] >= first_ready(engine, c["p0"], started["p0"])
+    assert started["p0"] >= first_ready(engine, c["a0"], started["a0"]), (
+        started, exec_log(engine, c["a0"], started["a0"]))
+    assert started["s0"] >= first_ready(engine, c["p0"], started["p0"]), (
+        started, exec_log(engine, c["p0"], started["p0"]))
     assert "a0: kicked p0" in run.stderr and "p0: kicked s0" in run.stderr
     assert lab.states() == before
 

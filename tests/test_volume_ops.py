@@ -219,7 +219,10 @@ def test_bad_states_are_refused_naming_server_volume_state_and_fix(lab: Lab) -> 
 
 def test_an_interrupted_add_continues_where_the_servers_are(lab: Lab) -> None:
     dev = lab.device("vol4", 8 * MIB)
-    lab.walbc("s0", "double-throttle", "512")
+    # 8 MiB at 64 KiB/s: two minutes of FullSync, so that even a loaded machine's slow
+    # polls see it and interrupt it (at 512 KiB/s a CI run once saw the backup finish
+    # before the interrupt came); the throttle is lifted for the second run.
+    lab.walbc("s0", "double-throttle", "64")
     cmd = [sys.executable, "-m", "walbctr", "volume", "-l", str(lab.path), "add", "vol4",
            "--storage", "s0", "--device", str(dev), "--plain"]
     first = subprocess.Popen(cmd, env=lab.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -234,8 +237,9 @@ def test_an_interrupted_add_continues_where_the_servers_are(lab: Lab) -> None:
     lab.walbc("s0", "double-throttle", "0")
     again = lab.volume("add", "vol4", "--storage", "s0", "--device", str(dev), "--plain")
     assert again.returncode == 0, again.stderr
-    assert "initialize vol4 on s0" not in again.stderr  # it went on, it did not start over
-    assert lab.walbc("s0", "get", "state", "vol4") == "Target"
+    # it went on, it did not start over
+    assert "initialize vol4 on s0" not in again.stderr, out + err + again.stderr
+    assert lab.walbc("s0", "get", "state", "vol4") == "Target", again.stderr
 
 
 def test_remove_keeps_the_archive_data_unless_the_archive_is_named(lab: Lab) -> None:

@@ -101,7 +101,10 @@ def test_status_volumes_shows_each_volume_with_its_role_facts(
 
 def test_status_volumes_names_each_problem_with_walbs_remedy(
         volume_group: VolumeGroup) -> None:
-    rows = rows_by_key(volume_group.status("--json"))
+    run = volume_group.status("--json")
+    rows = rows_by_key(run)
+    assert {("s0", "vol0"), ("p0", "vol1"), ("s0", "vol1"), ("p0", "vol0")} <= set(rows), (
+        run.stdout + run.stderr)
     assert rows["s0", "vol0"]["severity"] == "error"
     assert any("hash backup" in p for p in rows["s0", "vol0"]["problems"])
     assert any("kick" in p for p in rows["p0", "vol1"]["problems"])

@@ -35,14 +35,17 @@ RULES = Path(__file__).resolve().parent.parent / "monitoring" / "walb-alerts.yml
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = 30,
-             pause: float = 0.1) -> Any:
+             pause: float = 0.1, seen: Callable[[], str] | None = None) -> Any:
+    """check() once it is true; else an AssertionError naming `what` and, when given, what
+    `seen()` says then (a log tail)."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"
+                                 + (f"; seen:\n{seen()}" if seen is not None else ""))
         time.sleep(pause)
 
 
@@ -238,7 +241,8 @@ def test_killed_archive_gets_the_proxies_kicked_and_prometheus_sees_it(
              "Prometheus to see the three servers up through the keeper")
     killed = kept.kill9("a0", "walb-archive")
     kicked = wait_for(lambda: "kick requested" in kept.log_since("p0", killed) and time.time(),
-                      "the keeper to kick p0", timeout=30)
+                      "the keeper to kick p0", timeout=30,
+                      seen=lambda: kept.keeper().logs(timestamps=True).decode()[-3000:])
     assert kicked - killed <= 2 * INTERVAL + 2, f"kick {kicked - killed:.1f} s after the kill"
     keeper_log = kept.keeper().logs().decode()
     assert "kick p0: done. Why: archive a0 answers again" in keeper_log

@@ -95,8 +95,20 @@ class Lab(Group):
         out = {}
         for server in ("a0", "p0", "s0"):
             for vol in self.walbc(server, "get", "vol").split():
-                out[(server, vol)] = self.walbc(server, "get", "state", vol).strip()
+                out[(server, vol)] = self.state(server, vol)
         return out
+
+    def state(self, server: str, vol: str) -> str:
+        """The volume's state on the server. An empty answer with exit status 0 is asked
+        again, twice at most: a loaded engine once returned no output of a `docker exec`
+        that succeeded (seen in CI just after a server restarted), and walb never answers
+        `get state` with nothing."""
+        for _ in range(3):
+            state = self.walbc(server, "get", "state", vol).strip()
+            if state:
+                return state
+            time.sleep(0.5)
+        return state
 
     def version(self, server: str) -> str:
         return self.walbc(server, "version").strip()

@@ -100,9 +100,9 @@ class Lab(Group):
 
     def state(self, server: str, vol: str) -> str:
         """The volume's state on the server. An empty answer with exit status 0 is asked
-        again, twice at most: a loaded engine once returned no output of a `docker exec`
-        that succeeded (seen in CI just after a server restarted), and walb never answers
-        `get state` with nothing."""
+        again, twice at most: walb never answers `get state` with nothing, yet a loaded CI
+        run once read '' for a0 just after maintenance exit restarted it (cause not found;
+        most likely the exec's output was lost)."""
         for _ in range(3):
             state = self.walbc(server, "get", "state", vol).strip()
             if state:

@@ -87,15 +87,7 @@ def ask(address: str, port: int, args: Sequence[str], timeout: float) -> Result:
     answer and wire.WireError when it answered in another protocol."""
     argv = list(args)
     try:
-        sock = _connect(address, port, timeout)
-    except ConnectionResetError as err:  # accepted and reset at once: as below
-        raise wire.WireError(f"{address}:{port} reset the connection accepted ({err})") from None
-    except TimeoutError:
-        raise UnreachableError(f"no answer from {address}:{port} within {timeout:g} s") from None
-    except OSError as err:
-        raise UnreachableError(f"{address}:{port}: {err}") from None
-    try:
-        with sock:
+        with _connect(address, port, timeout) as sock:
             sock.sendall(wire.request(CLIENT_ID, argv))
             return 0, wire.read_answer(_Received(sock), argv), ""
     except wire.RefusedError as err:
@@ -105,7 +97,8 @@ def ask(address: str, port: int, args: Sequence[str], timeout: float) -> Result:
     except (ConnectionResetError, BrokenPipeError) as err:
         # Real walb refuses a negotiation it cannot take (another packet version) by closing
         # with the request unread, which resets the connection: the text is lost, and only
-        # walbc can tell. A server that crashed mid-answer looks the same; walbc then finds
+        # walbc can tell. Under load the reset can come while connecting (accepted, then
+        # reset at once). A server that crashed mid-answer looks the same; walbc then finds
         # it down, and the wire is tried again later (Asker.RETRY_WIRE_S).
         raise wire.WireError(f"{address}:{port} reset the connection accepted ({err})") from None
     except OSError as err:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.harness import execevents
 from walbctr.layout.loader import load_layout
 from walbctr.layout.spec import Layout
 
@@ -121,67 +122,13 @@ def docker_time(text: str) -> float:
     return datetime.fromisoformat(text[:26].rstrip("Z") + "+00:00").timestamp()
 
 
-class ExecEvents:
-    """The engine's exec events, recorded live for the whole test session.
-
-    The engine answers `events --since` from a ring of its last 256 events (moby's
-    daemon/events eventsLimit), and under a loaded suite the keepers' probes of other
-    groups push a group's readiness probes out of it within seconds (seen in CI: a lab's
-    a0 "never answered" though the upgrade had waited for it). A live stream drops nothing.
-    """
-
-    def __init__(self, client: Any) -> None:
-        import threading
-
-        self.url = client.api.base_url
-        self.events: list[dict[str, Any]] = []
-        self.broken: list[str] = []  # each time the stream ended early, and why
-        self._client = client
-        self._lock = threading.Lock()
-        self._stream = self._open(None)
-        threading.Thread(target=self._read, name="exec-events", daemon=True).start()
-
-    def _open(self, since: float | None) -> Any:
-        return self._client.api.events(since=since, decode=True, filters={
-            "type": "container", "label": "io.walbctr.group",
-            "event": ["exec_start", "exec_die"]})
-
-    def _read(self) -> None:
-        # A stream that breaks (the engine closed it, a read failed) is opened again from
-        # the last event it gave, so the record has no hole; the duplicates that overlap
-        # are dropped where the record is read (_exec_events).
-        while True:
-            try:
-                for event in self._stream:
-                    with self._lock:
-                        self.events.append(event)
-            except Exception as err:
-                self.broken.append(f"{time.time():.3f}: {err!r}")
-            with self._lock:
-                last = self.events[-1].get("timeNano", 0) / 1e9 if self.events else None
-            time.sleep(0.1)
-            try:
-                self._stream = self._open(last)
-            except Exception as err:  # the engine went away at the end of the session
-                self.broken.append(f"{time.time():.3f}: reopening: {err!r}")
-                return
-
-    def of_group(self, group: str, start: float) -> list[dict[str, Any]]:
-        with self._lock:
-            return [e for e in self.events if e.get("timeNano", 0) / 1e9 >= start and (
-                (e.get("Actor") or {}).get("Attributes") or {}).get("io.walbctr.group") == group]
-
-
-_EXEC_EVENTS: list[ExecEvents] = []
-
-
 @pytest.fixture(scope="session", autouse=True)
 def exec_events() -> Iterator[None]:
     """Start recording the local engine's exec events before any test runs."""
     if engine_problem() is None:
         import docker
 
-        _EXEC_EVENTS.append(ExecEvents(docker.from_env(timeout=None)))
+        execevents.start(docker.from_env(timeout=None))
     yield
 
 
@@ -194,7 +141,7 @@ def _exec_events(client: Any, group: str, start: float) -> list[dict[str, Any]]:
                  since=start, until=time.time(), decode=True,
                  filters={"label": f"io.walbctr.group={group}",
                           "event": ["exec_start", "exec_die"]})}
-    for rec in _EXEC_EVENTS:
+    for rec in execevents.RECORDS:
         if rec.url == client.api.base_url:
             for e in rec.of_group(group, start):
                 found.setdefault((e.get("timeNano"), e.get("Action") or e.get("status"),
@@ -233,7 +180,7 @@ def first_ready(client: Any, container: Any, since: float | None = None) -> floa
                 and attrs.get("exitCode") == "0":
             times.append(event["timeNano"] / 1e9)
     assert times, (f"{container.name} never answered walbc get host-type after {start}; "
-                   + _record_state())
+                   + execevents.state())
     return min(times)
 
 
@@ -249,14 +196,7 @@ def exec_log(client: Any, container: Any, since: float | None = None) -> str:
         lines.append(f"{e.get('timeNano', 0) / 1e9:.6f} {attrs.get('name', '?')} "
                      f"{(e.get('Action') or '')[:90]} exit={attrs.get('exitCode', '-')} "
                      f"exec={attrs.get('execID', '')[:8]}")
-    return "\n".join([f"exec events since {start:.6f}:", *lines[-40:], _record_state()])
-
-
-def _record_state() -> str:
-    """What the live exec-event record holds, for a failure that doubts it."""
-    return "; ".join(f"live record of {r.url}: {len(r.events)} events, stream broke "
-                     f"{len(r.broken)} times {r.broken[-3:]}" for r in _EXEC_EVENTS) \
-        or "no live record"
+    return "\n".join([f"exec events since {start:.6f}:", *lines[-40:], execevents.state()])
 
 
 def walbc_command(port: int, *args: str, timeout: int = 3) -> list[str]:

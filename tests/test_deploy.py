@@ -627,7 +627,17 @@ def test_walbc_passes_exit_status_through(make_group: Any) -> None:
 
 
 def test_walbctr_helpers_do_not_leave_containers(engine: Any) -> None:
-    leftovers = engine.containers.list(all=True, filters={"label": "io.walbctr.probe"})
+    # Another worker's test may be running a helper right now (CI saw one). A helper is
+    # removed once it ends, within its timeout (120 s, throwaway.probe), so one seen now
+    # that is still there after that was left behind.
+    label = {"label": "io.walbctr.probe"}
+    seen = {c.id for c in engine.containers.list(all=True, filters=label)}
+    deadline = time.monotonic() + 130
+    while seen and time.monotonic() < deadline:
+        time.sleep(1)
+        seen &= {c.id for c in engine.containers.list(all=True, filters=label)}
+    leftovers = [(c.name, c.status, c.labels) for c in engine.containers.list(
+        all=True, filters=label) if c.id in seen]
     assert leftovers == []
 
 

@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -63,7 +64,7 @@ def run(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
     return took, out.stdout
 
 
-def layout(group: str, image: str, vg: str, engines: dict[str, str | None],
+def layout(group: str, image: str, vg: str, engines: Mapping[str, str | None],
            base: str = "/var/walb-bench") -> str:
     lines = [f"group: {group}", f"image: {image}", "hosts:"]
     for h, url in engines.items():
@@ -119,7 +120,8 @@ def main() -> None:
             print(f"push to all three at once: {took:.1f} s")
             took, _ = run([*walbctr, "push", str(many)], env)
             print(f"push again, every host already has it (skip): {took:.2f} s")
-            t_many, t_one = [], []
+            t_many: list[float] = []
+            t_one: list[float] = []
             for _ in range(args.runs):
                 for path, times in ((many, t_many), (one, t_one)):
                     took, _ = run([*walbctr, "up", str(path), "--quiet"], env)
@@ -133,6 +135,47 @@ def main() -> None:
                 subprocess.run([*walbctr, "down", str(path), "--quiet"], env=env, check=False,
                                capture_output=True)
             harness.stop_hosts(hosts)
+
+
+def one_ssh_times(ssh: SshSetup, env: dict[str, str]) -> tuple[float, float]:
+    """The median of five cold `ssh hostA0 docker version`, and one `ssh true` after them."""
+    times = []
+    warm = 0.0
+    for _ in range(5):
+        ssh.close_masters()
+        took, _ = run(["ssh", "root@hostA0", "docker", "version", "--format",
+                       "{{.Server.Version}}"], env)
+        times.append(took)
+        warm, _ = run(["ssh", "root@hostA0", "true"], env)
+    return statistics.median(times), warm
+
+
+def cold_up_status(ssh: SshSetup, envs: dict[str, dict[str, str]], paths: dict[str, Path],
+                   logs: dict[str, Path], runs: int
+                   ) -> tuple[dict[str, tuple[float, float]], dict[str, dict[str, int]]]:
+    """Median cold `up` and `status` per way of reaching the engines, and the ssh processes
+    each started (counted from the wrapper's log)."""
+    walbctr = [sys.executable, "-m", "walbctr"]
+    ups: dict[str, list[float]] = {n: [] for n in envs}
+    statuses: dict[str, list[float]] = {n: [] for n in envs}
+    spawned: dict[str, dict[str, int]] = {n: {} for n in logs}
+    for _ in range(runs):
+        for name, env in envs.items():
+            ssh.close_masters()  # cold: no connection left from the last command
+            for log in logs.values():
+                log.write_text("")
+            took, _ = run([*walbctr, "up", str(paths[name]), "--quiet"], env)
+            ups[name].append(took)
+            if name in logs:
+                spawned[name]["up"] = len(logs[name].read_text().splitlines())
+                logs[name].write_text("")
+            took, _ = run([*walbctr, "status", str(paths[name])], env)
+            statuses[name].append(took)
+            if name in logs:
+                spawned[name]["status"] = len(logs[name].read_text().splitlines())
+            run([*walbctr, "down", str(paths[name]), "--quiet"], env)
+    med = {n: (statistics.median(ups[n]), statistics.median(statuses[n])) for n in envs}
+    return med, spawned
 
 
 def ssh_bench(image: str, runs: int) -> None:
@@ -162,38 +205,11 @@ def ssh_bench(image: str, runs: int) -> None:
             paths[name].write_text(layout(f"bench{name}", image, vg, urls))
         try:
             run([*walbctr, "push", str(paths["unix"])], base)
-            one_ssh = {}
-            for name in ("mux", "nomux"):
-                times = []
-                for _ in range(5):
-                    ssh.close_masters()
-                    took, _ = run(["ssh", "root@hostA0", "docker", "version", "--format",
-                                   "{{.Server.Version}}"], envs[name])
-                    times.append(took)
-                    warm, _ = run(["ssh", "root@hostA0", "true"], envs[name])
-                one_ssh[name] = (statistics.median(times), warm)
+            one_ssh = {name: one_ssh_times(ssh, envs[name]) for name in ("mux", "nomux")}
             print(f"one `ssh hostA0 docker version`, no master: "
                   f"{one_ssh['nomux'][0]:.3f} s; `ssh hostA0 true` through a warm master: "
                   f"{one_ssh['mux'][1]:.3f} s, without one: {one_ssh['nomux'][1]:.3f} s")
-            ups: dict[str, list[float]] = {n: [] for n in envs}
-            statuses: dict[str, list[float]] = {n: [] for n in envs}
-            spawned: dict[str, dict[str, int]] = {n: {} for n in ("mux", "nomux")}
-            for _ in range(runs):
-                for name, env in envs.items():
-                    ssh.close_masters()  # cold: no connection left from the last command
-                    for log in logs.values():
-                        log.write_text("")
-                    took, _ = run([*walbctr, "up", str(paths[name]), "--quiet"], env)
-                    ups[name].append(took)
-                    if name in logs:
-                        spawned[name]["up"] = len(logs[name].read_text().splitlines())
-                        logs[name].write_text("")
-                    took, _ = run([*walbctr, "status", str(paths[name])], env)
-                    statuses[name].append(took)
-                    if name in logs:
-                        spawned[name]["status"] = len(logs[name].read_text().splitlines())
-                    run([*walbctr, "down", str(paths[name]), "--quiet"], env)
-            med = {n: (statistics.median(ups[n]), statistics.median(statuses[n])) for n in envs}
+            med, spawned = cold_up_status(ssh, envs, paths, logs, runs)
             for name, label in (("unix", "unix sockets"), ("mux", "SSH, ControlMaster"),
                                 ("nomux", "SSH, no ControlMaster")):
                 ssh_count = (f"; ssh started: up {spawned[name]['up']}, status "

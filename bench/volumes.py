@@ -87,6 +87,87 @@ def keeper_usage(engine: Any, group: str, seconds: float) -> tuple[float, float]
     return cpu_ns / 1e9 / seconds, used / 2**20
 
 
+def status_runs(engine: Any, env: dict[str, str], layout: Path, group: str,
+                volumes: int, runs: int) -> None:
+    """Time `status --volumes` and the CPU its batches use inside the servers."""
+    p0 = engine.containers.get(f"walbctr-{group}-p0")
+    start = time.perf_counter()
+    exec_sh(p0, 'i=0; while [ $i -lt 100 ]; do walbc -a 127.0.0.1 -p 10000 -retry 0 '
+            'get state vol1 >/dev/null; i=$((i+1)); done')
+    print(f"one walbc query inside p0: {(time.perf_counter() - start) * 10:.1f} ms "
+          "(100 in a row)")
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run = walbctr(env, "status", str(layout), "--volumes", "--json")
+        times.append(time.perf_counter() - start)
+        try:
+            rows = json.loads(run.stdout)
+        except ValueError:
+            sys.exit(f"status --volumes failed:\n{run.stderr[-3000:]}")
+        if len(rows) != 3 * volumes:
+            sys.exit(f"status --volumes gave {len(rows)} rows: {run.stderr[-2000:]}")
+    servers = [engine.containers.get(f"walbctr-{group}-{sid}") for sid in ("a0", "p0", "s0")]
+    before = [c.stats(stream=False)["cpu_stats"]["cpu_usage"]["total_usage"] for c in servers]
+    start = time.perf_counter()
+    walbctr(env, "status", str(layout), "--volumes", "--json")
+    wall = time.perf_counter() - start
+    used = [c.stats(stream=False)["cpu_stats"]["cpu_usage"]["total_usage"] - b
+            for c, b in zip(servers, before, strict=True)]
+    print("CPU the batches used inside a0, p0, s0 (walbc, sh and the servers): "
+          + ", ".join(f"{u / 1e9:.2f}" for u in used)
+          + f" s, {sum(used) / 1e9:.2f} s in all, during a {wall:.2f} s run: on an "
+          f"idle machine with 2 cores the run takes at least "
+          f"{max(*used, sum(used) / 2) / 1e9:.2f} s")
+    med = statistics.median(times)
+    print(f"status --volumes, 3 servers x {volumes} volumes: median {med:.2f} s "
+          f"(runs: {', '.join(f'{t:.2f}' for t in times)}); goal < 2 s: "
+          f"{'met' if med < 2 else 'NOT met'}")
+
+
+def keeper_idle(engine: Any, group: str, volumes: int, idle: float, probe: float,
+                metrics_port: int) -> None:
+    """The keeper's CPU and memory at idle, and its own scan figures."""
+    time.sleep(35)  # let the keeper's first scans of the new volumes pass
+    cpu, mem = keeper_usage(engine, group, idle)
+    print(f"keeper at idle, {3 * volumes} volume rows, scan 30 s, probe {probe:g} s: "
+          f"CPU {cpu * 100:.1f}% of one core (walbc children included), "
+          f"memory {mem:.1f} MiB")
+    scan = subprocess.run(["curl", "-s", f"http://127.0.0.1:{metrics_port}/metrics"],
+                          capture_output=True, text=True, check=False).stdout
+    for line in scan.splitlines():
+        if line.startswith(("walb_keeper_scan_duration_seconds ", "walb_keeper_volumes ")):
+            print(f"  {line}")
+
+
+def kill_kicks(engine: Any, group: str, probe: float) -> None:
+    """Three SIGKILLs of the archive, and how soon the keeper kicks the proxy after each."""
+    a0 = engine.containers.get(f"walbctr-{group}-a0")
+    p0 = engine.containers.get(f"walbctr-{group}-p0")
+    keeper = engine.containers.get(f"walbctr-{group}-keeper")
+    gaps, backs = [], []
+    for _ in range(3):
+        killed = time.time()
+        # the exec dies with the container, so its status says nothing
+        a0.exec_run(["sh", "-c", 'for p in /proc/[0-9]*; do [ "$(cat $p/comm '
+                     '2>/dev/null)" = walb-archive ] && kill -9 "${p#/proc/}"; done'])
+        kicked = first_line_after(p0, "kick requested", killed, 30)
+        back = first_line_after(keeper, "archive a0 answers again", killed, 1)
+        if kicked is None:
+            print(f"  no kick of p0 within 30 s of a kill: the restart was shorter "
+                  f"than the {probe:g} s probe and went unseen")
+            gaps.append(float("inf"))
+            continue
+        gaps.append(kicked - killed)
+        if back is not None:
+            backs.append(kicked - back)
+        time.sleep(5)
+    print("archive SIGKILL -> kick of p0: "
+          + ", ".join(f"{g:.2f} s" for g in gaps)
+          + (" (archive answering again -> kick: "
+             + ", ".join(f"{b:.2f} s" for b in backs) + ")" if backs else ""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--image", required=True)
@@ -127,80 +208,9 @@ def main() -> None:
                       flush=True)
                 sys.stdin.readline()
                 return
-
-            p0 = engine.containers.get(f"walbctr-{group}-p0")
-            start = time.perf_counter()
-            exec_sh(p0, 'i=0; while [ $i -lt 100 ]; do walbc -a 127.0.0.1 -p 10000 -retry 0 '
-                    'get state vol1 >/dev/null; i=$((i+1)); done')
-            print(f"one walbc query inside p0: {(time.perf_counter() - start) * 10:.1f} ms "
-                  "(100 in a row)")
-            times = []
-            for _ in range(args.runs):
-                start = time.perf_counter()
-                run = walbctr(env, "status", str(layout), "--volumes", "--json")
-                times.append(time.perf_counter() - start)
-                try:
-                    rows = json.loads(run.stdout)
-                except ValueError:
-                    sys.exit(f"status --volumes failed:\n{run.stderr[-3000:]}")
-                if len(rows) != 3 * args.volumes:
-                    sys.exit(f"status --volumes gave {len(rows)} rows: {run.stderr[-2000:]}")
-            servers = [engine.containers.get(f"walbctr-{group}-{sid}")
-                       for sid in ("a0", "p0", "s0")]
-            before = [c.stats(stream=False)["cpu_stats"]["cpu_usage"]["total_usage"]
-                      for c in servers]
-            start = time.perf_counter()
-            walbctr(env, "status", str(layout), "--volumes", "--json")
-            wall = time.perf_counter() - start
-            used = [c.stats(stream=False)["cpu_stats"]["cpu_usage"]["total_usage"] - b
-                    for c, b in zip(servers, before, strict=True)]
-            print("CPU the batches used inside a0, p0, s0 (walbc, sh and the servers): "
-                  + ", ".join(f"{u / 1e9:.2f}" for u in used)
-                  + f" s, {sum(used) / 1e9:.2f} s in all, during a {wall:.2f} s run: on an "
-                  f"idle machine with 2 cores the run takes at least "
-                  f"{max(*used, sum(used) / 2) / 1e9:.2f} s")
-            med = statistics.median(times)
-            print(f"status --volumes, 3 servers x {args.volumes} volumes: median {med:.2f} s "
-                  f"(runs: {', '.join(f'{t:.2f}' for t in times)}); goal < 2 s: "
-                  f"{'met' if med < 2 else 'NOT met'}")
-
-            time.sleep(35)  # let the keeper's first scans of the new volumes pass
-            cpu, mem = keeper_usage(engine, group, args.idle)
-            print(f"keeper at idle, {3 * args.volumes} volume rows, scan 30 s, probe "
-                  f"{args.probe:g} s: "
-                  f"CPU {cpu * 100:.1f}% of one core (walbc children included), "
-                  f"memory {mem:.1f} MiB")
-            scan = subprocess.run(["curl", "-s", f"http://127.0.0.1:{metrics_port}/metrics"],
-                                  capture_output=True, text=True, check=False).stdout
-            for line in scan.splitlines():
-                if line.startswith(("walb_keeper_scan_duration_seconds ",
-                                    "walb_keeper_volumes ")):
-                    print(f"  {line}")
-
-            a0 = engine.containers.get(f"walbctr-{group}-a0")
-            p0 = engine.containers.get(f"walbctr-{group}-p0")
-            keeper = engine.containers.get(f"walbctr-{group}-keeper")
-            gaps, backs = [], []
-            for _ in range(3):
-                killed = time.time()
-                # the exec dies with the container, so its status says nothing
-                a0.exec_run(["sh", "-c", 'for p in /proc/[0-9]*; do [ "$(cat $p/comm '
-                             '2>/dev/null)" = walb-archive ] && kill -9 "${p#/proc/}"; done'])
-                kicked = first_line_after(p0, "kick requested", killed, 30)
-                back = first_line_after(keeper, "archive a0 answers again", killed, 1)
-                if kicked is None:
-                    print(f"  no kick of p0 within 30 s of a kill: the restart was shorter "
-                          f"than the {args.probe:g} s probe and went unseen")
-                    gaps.append(float("inf"))
-                    continue
-                gaps.append(kicked - killed)
-                if back is not None:
-                    backs.append(kicked - back)
-                time.sleep(5)
-            print("archive SIGKILL -> kick of p0: "
-                  + ", ".join(f"{g:.2f} s" for g in gaps)
-                  + (" (archive answering again -> kick: "
-                     + ", ".join(f"{b:.2f} s" for b in backs) + ")" if backs else ""))
+            status_runs(engine, env, layout, group, args.volumes, args.runs)
+            keeper_idle(engine, group, args.volumes, args.idle, args.probe, metrics_port)
+            kill_kicks(engine, group, args.probe)
         finally:
             walbctr(env, "down", str(layout), "--quiet")
 

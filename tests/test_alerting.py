@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 import yaml
-from pytest_docker.plugin import DockerComposeExecutor, Services, get_docker_services
 
+from tests.harness.compose import HttpService, compose_up
 from tests.test_deploy import free_ports
 from tests.test_keeper import RULES, KeptGroup, Prometheus, run_prometheus, wait_for
 from walbctr.layout.imagetag import keeper_image
@@ -31,10 +31,7 @@ ALERTMANAGER_YML = Path(__file__).resolve().parent.parent / "monitoring" / "aler
 TEMPLATES = "/usr/share/prometheus/alertmanager"
 
 
-class Alertmanager:
-    def __init__(self, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-
+class Alertmanager(HttpService):
     def alerts(self) -> list[dict[str, Any]]:
         with urllib.request.urlopen(f"{self.url}/api/v2/alerts", timeout=5) as response:
             found: list[dict[str, Any]] = json.load(response)
@@ -47,13 +44,6 @@ class Alertmanager:
                     a["labels"].get(k) == v for k, v in labels.items()):
                 return a
         return None
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
 
 
 def run_alertmanager(name: str, tmp_path: Path, image: str) -> Iterator[Alertmanager]:
@@ -84,20 +74,9 @@ def run_alertmanager(name: str, tmp_path: Path, image: str) -> Iterator[Alertman
                     f"{home}:/etc/alertmanager-test:ro", f"{home / 'data'}:/alertmanager"],
         "mem_limit": "256m",
     }}}))
-    command, project = "docker compose", f"{name}-alertmanager"
-    bring_up = get_docker_services(command, str(compose_file), project, ["up -d"],
-                                   ["down -v"])
-    try:
-        services: Services = bring_up.__enter__()
-    except BaseException:  # pytest-docker's setup is outside its own try/finally
-        DockerComposeExecutor(command, str(compose_file), project).execute("down -v")
-        raise
-    try:
-        manager = Alertmanager(port)
-        services.wait_until_responsive(check=manager.ready, timeout=30, pause=0.2)
+    manager = Alertmanager(port)
+    with compose_up(compose_file, f"{name}-alertmanager", manager):
         yield manager
-    finally:
-        bring_up.__exit__(None, None, None)
 
 
 def quick_rules() -> str:

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 import yaml
-from pytest_docker.plugin import DockerComposeExecutor, Services, get_docker_services
 
 from tests.conftest import walbc_command
+from tests.harness.compose import HttpService, compose_up
 from tests.test_deploy import Group, free_ports
 from walbctr.layout.imagetag import keeper_image
 
@@ -116,10 +116,7 @@ def kept(tmp_path: Path, engine: Any, double_image: str, loop_vg: str) -> Iterat
 # --- a real Prometheus, through pytest-docker -------------------------------------------
 
 
-class Prometheus:
-    def __init__(self, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-
+class Prometheus(HttpService):
     def query(self, expr: str) -> dict[tuple[tuple[str, str], ...], float]:
         """Instant query through the HTTP API: labels (without __name__) -> value."""
         url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
@@ -132,13 +129,6 @@ class Prometheus:
     def value(self, expr: str) -> float | None:
         found = self.query(expr)
         return next(iter(found.values())) if found else None
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
 
 
 @pytest.fixture
@@ -182,20 +172,9 @@ def run_prometheus(kept: KeptGroup, tmp_path: Path, double_image: str,
                     f"{home}:/etc/prometheus-test:ro", f"{home / 'data'}:/prometheus"],
         "mem_limit": "512m",
     }}}))
-    command = "docker compose"
-    bring_up = get_docker_services(command, str(compose_file), project, ["up -d"],
-                                   ["down -v"])
-    try:
-        services: Services = bring_up.__enter__()
-    except BaseException:  # pytest-docker's setup is outside its own try/finally
-        DockerComposeExecutor(command, str(compose_file), project).execute("down -v")
-        raise
-    try:
-        prom = Prometheus(port)
-        services.wait_until_responsive(check=prom.ready, timeout=30, pause=0.2)
+    prom = Prometheus(port)
+    with compose_up(compose_file, project, prom):
         yield prom
-    finally:
-        bring_up.__exit__(None, None, None)
 
 
 # --- the tests ----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import pytest
 
 from tests.test_deploy import free_ports
 from tests.test_keeper import INTERVAL, KeptGroup, wait_for
-from tests.test_upgrade import Lab, board_order
+from tests.test_upgrade import Lab, board_order, lab_up
 from walbctr.layout.imagetag import keeper_image
 
 
@@ -46,14 +46,7 @@ class HostLab(Lab):
 
 
 def make_lab(tmp: Path, engine: Any, image: str, vg: str, shared: bool) -> Iterator[HostLab]:
-    g = HostLab(tmp, engine, image, vg, shared)
-    try:
-        up = g.up()
-        assert up.returncode == 0, up.stderr
-        g.make_volumes()
-        yield g
-    finally:
-        g.cleanup()
+    yield from lab_up(HostLab(tmp, engine, image, vg, shared))
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ double's `double-set-state` hooks make the states a test needs refused or preser
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import subprocess
@@ -23,9 +22,10 @@ import pytest
 
 from tests.conftest import proxy_state
 from tests.test_deploy import free_ports
+from tests.test_volume_ops import MIB, overwrite, sha
 from walbctr.render.compose import LABEL
 
-MIB = 1 << 20
+
 class Lab:
     """A bridge-mode group on this engine whose servers sit on different layout hosts."""
 
@@ -97,14 +97,6 @@ def device(lab: Lab, server: str, vol: str, size: int = 4 * MIB) -> Path:
     dev.parent.mkdir(parents=True, exist_ok=True)
     dev.write_bytes(os.urandom(size))
     return dev
-
-
-def overwrite(dev: Path, offset: int, size: int) -> None:
-    with dev.open("r+b") as f:
-        f.seek(offset)
-        f.write(os.urandom(size))
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def restored_sha(lab: Lab, archive: str, vol: str, gid: int) -> str:
@@ -241,10 +233,6 @@ def test_bad_arguments_and_busy_volumes_are_refused_before_anything_is_touched(
     assert set(lab.containers()) == {"a0", "p0", "s0"}
     assert all(c.status == "running" for c in lab.containers().values())
     assert lab.path.read_text() == lab.text
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_the_primary_archive_is_replaced_and_restores_the_same_bytes(lab: Lab) -> None:

@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -127,9 +127,11 @@ class Lab(Group):
         return self.walbctr("upgrade", str(self.path), "--plain", *args)
 
 
-@pytest.fixture
-def lab(tmp_path: Path, engine: Any, double_image: str, loop_vg: str) -> Iterator[Lab]:
-    g = Lab(tmp_path / "lab", engine, double_image, loop_vg)
+LabT = TypeVar("LabT", bound=Lab)
+
+
+def lab_up(g: LabT) -> Iterator[LabT]:
+    """The lab up with its volumes made, for a fixture to yield from; cleaned up after."""
     try:
         up = g.up()
         assert up.returncode == 0, up.stderr
@@ -137,6 +139,11 @@ def lab(tmp_path: Path, engine: Any, double_image: str, loop_vg: str) -> Iterato
         yield g
     finally:
         g.cleanup()
+
+
+@pytest.fixture
+def lab(tmp_path: Path, engine: Any, double_image: str, loop_vg: str) -> Iterator[Lab]:
+    yield from lab_up(Lab(tmp_path / "lab", engine, double_image, loop_vg))
 
 
 def board_order(output: str, state: str) -> list[str]:
